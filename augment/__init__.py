@@ -1,0 +1,3 @@
+"""shardtrain `augment` package."""
+
+from pipelines import _offline  # noqa: F401  (must run before ray/albumentations import)

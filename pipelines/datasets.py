@@ -1,0 +1,228 @@
+"""The dataset registry: name -> files, checksums, download URLs and the pipeline that reads them.
+
+Files are looked for in ``--data-dir`` (or ``dataset.data_dir``), then
+``$SHARDTRAIN_DATA``, then the user cache (``$XDG_CACHE_HOME/shardtrain``), each
+both in ``<root>/<subdir>/`` and directly in ``<root>/``. They are downloaded (and
+their checksum verified) only when missing everywhere and a URL is known; nothing is
+ever downloaded at import time, and ``SHARDTRAIN_OFFLINE=1`` forbids downloads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pipelines.errors import ShardtrainError
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One raw file of a dataset: its name, a checksum of the published file, and URLs.
+
+    ``checksum`` is ``"sha256:<hex>"`` or ``"md5:<hex>"`` of the file as published; it
+    is checked on download. ``alternatives`` are other accepted names for the same
+    content (e.g. an uncompressed IDX file beside the ``.gz`` one).
+    """
+
+    name: str
+    checksum: str | None = None
+    urls: tuple[str, ...] = ()
+    alternatives: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registry entry: where a dataset's files live and which pipeline reads them.
+
+    ``pipeline`` names the module whose ``prepare_jobs``/``augment_jobs`` build the
+    stage jobs; ``layouts`` are extra sub-directories to search (torchvision's
+    ``FashionMNIST/raw`` for instance); ``options`` is the dataclass validating
+    ``dataset.options``.
+    """
+
+    name: str
+    subdir: str
+    files: tuple[FileSpec, ...]
+    pipeline: str
+    layouts: tuple[str, ...] = ()
+    options: Callable[..., Any] | None = None
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_FMNIST = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+_KDD = "http://kdd.ics.uci.edu/databases/kddcup99/"
+
+
+def _idx_files(base: str, md5s: tuple[str, str, str, str]) -> tuple[FileSpec, ...]:
+    """The four IDX files of an MNIST-like dataset (raw names accepted too)."""
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    return tuple(FileSpec(f"{n}.gz", f"md5:{m}", (f"{base}{n}.gz",), (n,)) for n, m in zip(names, md5s))
+
+
+REGISTRY: dict[str, DatasetSpec] = {
+    "fashion-mnist": DatasetSpec(
+        "fashion-mnist", "fashion-mnist",
+        _idx_files(_FMNIST, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
+                             "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310")),
+        "pipelines.images", layouts=("FashionMNIST/raw",),
+        description="Zalando Fashion-MNIST, 60,000 + 10,000 28x28 grayscale images, 10 classes",
+        extra={"classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                           "Sneaker", "Bag", "Ankle boot"]},
+    ),
+    "mnist": DatasetSpec(
+        "mnist", "mnist",
+        _idx_files(_MNIST, ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+                            "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c")),
+        "pipelines.images", layouts=("MNIST/raw",),
+        description="LeCun et al. MNIST handwritten digits, 60,000 + 10,000 28x28 images",
+        extra={"classes": [str(i) for i in range(10)]},
+    ),
+    "image-folder": DatasetSpec(
+        "image-folder", "", (), "pipelines.images",
+        description="PNG/JPEG files under a root folder listed in an annotations CSV (path, label)",
+    ),
+    "digits": DatasetSpec(
+        "digits", "", (), "pipelines.images",
+        description="scikit-learn's bundled 8x8 handwritten digits (1,797 images; offline)",
+        extra={"classes": [str(i) for i in range(10)]},
+    ),
+    "sms-spam": DatasetSpec(
+        "sms-spam", "sms-spam",
+        (FileSpec("SMSSpamCollection", "sha256:7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"),),
+        "pipelines.text_pipeline",
+        description="SMS Spam Collection v.1 (UCI 228): 5,574 messages, ham/spam",
+    ),
+    "kdd99": DatasetSpec(
+        "kdd99", "kddcup99",
+        (
+            FileSpec("kddcup.data_10_percent.gz",
+                     "sha256:8045aca0d84e70e622d1148d7df782496f6333bf6eb979a1b0837c42a9fd9561",
+                     (f"{_KDD}kddcup.data_10_percent.gz",)),
+            FileSpec("corrected.gz", None, (f"{_KDD}corrected.gz",)),
+            FileSpec("training_attack_types", None, (f"{_KDD}training_attack_types",)),
+        ),
+        "pipelines.logs_pipeline",
+        description="KDD Cup 1999 connection records: 10% training file and the labelled 'corrected' test set",
+    ),
+    "nasa-http": DatasetSpec(
+        "nasa-http", "nasa-http",
+        (FileSpec("NASA_access_log_Aug95.first20000.log"),),
+        "pipelines.logs_pipeline",
+        description="NASA Kennedy Space Center HTTP access log (Common Log Format), August 1995 excerpt",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """The user cache where downloads go: ``$XDG_CACHE_HOME/shardtrain`` or ``~/.cache/shardtrain``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "shardtrain"
+
+
+def search_roots(data_dir: str | None) -> list[Path]:
+    """Roots in lookup order: the given data dir, ``$SHARDTRAIN_DATA``, the user cache."""
+    roots = []
+    if data_dir:
+        roots.append(Path(data_dir).expanduser())
+    if os.environ.get("SHARDTRAIN_DATA"):
+        roots.append(Path(os.environ["SHARDTRAIN_DATA"]).expanduser())
+    roots.append(cache_dir())
+    return roots
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """Look a dataset up by name, failing with the known names."""
+    if name not in REGISTRY:
+        raise ShardtrainError(f"config key 'dataset.name': unknown dataset {name!r} (known: {', '.join(REGISTRY)})")
+    return REGISTRY[name]
+
+
+def _find_in(root: Path, spec: DatasetSpec, f: FileSpec) -> Path | None:
+    """A file (or one of its alternative names) under ``root`` in any known layout."""
+    dirs = [root / spec.subdir] if spec.subdir else []
+    dirs += [root] + [root / layout for layout in spec.layouts]
+    if spec.subdir:
+        dirs += [root / spec.subdir / layout for layout in spec.layouts]
+    for d in dirs:
+        for name in (f.name, *f.alternatives):
+            if (d / name).is_file():
+                return d / name
+    return None
+
+
+def _checksum_ok(path: Path, checksum: str | None) -> bool:
+    """Compare a file against ``algo:hex``; no checksum known means accept."""
+    if not checksum:
+        return True
+    algo, _, expected = checksum.partition(":")
+    h = hashlib.new(algo)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest() == expected
+
+
+def _download(spec: DatasetSpec, f: FileSpec, dest_dir: Path) -> Path:
+    """Download one file into the cache, verifying its checksum before it becomes visible."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for url in f.urls:
+        fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{f.name}.")
+        os.close(fd)
+        try:
+            with urllib.request.urlopen(url, timeout=30) as resp, open(tmp, "wb") as out:
+                shutil.copyfileobj(resp, out)
+            if not _checksum_ok(Path(tmp), f.checksum):
+                errors.append(f"{url}: checksum mismatch")
+                continue
+            final = dest_dir / f.name
+            os.replace(tmp, final)
+            return final
+        except OSError as exc:
+            errors.append(f"{url}: {exc}")
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    raise ShardtrainError(f"{spec.name}: could not download {f.name} ({'; '.join(errors)})")
+
+
+def locate(name: str, data_dir: str | None = None) -> dict[str, Path]:
+    """Find every file of dataset ``name`` (downloading missing ones when allowed)."""
+    spec = get_spec(name)
+    roots = search_roots(data_dir)
+    found: dict[str, Path] = {}
+    for f in spec.files:
+        for root in roots:
+            path = _find_in(root, spec, f)
+            if path is not None:
+                found[f.name] = path
+                break
+    missing = [f for f in spec.files if f.name not in found]
+    if not missing:
+        return found
+    offline = os.environ.get("SHARDTRAIN_OFFLINE", "") not in ("", "0")
+    if offline or not all(f.urls for f in missing):
+        where = ", ".join(str(r / spec.subdir) if spec.subdir else str(r) for r in roots)
+        raise ShardtrainError(
+            f"dataset {name}: missing {', '.join(f.name for f in missing)} (looked in {where}; "
+            f"pass --data-dir or set SHARDTRAIN_DATA)"
+        )
+    for f in missing:
+        found[f.name] = _download(spec, f, cache_dir() / spec.subdir)
+    return found
+
+
+def file_fingerprint(path: Path) -> str:
+    """A cheap identity of an input file for stage fingerprints: name, size and sha256."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(8 << 20), b""):
+            h.update(chunk)
+    return f"{path.name}:{path.stat().st_size}:{h.hexdigest()[:16]}"

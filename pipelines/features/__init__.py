@@ -1,0 +1,1 @@
+"""Feature extractors: batch stage functions turning decoded records into the `x` column."""

@@ -1,0 +1,1 @@
+"""Dataset readers: parse raw files (IDX, image folders, ...) into numpy columns."""

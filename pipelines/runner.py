@@ -1,0 +1,276 @@
+"""The stage runner: apply a pure batch function to each shard's rows and write the shards.
+
+A split's source rows are cut into shards by position alone (row ``i`` belongs to
+input shard ``i // rows_per_shard``); each shard is one task that applies the stage
+function to its rows in batches and writes exactly one output file. Because the
+boundaries come from the data and every random draw from (seed, sample_id, copy),
+the Ray executor (one Ray Data task per shard, retried if its node dies) and the
+in-process executor (no Ray import) write byte-identical shards.
+
+The index is written last, after every shard is durable, and the old index is removed
+before any shard is touched: a crashed or killed stage leaves no index behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.errors import ShardtrainError
+from pipelines.shards import format as fmt
+from pipelines.shards.writer import _atomic_write, build_table, write_index, write_shard
+
+log = logging.getLogger("shardtrain")
+
+StageFn = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+@dataclass
+class SplitJob:
+    """One split of a stage: its source rows, the batch function, and index metadata.
+
+    ``source`` maps column names to row-aligned arrays (numpy or Arrow) and must hold
+    ``sample_id``; ``fn(batch, ctx)`` is the pure stage function; ``describe`` is merged
+    into the split's index (features, labels, extra).
+    """
+
+    split: str
+    source: dict[str, Any]
+    fn: StageFn
+    ctx: Any
+    describe: dict[str, Any] = field(default_factory=dict)
+    pre_rejects: list[dict[str, Any]] = field(default_factory=list)
+    input_rows: int | None = None
+
+
+def _rows(columns: dict[str, Any]) -> int:
+    """Row count of a columns mapping (all columns share it)."""
+    return len(next(iter(columns.values()))) if columns else 0
+
+
+def _slice(columns: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
+    """Rows ``[start, stop)`` of every column (views, no copies)."""
+    return {k: v[start:stop] for k, v in columns.items()}
+
+
+def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Concatenate batch outputs column by column (numpy or Arrow)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {}
+    for name in parts[0]:
+        values = [p[name] for p in parts]
+        if isinstance(values[0], (pa.Array, pa.ChunkedArray)):
+            out[name] = pa.concat_arrays(
+                [v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v for v in values]
+            )
+        else:
+            out[name] = np.concatenate(values)
+    return out
+
+
+def _split_rejects(columns: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Drop rows whose ``reject_reason`` is non-empty; return kept columns and reject records."""
+    if "reject_reason" not in columns:
+        return columns, []
+    reasons = np.asarray(columns.pop("reject_reason"), dtype=object)
+    details = columns.pop("reject_detail", None)
+    bad = np.flatnonzero(reasons != "")
+    if len(bad) == 0:
+        return columns, []
+    ids = np.asarray(columns["sample_id"])
+    rejects = [
+        {"sample_id": int(ids[i]), "reason": str(reasons[i]),
+         "detail": "" if details is None else str(details[i])[:200]}
+        for i in bad
+    ]
+    keep = np.flatnonzero(reasons == "")
+    kept = {}
+    for name, values in columns.items():
+        if isinstance(values, (pa.Array, pa.ChunkedArray)):
+            kept[name] = values.take(pa.array(keep))
+        else:
+            kept[name] = np.asarray(values)[keep]
+    return kept, rejects
+
+
+def process_shard(rows: dict[str, Any], fn: StageFn, ctx: Any, batch_rows: int) -> tuple[dict[str, Any], list]:
+    """Apply ``fn`` to a shard's rows in batches; return the kept output and the rejects."""
+    n = _rows(rows)
+    outputs, rejects = [], []
+    for start in range(0, max(n, 1), max(batch_rows, 1)):
+        out = fn(_slice(rows, start, min(start + batch_rows, n)), ctx)
+        kept, bad = _split_rejects(dict(out))
+        outputs.append(kept)
+        rejects.extend(bad)
+    return _concat(outputs), rejects
+
+
+def run_shard_task(task: dict[str, Any], source: dict[str, Any], fn: StageFn, ctx: Any) -> dict[str, Any]:
+    """Process and write one shard; returns its index entry plus label counts and rejects."""
+    rows = _slice(source, task["start"], task["stop"])
+    columns, rejects = process_shard(rows, fn, ctx, task["batch_rows"])
+    path = Path(task["out_dir"]) / fmt.shard_name(task["index"], task["count"])
+    entry = write_shard(path, columns, (task["index"], task["count"]))
+    label_counts = {}
+    for name, values in columns.items():
+        if name == "label" or name.startswith("label_"):
+            arr = np.asarray(values)
+            if arr.dtype.kind in "iu":
+                uniq, counts = np.unique(arr, return_counts=True)
+                label_counts[name] = {str(int(u)): int(c) for u, c in zip(uniq, counts)}
+    schema = [{"name": f.name, "type": str(f.type)} for f in build_table(_slice(columns, 0, 0)).schema]
+    return {"split": task["split"], "entry": entry, "rejects": rejects,
+            "label_counts": label_counts, "schema": schema}
+
+
+def plan_tasks(job: SplitJob, out_dir: Path, rows_per_shard: int, batch_rows: int) -> list[dict[str, Any]]:
+    """Cut a split's source into shard tasks by row position (at least one shard)."""
+    n = _rows(job.source)
+    count = max(1, -(-n // rows_per_shard))
+    return [
+        {"split": job.split, "index": i, "count": count, "start": i * rows_per_shard,
+         "stop": min((i + 1) * rows_per_shard, n), "out_dir": str(out_dir / job.split),
+         "batch_rows": batch_rows}
+        for i in range(count)
+    ]
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable sha256 over JSON-serialisable parts (config sections, input hashes, version)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def is_up_to_date(stage_dir: Path, splits: list[str], fp: str) -> bool:
+    """True when every split of the stage has an index with fingerprint ``fp``."""
+    for split in splits:
+        path = stage_dir / split / fmt.INDEX_NAME
+        if not path.exists():
+            return False
+        try:
+            if json.loads(path.read_text()).get("fingerprint") != fp:
+                return False
+        except (OSError, json.JSONDecodeError):
+            return False
+    return True
+
+
+def _clear_split_dir(directory: Path) -> None:
+    """Remove the index first (so nothing half-written is ever trusted), then old shards."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / fmt.INDEX_NAME).unlink(missing_ok=True)
+    for old in list(directory.glob(fmt.SHARD_GLOB)) + list(directory.glob(".part-*.tmp-*")):
+        old.unlink(missing_ok=True)
+    (directory / fmt.REJECTS_NAME).unlink(missing_ok=True)
+
+
+def _execute_local(tasks: list[dict], jobs: dict[str, SplitJob]) -> list[dict]:
+    """Run shard tasks one after another in this process (no Ray import)."""
+    results = []
+    for task in tasks:
+        job = jobs[task["split"]]
+        results.append(run_shard_task(task, job.source, job.fn, job.ctx))
+    return results
+
+
+def _execute_ray(tasks: list[dict], jobs: dict[str, SplitJob]) -> list[dict]:
+    """Run shard tasks as Ray Data tasks (progress bars, retries when a node dies)."""
+    import ray
+
+    from pipelines.ray_exec import run_tasks_with_ray_data
+
+    refs = {name: ray.put(job.source) for name, job in jobs.items()}
+    fns = {name: (job.fn, job.ctx) for name, job in jobs.items()}
+    return run_tasks_with_ray_data(tasks, refs, fns)
+
+
+def run_stage(
+    stage: str,
+    jobs: list[SplitJob],
+    stage_dir: Path,
+    *,
+    rows_per_shard: int,
+    batch_rows: int,
+    max_reject_fraction: float,
+    executor: str,
+    fp: str,
+    config: dict[str, Any],
+    dataset: str,
+) -> dict[str, dict[str, Any]]:
+    """Run a stage over its splits and write shards + one index per split; returns the indexes."""
+    t0 = time.perf_counter()
+    by_split = {job.split: job for job in jobs}
+    tasks = []
+    for job in jobs:
+        _clear_split_dir(stage_dir / job.split)
+        tasks.extend(plan_tasks(job, stage_dir, rows_per_shard, batch_rows))
+    run = _execute_ray if executor == "ray" else _execute_local
+    results = run(tasks, by_split)
+    indexes = {}
+    for job in jobs:
+        mine = sorted((r for r in results if r["split"] == job.split), key=lambda r: r["entry"]["file"])
+        indexes[job.split] = _finish_split(stage, job, mine, stage_dir / job.split,
+                                           max_reject_fraction, fp, config, dataset)
+    log.info("stage %s: %s in %.1f s", stage,
+             ", ".join(f"{s} {i['rows']} rows" for s, i in indexes.items()), time.perf_counter() - t0)
+    return indexes
+
+
+def _finish_split(stage: str, job: SplitJob, results: list[dict], directory: Path,
+                  max_reject_fraction: float, fp: str, config: dict, dataset: str) -> dict[str, Any]:
+    """Check rejects against the allowed fraction, then write rejects.jsonl and the index."""
+    rejects = list(job.pre_rejects) + [r for res in results for r in res["rejects"]]
+    input_rows = job.input_rows if job.input_rows is not None else _rows(job.source) + len(job.pre_rejects)
+    reasons = Counter(r["reason"].split(":")[0] if ":" in r["reason"] else r["reason"] for r in rejects)
+    if rejects:
+        lines = "".join(json.dumps(r) + "\n" for r in rejects)
+        _atomic_write(directory / fmt.REJECTS_NAME, lines.encode())
+    fraction = len(rejects) / max(input_rows, 1)
+    if fraction > max_reject_fraction:
+        first = rejects[0]
+        raise ShardtrainError(
+            f"{stage}/{job.split}: {len(rejects)} of {input_rows} records rejected ({fraction:.1%} > "
+            f"max_reject_fraction {max_reject_fraction:.1%}); first: sample {first['sample_id']}: "
+            f"{first['reason']} (all in {directory / fmt.REJECTS_NAME})"
+        )
+    entries = [r["entry"] for r in results]
+    rows = sum(e["rows"] for e in entries)
+    counts: dict[str, Counter] = {}
+    for res in results:
+        for col, c in res["label_counts"].items():
+            counts.setdefault(col, Counter()).update(c)
+    describe = dict(job.describe)
+    labels = {}
+    for col, desc in describe.pop("labels", {}).items():
+        labels[col] = dict(desc, counts=dict(sorted(counts.get(col, {}).items(), key=lambda kv: int(kv[0]))))
+    schema = results[0]["schema"] if results else []
+    index = {
+        "format": fmt.FORMAT_NAME,
+        "version": fmt.version_for([c["name"] for c in schema]),
+        "stage": stage,
+        "dataset": dataset,
+        "split": job.split,
+        "rows": rows,
+        "schema": schema,
+        "features": describe.pop("features", {}),
+        "labels": labels,
+        "shards": entries,
+        "rejects": {"count": len(rejects), "file": fmt.REJECTS_NAME if rejects else None,
+                    "reasons": dict(reasons)},
+        "extra": describe.pop("extra", {}),
+        "config": config,
+        "fingerprint": fp,
+    }
+    index.update(describe)
+    write_index(directory, index)
+    return index

@@ -1,0 +1,21 @@
+"""The shardtrain shard format: Arrow IPC files plus an ``index.json`` (see FORMAT.md)."""
+
+from pipelines.shards.format import (
+    FORMAT_NAME,
+    INDEX_NAME,
+    SUPPORTED_VERSIONS,
+    shard_name,
+)
+from pipelines.shards.reader import ShardSet, verify_shards
+from pipelines.shards.writer import write_index, write_shard
+
+__all__ = [
+    "FORMAT_NAME",
+    "INDEX_NAME",
+    "SUPPORTED_VERSIONS",
+    "ShardSet",
+    "shard_name",
+    "verify_shards",
+    "write_index",
+    "write_shard",
+]
