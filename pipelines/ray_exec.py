@@ -59,7 +59,8 @@ def _run_batch(batch: dict[str, Any], tasks: list[dict], refs: dict[str, Any], f
 def run_tasks_with_ray_data(tasks: list[dict], refs: dict[str, Any], fns: dict[str, Any]) -> list[dict]:
     """Run one Ray Data task per shard (batch_size=1) and collect the index entries.
 
-    A task whose node dies is retried (``max_retries``); since a task rewrites its whole
+    Ray Data retries a task whose node dies (its tasks default to unlimited retries
+    on system failures); since a task rewrites its whole
     shard through a temporary file and a rename, a retry never leaves a partial file.
     """
     import ray
@@ -70,6 +71,5 @@ def run_tasks_with_ray_data(tasks: list[dict], refs: dict[str, Any], fns: dict[s
         batch_size=1,
         fn_kwargs={"tasks": tasks, "refs": refs, "fns": fns},
         num_cpus=1,
-        max_retries=5,
     )
     return [json.loads(row["result"]) for row in ds.take_all()]

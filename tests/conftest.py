@@ -13,6 +13,8 @@ DATA_DIR = REPO.parent / "shared" / "data"
 
 # Tests never download anything.
 os.environ.setdefault("SHARDTRAIN_OFFLINE", "1")
+# Ray workers inherit this, so they can import test modules holding stage functions.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
 
 @pytest.fixture(scope="session")

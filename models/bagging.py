@@ -1,0 +1,249 @@
+"""Bagging: K members trained in one forward/backward, each on its own bootstrap of the data.
+
+Members are stacked with ``torch.func.stack_module_state`` into parameters of shape
+``(K, *shape)`` that are registered on the ensemble (so optimizers, checkpoints and DDP
+see ordinary ``nn.Parameter``s), then evaluated all at once with ``vmap`` +
+``functional_call``, or, for :class:`~models.mlp.MLP` members, with a fused batched
+matmul (``baddbmm``) that is faster on CPU.
+
+Bootstrap weights are not drawn by resampling the dataset (which needs a global view
+of it) but are a *pure function* of ``(seed, member, sample_id)``: each member gives each
+sample a Poisson(1) count, the classic online-bagging approximation of the bootstrap
+(Oza & Russell 2001). The counts are therefore the same on every DDP rank, in every
+epoch, however the data are sharded or batched, and a sample with count 0 for member
+``k`` is never trained on by ``k``: it is out of bag for ``k``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from models.mlp import MLP
+from pipelines.errors import ShardtrainError
+
+BOOTSTRAPS = ("poisson", "none")
+IMPLS = ("auto", "vmap", "bmm", "sequential")
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_MUL1 = 0xBF58476D1CE4E5B9
+_MUL2 = 0x94D049BB133111EB
+_POISSON_TABLE = 13  # P(X > 12) ~ 1e-10 is below the 2**-24 resolution of the uniforms
+
+
+def _signed(c: int) -> int:
+    """The int64 two's-complement value of the unsigned 64-bit constant ``c``."""
+    return c - (1 << 64) if c >= (1 << 63) else c
+
+
+def _shr(z: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical (unsigned) right shift of an int64 tensor: torch's ``>>`` is arithmetic."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def splitmix64(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64 finaliser on an int64 tensor, with int64 wraparound standing in for mod 2**64.
+
+    Bit-for-bit equal to the reference on unsigned 64-bit integers (see
+    :func:`splitmix64_int`); works on any device that has int64 multiply and shifts.
+    """
+    z = z + _signed(_GOLDEN)
+    z = (z ^ _shr(z, 30)) * _signed(_MUL1)
+    z = (z ^ _shr(z, 27)) * _signed(_MUL2)
+    return z ^ _shr(z, 31)
+
+
+def splitmix64_int(z: int) -> int:
+    """Pure-Python SplitMix64 on an unsigned 64-bit integer (returns the signed int64 value)."""
+    z = (z + _GOLDEN) & _MASK64
+    z = ((z ^ (z >> 30)) * _MUL1) & _MASK64
+    z = ((z ^ (z >> 27)) * _MUL2) & _MASK64
+    return _signed(z ^ (z >> 31))
+
+
+def bootstrap_weights(
+    seed: int, member_ids: torch.Tensor, sample_ids: torch.Tensor, kind: str = "poisson"
+) -> torch.Tensor:
+    """Bootstrap counts ``(K, B)`` float32 for members ``(K,)`` and samples ``(B,)``.
+
+    ``count[k, i] ~ Poisson(1)`` is a pure function of ``(seed, member_ids[k],
+    sample_ids[i])``: ``h = splitmix64(splitmix64(splitmix64(seed) + k) + sample_id)``,
+    whose top 24 bits give a uniform ``u`` in (0, 1), mapped through the Poisson(1)
+    inverse CDF. Computed with integer torch ops on ``sample_ids.device`` (no host
+    round trip). ``kind="none"`` returns all ones (members then differ only by init and
+    dropout, and nothing is out of bag).
+
+    A multinomial ("exact") bootstrap is deliberately not offered: its counts sum to N,
+    so a sample's count depends on every other draw and cannot be computed from its
+    own id on one rank; Poisson(1) is its N -> infinity limit.
+    """
+    if kind not in BOOTSTRAPS:
+        raise ShardtrainError(
+            f"model.bootstrap: unknown bootstrap {kind!r}; expected one of {list(BOOTSTRAPS)} "
+            "(a multinomial 'exact' bootstrap needs a global view of the data, so it is not offered)"
+        )
+    device = sample_ids.device
+    member_ids = member_ids.to(device=device, dtype=torch.int64)
+    if kind == "none":
+        return torch.ones(member_ids.shape[0], sample_ids.shape[0], dtype=torch.float32, device=device)
+    seed_t = torch.full((1, 1), _signed(seed & _MASK64), dtype=torch.int64, device=device)
+    member_key = splitmix64(splitmix64(seed_t) + member_ids[:, None])  # (K, 1)
+    h = splitmix64(member_key + sample_ids.to(torch.int64)[None, :])  # (K, B)
+    u = (_shr(h, 40).to(torch.float32) + 0.5) * (2.0**-24)  # (K, B) in (0, 1)
+    k = torch.arange(_POISSON_TABLE, device=device, dtype=torch.float64)
+    cdf = torch.cumsum(torch.exp(-1.0 - torch.lgamma(k + 1.0)), 0).to(torch.float32)  # (T,) P(X <= j)
+    return (u[..., None] >= cdf).sum(-1).to(torch.float32)  # (K, B) #{j : P(X <= j) <= u}
+
+
+def member_seed(seed: int, member: int) -> int:
+    """The torch seed member ``member``'s parameters are initialised from (a pure function of both)."""
+    return splitmix64_int((splitmix64_int(seed & _MASK64) + member) & _MASK64) & ((1 << 63) - 1)
+
+
+def ensemble_probs(member_logits: torch.Tensor) -> torch.Tensor:
+    """Ensemble prediction ``(B, C)``: the mean of the members' softmax probabilities ``(K, B, C)``."""
+    return torch.softmax(member_logits, dim=-1).mean(0)
+
+
+class BaggingEnsemble(nn.Module):
+    """K identically shaped members run as one batched model; forward gives ``(K, B, C)``.
+
+    ``member_factory()`` is called K times, member ``k`` under the torch seed
+    :func:`member_seed` ``(seed, k)`` (the global RNG state is restored afterwards), so an
+    ensemble is reproducible from its seed. Stacked parameters are registered under the
+    member's parameter names with ``.`` replaced by ``__`` (``net__0__weight``: ``(K, 512, 784)``).
+
+    ``impl``: ``"vmap"`` (``torch.func.vmap`` over ``functional_call``; any member type),
+    ``"bmm"`` (MLP members only: the first layer is one GEMM against all members'
+    weights, later layers ``torch.baddbmm``), ``"sequential"`` (a Python loop over members,
+    the reference), or ``"auto"``: ``bmm`` for MLP members on CPU, ``vmap`` otherwise.
+    Dropout masks differ between members in every implementation.
+
+    Example::
+
+        >>> ens = BaggingEnsemble(lambda: MLP(784, (64,), 10), members=4)
+        >>> ens(torch.zeros(2, 784)).shape
+        torch.Size([4, 2, 10])
+    """
+
+    def __init__(
+        self,
+        member_factory: Callable[[], nn.Module],
+        members: int = 8,
+        bootstrap: str = "poisson",
+        seed: int = 0,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        if members < 1:
+            raise ShardtrainError(f"model.members: need at least 1 member, got {members}")
+        if impl not in IMPLS:
+            raise ShardtrainError(f"model.impl: unknown implementation {impl!r}; expected one of {list(IMPLS)}")
+        bootstrap_weights(seed, torch.zeros(1), torch.zeros(1), bootstrap)  # validates `bootstrap`
+        self.members, self.bootstrap, self.seed, self.impl = int(members), bootstrap, int(seed), impl
+        built = []
+        for k in range(members):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(member_seed(seed, k))
+                built.append(member_factory())
+        if impl == "bmm" and not isinstance(built[0], MLP):
+            raise ShardtrainError(f"model.impl: 'bmm' needs MLP members, got {type(built[0]).__name__}")
+        params, buffers = stack_module_state(built)
+        # The template module lives on the meta device inside a tuple, so it owns no
+        # memory and nn.Module does not register (or move, or checkpoint) it.
+        self._template = (copy.deepcopy(built[0]).to("meta"),)
+        self._param_names = {name: name.replace(".", "__") for name in params}
+        self._buffer_names = {name: name.replace(".", "__") for name in buffers}
+        if len(set(self._param_names.values()) | set(self._buffer_names.values())) != len(params) + len(buffers):
+            raise ShardtrainError("model: member parameter names collide once '.' is replaced by '__'")
+        for name, value in params.items():
+            self.register_parameter(self._param_names[name], nn.Parameter(value))
+        for name, value in buffers.items():
+            self.register_buffer(self._buffer_names[name], value)
+
+    @property
+    def template(self) -> nn.Module:
+        """The member architecture (on the meta device; holds no weights)."""
+        return self._template[0]
+
+    def train(self, mode: bool = True) -> BaggingEnsemble:
+        """Set train/eval mode on the ensemble and on the hidden member template (dropout)."""
+        super().train(mode)
+        self.template.train(mode)
+        return self
+
+    def stacked_params(self) -> dict[str, torch.Tensor]:
+        """The registered stacked parameters under the member's own names, ``{name: (K, *shape)}``."""
+        return {name: getattr(self, key) for name, key in self._param_names.items()}
+
+    def stacked_buffers(self) -> dict[str, torch.Tensor]:
+        """The stacked buffers under the member's own names, ``{name: (K, *shape)}``."""
+        return {name: getattr(self, key) for name, key in self._buffer_names.items()}
+
+    def member(self, k: int) -> nn.Module:
+        """A standalone copy of member ``k`` (detached weights, same device), e.g. for export or tests."""
+        device = next(self.parameters()).device
+        module = copy.deepcopy(self.template).to_empty(device=device)
+        state = {n: p[k].detach().clone() for n, p in {**self.stacked_params(), **self.stacked_buffers()}.items()}
+        module.load_state_dict(state)
+        return module.train(self.training)
+
+    def bootstrap_weights(self, sample_ids: torch.Tensor) -> torch.Tensor:
+        """Bootstrap counts ``(K, B)`` for a batch's ``sample_ids (B,)`` (use ``source_id`` for augmented data)."""
+        member_ids = torch.arange(self.members, device=sample_ids.device)
+        return bootstrap_weights(self.seed, member_ids, sample_ids, self.bootstrap)
+
+    def resolved_impl(self, x: object) -> str:
+        """The implementation ``forward`` uses for input ``x`` (resolves ``"auto"``)."""
+        if self.impl != "auto":
+            return self.impl
+        on_cpu = isinstance(x, torch.Tensor) and x.device.type == "cpu"
+        return "bmm" if on_cpu and isinstance(self.template, MLP) else "vmap"
+
+    def forward(self, x: torch.Tensor | object) -> torch.Tensor:
+        """All members' outputs ``(K, B, C)`` for a batch ``x`` shared by every member."""
+        impl = self.resolved_impl(x)
+        if impl == "bmm":
+            return self._forward_bmm(x)
+        params, buffers = self.stacked_params(), self.stacked_buffers()
+        if impl == "vmap":
+            def call(p: dict, b: dict, inp: object) -> torch.Tensor:
+                return functional_call(self.template, (p, b), (inp,))
+
+            return vmap(call, in_dims=(0, 0, None), randomness="different")(params, buffers, x)
+        outs = [
+            functional_call(self.template, ({n: p[k] for n, p in params.items()}, {n: b[k] for n, b in buffers.items()}), (x,))
+            for k in range(self.members)
+        ]
+        return torch.stack(outs)
+
+    def _forward_bmm(self, x: torch.Tensor) -> torch.Tensor:
+        """Fused forward for MLP members: one GEMM for the shared first layer, then baddbmm per layer."""
+        template: MLP = self.template  # type: ignore[assignment]
+        params = self.stacked_params()
+        if x.dim() > 2:
+            x = x.flatten(1)  # (B, F)
+        h: torch.Tensor | None = None
+        for i, layer in enumerate(template.net):
+            if not isinstance(layer, nn.Linear):
+                h = layer(h)  # activation / dropout / output activation: elementwise, stateless
+                continue
+            weight = params[f"net.{i}.weight"]  # (K, out, in)
+            bias = params.get(f"net.{i}.bias")  # (K, out) or None
+            k, out, fan_in = weight.shape
+            if h is None:  # first layer: every member sees the same x -> one (B, F) @ (F, K*out) GEMM
+                flat = x @ weight.reshape(k * out, fan_in).t()  # (B, K*out)
+                h = flat.view(-1, k, out).transpose(0, 1)  # (K, B, out)
+                h = h + bias[:, None, :] if bias is not None else h
+            elif bias is not None:
+                h = torch.baddbmm(bias[:, None, :], h, weight.transpose(1, 2))  # (K, B, out)
+            else:
+                h = torch.bmm(h, weight.transpose(1, 2))
+        assert h is not None
+        return h
+

@@ -1,0 +1,131 @@
+"""A shared trunk with one Linear head per task, and the masked, weighted multitask loss.
+
+Missing labels: a classification target of ``-1`` or a regression target of ``NaN``
+removes that (sample, task) pair from the task's loss, so it contributes exactly zero
+gradient (the loss is selected with ``torch.where``, not multiplied by 0, so even a
+non-finite output could not leak through).
+
+Task weighting (``weighting``):
+
+- ``"equal"``: ``L = sum_t L_t``.
+- ``"static"``: ``L = sum_t c_t L_t`` with ``c_t = static_weights[t]`` (default 1.0).
+- ``"uncertainty"`` (Kendall, Gal & Cipolla 2018), learned ``s_t = log sigma_t**2``:
+  classification ``exp(-s_t) L_t + s_t / 2``, regression ``exp(-s_t) L_t / 2 + s_t / 2``,
+  i.e. the paper's ``1/sigma**2`` (classification) and ``1/(2 sigma**2)`` (regression)
+  weights with the ``log sigma`` regulariser; ``s_t`` starts at 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pipelines.errors import ShardtrainError
+
+REGRESSION = "regression"
+WEIGHTINGS = ("equal", "static", "uncertainty")
+
+
+def masked_task_loss(output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean loss of one task over its labelled samples (0.0 when none are labelled).
+
+    ``output`` ``(B, C)`` logits with int64 ``target`` ``(B,)`` (``-1`` = missing) gives
+    cross-entropy; ``output`` ``(B,)`` with float ``target`` (``NaN`` = missing) gives squared
+    error. ``weight`` ``(B,)`` is the sample weight (0 for DDP padding rows). Returns
+    ``sum_i w_i m_i l_i / sum_i w_i m_i`` with ``m_i`` the labelled mask.
+    """
+    if target.dtype.is_floating_point:
+        mask = ~torch.isnan(target)  # (B,)
+        per_sample = (output - torch.where(mask, target, torch.zeros_like(target))).square()
+    else:
+        mask = target >= 0
+        per_sample = F.cross_entropy(output, target.clamp_min(0), reduction="none")  # (B,)
+    w = torch.where(mask, weight, torch.zeros_like(weight))  # (B,)
+    total = torch.where(mask, w * per_sample, torch.zeros_like(per_sample)).sum()
+    return total / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+
+
+class MultiTaskMLP(nn.Module):
+    """A shared ``trunk`` (features -> ``(B, trunk_out)``) feeding one Linear head per task.
+
+    ``heads`` maps task name to its class count (a classification head of that width)
+    or to ``"regression"`` (a one-unit head whose output is squeezed to ``(B,)``).
+    ``forward`` returns ``{task: output}``; :meth:`loss` combines the tasks' masked losses
+    according to ``weighting`` (see the module docstring).
+
+    Example::
+
+        >>> m = MultiTaskMLP(nn.Sequential(nn.Linear(4, 8), nn.ReLU()), 8, {"a": 3, "b": "regression"})
+        >>> {k: v.shape for k, v in m(torch.zeros(2, 4)).items()}
+        {'a': torch.Size([2, 3]), 'b': torch.Size([2])}
+    """
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        trunk_out: int,
+        heads: Mapping[str, int | str],
+        weighting: str = "equal",
+        static_weights: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        if not heads:
+            raise ShardtrainError("model: a multitask model needs at least one task head")
+        if weighting not in WEIGHTINGS:
+            raise ShardtrainError(f"model.task_weighting: unknown weighting {weighting!r}; expected one of {list(WEIGHTINGS)}")
+        static_weights = dict(static_weights or {})
+        unknown = sorted(set(static_weights) - set(heads))
+        if unknown:
+            raise ShardtrainError(f"model.task_weights: unknown task(s) {unknown}; tasks are {sorted(heads)}")
+        for task, spec in heads.items():
+            if spec != REGRESSION and not (isinstance(spec, int) and spec >= 2):
+                raise ShardtrainError(f"labels.{task}: head must be a class count >= 2 or 'regression', got {spec!r}")
+        self.trunk = trunk
+        self.tasks: dict[str, int | str] = dict(heads)
+        self.weighting = weighting
+        self.head = nn.ModuleDict(
+            {t: nn.Linear(trunk_out, 1 if spec == REGRESSION else int(spec)) for t, spec in heads.items()}
+        )
+        self.register_buffer(
+            "static_weights", torch.tensor([float(static_weights.get(t, 1.0)) for t in heads]), persistent=False
+        )
+        # Learned log-variances s_t, one per task (only a parameter when used, so that
+        # DDP does not see an unused parameter).
+        self.log_vars = nn.Parameter(torch.zeros(len(heads))) if weighting == "uncertainty" else None
+        # Kendall et al.'s factor on exp(-s_t) L_t: 1 for classification, 1/2 for regression.
+        scale = [0.5 if spec == REGRESSION else 1.0 for spec in heads.values()]
+        self.register_buffer("uncertainty_scale", torch.tensor(scale), persistent=False)
+
+    def is_regression(self, task: str) -> bool:
+        """Whether ``task`` has a regression head."""
+        return self.tasks[task] == REGRESSION
+
+    def forward(self, x: object) -> dict[str, torch.Tensor]:
+        """``{task: (B, C) logits or (B,) regression output}`` for a batch ``x``."""
+        h = self.trunk(x)  # (B, trunk_out)
+        return {t: (head(h).squeeze(-1) if self.is_regression(t) else head(h)) for t, head in self.head.items()}
+
+    def loss(
+        self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor], weights: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total weighted loss (scalar) and the raw per-task losses ``{task: scalar}``.
+
+        ``targets`` holds one ``(B,)`` tensor per task (``-1`` / ``NaN`` = missing) and
+        ``weights`` the ``(B,)`` sample weights. The raw per-task losses are what metrics
+        and early stopping should look at; the total is what the optimizer minimises.
+        """
+        missing = sorted(set(self.tasks) - set(targets))
+        if missing:
+            raise ShardtrainError(f"batch.y: no targets for task(s) {missing}")
+        raw = {t: masked_task_loss(outputs[t], targets[t], weights) for t in self.tasks}
+        stacked = torch.stack([raw[t] for t in self.tasks])  # (T,)
+        if self.weighting == "equal":
+            return stacked.sum(), raw
+        if self.weighting == "static":
+            return (self.static_weights * stacked).sum(), raw
+        assert self.log_vars is not None
+        weighted = self.uncertainty_scale * torch.exp(-self.log_vars) * stacked
+        return (weighted + 0.5 * self.log_vars).sum(), raw

@@ -1,0 +1,301 @@
+"""Web-server log features: parsed requests -> connections -> one float32 vector per connection.
+
+A *connection* (session) is the run of requests of one client host with no pause longer
+than ``gap_seconds`` between consecutive requests. Sessionisation runs once, after all
+blocks are parsed, on the concatenated columns, so a session that straddles a block or
+shard boundary is still one connection. Its id is the line number of its first request,
+which depends on the data only (never on block size or worker).
+
+Features describe only the connection's first ``first_k`` requests; the labels look at
+what happens afterwards (``label_error``: a 4xx/5xx among requests k+1..n;
+``label_long``: more than ``long_n`` requests in all), so the features cannot contain the
+answer. Connections shorter than k are kept with features over the requests they have
+(``n_seen`` < k says so) and their labels are then known to be 0. Connections that may
+still be running when the log ends (last request within ``gap_seconds`` of the log's
+last timestamp) get label -1 (missing) unless already positive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "n_seen",  # requests in the window: min(n, k)
+    "log1p_duration_s",  # first -> last request of the window
+    "log1p_bytes_total",
+    "log1p_bytes_mean",
+    "distinct_path_share",  # distinct paths / n_seen
+    "share_3xx",
+    "share_4xx",
+    "share_5xx",
+    "zero_bytes_share",  # bodies of 0 bytes or "-" (mostly 304 Not Modified)
+    "request_rate",  # n_seen / (duration + 1 s)
+    "log1p_gap_mean",
+    "log1p_gap_max",
+    "log1p_gap_std",
+    "hour_sin",  # local hour of the first request, on the circle
+    "hour_cos",
+    "image_share",  # .gif .jpg .jpeg .png .xbm
+    "page_share",  # directory index or .htm/.html
+    "get_share",
+    "head_share",
+    "post_share",
+    "host_is_ip",  # client given as a dotted quad (no reverse DNS)
+)
+LABEL_CLASSES: dict[str, list[str]] = {
+    "label_error": ["no_error", "error"],
+    "label_long": ["short", "long"],
+}
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+_IMAGE_RX = r"(?i)\.(gif|jpe?g|png|xbm)(\?.*)?$"
+_PAGE_RX = r"(?i)(/|\.html?)(\?.*)?$"
+_IP_RX = r"^\d{1,3}(\.\d{1,3}){3}$"
+
+
+def hash_unit(seed: int, ids: np.ndarray) -> np.ndarray:
+    """A uniform number in [0, 1) for each id, a pure function of (seed, id) (splitmix64).
+
+    Used for seeded splits that do not depend on row order, block size or worker.
+    """
+    z = np.asarray(ids, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def _arrow(col: Any) -> pa.Array:
+    """A column of strings as one contiguous Arrow array (numpy object arrays are converted)."""
+    if isinstance(col, pa.ChunkedArray):
+        return col.combine_chunks()
+    if isinstance(col, pa.Array):
+        return col
+    return pa.array(np.asarray(col, dtype=object), type=pa.string())
+
+
+def _codes(col: Any) -> tuple[np.ndarray, pa.Array]:
+    """Dictionary-encode a string column: (int64 codes (N,), dictionary of distinct values)."""
+    enc = pc.dictionary_encode(_arrow(col))
+    return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary
+
+
+def _take(col: Any, order: np.ndarray) -> Any:
+    """Reorder a numpy or Arrow column by integer positions."""
+    if isinstance(col, (pa.Array, pa.ChunkedArray)):
+        return _arrow(col).take(pa.array(order))
+    return np.asarray(col)[order]
+
+
+def sessionize(parsed: dict[str, Any], gap_seconds: int = 1800) -> dict[str, Any]:
+    """Group requests into connections per host; returns the rows in connection order.
+
+    Sorts by (host, ts, line_no); a new connection starts at a new host or after a pause
+    of more than ``gap_seconds`` (a pause of exactly ``gap_seconds`` continues it). Rows
+    with a non-empty ``reject_reason`` are dropped first. Adds ``conn_id`` (int64, line
+    number of the connection's first request) and ``req_index`` (int32, 0-based position
+    in its connection); rows come out sorted by (conn_id, ts, line_no).
+    """
+    if "reject_reason" in parsed:
+        keep = np.flatnonzero(np.asarray(parsed["reject_reason"], dtype=object) == "")
+        parsed = {k: _take(v, keep) for k, v in parsed.items() if k not in ("reject_reason", "reject_detail")}
+    ts = np.asarray(parsed["ts"], dtype=np.int64)
+    line_no = np.asarray(parsed["line_no"], dtype=np.int64)
+    n = ts.size
+    if n == 0:
+        out = dict(parsed)
+        out["conn_id"] = np.zeros(0, np.int64)
+        out["req_index"] = np.zeros(0, np.int32)
+        return out
+    host, _ = _codes(parsed["host"])
+    order = np.lexsort((line_no, ts, host))  # (N,) host-major
+    h, t = host[order], ts[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (h[1:] != h[:-1]) | (np.diff(t) > gap_seconds)
+    seg = np.cumsum(new) - 1  # (N,) connection index of each sorted row
+    conn_sorted = line_no[order][np.flatnonzero(new)][seg]
+    conn_id = np.empty(n, np.int64)
+    conn_id[order] = conn_sorted
+    final = np.lexsort((line_no, ts, conn_id))  # connections in order of first line
+    out = {k: _take(v, final) for k, v in parsed.items()}
+    out["conn_id"] = conn_id[final]
+    cid = out["conn_id"]
+    starts = np.flatnonzero(np.r_[True, cid[1:] != cid[:-1]])
+    counts = np.diff(np.r_[starts, n])
+    out["req_index"] = (np.arange(n) - np.repeat(starts, counts)).astype(np.int32)
+    return out
+
+
+def connection_features(
+    sessions: dict[str, Any],
+    first_k: int = 3,
+    long_n: int = 10,
+    log_end_ts: int | None = None,
+    gap_seconds: int = 1800,
+) -> dict[str, np.ndarray]:
+    """One feature vector and two labels per connection, from ``sessionize``'s output.
+
+    Features use requests with ``req_index < first_k`` only; ``label_error`` (a status
+    >= 400 after them) and ``label_long`` (more than ``long_n`` requests) use the rest.
+    With ``log_end_ts``, connections whose last request is within ``gap_seconds`` of it
+    may continue past the end of the log: their labels are -1 unless already 1.
+    Returns ``sample_id`` (conn_id, int64 (M,)), ``x`` float32 (M, F) in FEATURE_NAMES
+    order, ``label_error``/``label_long`` int64 (M,), ``start_ts`` and ``n_requests``.
+    """
+    if first_k < 1:
+        raise ValueError("first_k must be >= 1")  # internal: options are validated upstream
+    cid = np.asarray(sessions["conn_id"], dtype=np.int64)
+    ts = np.asarray(sessions["ts"], dtype=np.int64)
+    n = cid.size
+    starts = np.flatnonzero(np.r_[True, cid[1:] != cid[:-1]]) if n else np.zeros(0, np.int64)
+    m = starts.size
+    counts = np.diff(np.r_[starts, n])  # (M,) requests per connection
+    seg = np.repeat(np.arange(m), counts)  # (N,) connection of each row
+    rank = np.arange(n) - np.repeat(starts, counts)
+    win = rank < first_k  # (N,) rows the features may look at
+    kk = np.minimum(counts, first_k)  # (M,) n_seen
+    sw = seg[win]
+
+    def wsum(v: np.ndarray) -> np.ndarray:
+        return np.bincount(sw, weights=np.asarray(v, dtype=np.float64)[win], minlength=m)
+
+    status = np.asarray(sessions["status"], dtype=np.int64)
+    nbytes = np.asarray(sessions["bytes"], dtype=np.float64)
+    duration = (ts[starts + kk - 1] - ts[starts]).astype(np.float64) if m else np.zeros(0)
+    gaps = np.zeros(n)
+    gaps[1:] = np.diff(ts)
+    gaps[starts] = 0.0  # a connection's first request has no gap before it
+    n_gaps = np.maximum(kk - 1, 1)
+    gap_mean = wsum(gaps) / n_gaps
+    gap_var = np.maximum(wsum(gaps**2) / n_gaps - gap_mean**2, 0.0)
+    win_starts = np.r_[0, np.cumsum(kk)[:-1]] if m else np.zeros(0, np.int64)
+    gap_max = np.maximum.reduceat(gaps[win], win_starts) if m else np.zeros(0)
+
+    pcode, paths = _codes(sessions["path"])
+    pair = np.unique(sw * np.int64(len(paths) + 1) + pcode[win])
+    distinct = np.bincount(pair // np.int64(len(paths) + 1), minlength=m)
+    is_image = pc.match_substring_regex(paths, _IMAGE_RX).to_numpy(zero_copy_only=False)[pcode]
+    is_page = pc.match_substring_regex(paths, _PAGE_RX).to_numpy(zero_copy_only=False)[pcode]
+    mcode, methods = _codes(sessions["method"])
+    method_names = np.asarray(methods.to_pylist(), dtype=object)
+    hcode, hosts = _codes(sessions["host"])
+    host_ip = pc.match_substring_regex(hosts, _IP_RX).to_numpy(zero_copy_only=False)[hcode]
+    tz = np.asarray(sessions.get("tz_offset", np.zeros(n)), dtype=np.int64)
+    hour = ((ts[starts] + tz[starts]) % 86400) / 3600.0
+
+    cls = status // 100
+    cols = [
+        kk,
+        np.log1p(duration),
+        np.log1p(wsum(nbytes)),
+        np.log1p(wsum(nbytes) / kk),
+        distinct / kk,
+        wsum(cls == 3) / kk,
+        wsum(cls == 4) / kk,
+        wsum(cls == 5) / kk,
+        wsum(nbytes == 0) / kk,
+        kk / (duration + 1.0),
+        np.log1p(gap_mean),
+        np.log1p(gap_max),
+        np.log1p(np.sqrt(gap_var)),
+        np.sin(2 * np.pi * hour / 24.0),
+        np.cos(2 * np.pi * hour / 24.0),
+        wsum(is_image) / kk,
+        wsum(is_page) / kk,
+        wsum(method_names[mcode] == "GET") / kk if n else np.zeros(0),
+        wsum(method_names[mcode] == "HEAD") / kk if n else np.zeros(0),
+        wsum(method_names[mcode] == "POST") / kk if n else np.zeros(0),
+        host_ip[starts],
+    ]
+    x = np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=1).astype(np.float32)  # (M, F)
+
+    rest = ~win
+    err_later = np.bincount(seg[rest], weights=(status[rest] >= 400), minlength=m) > 0
+    is_long = counts > long_n
+    label_error = err_later.astype(np.int64)
+    label_long = is_long.astype(np.int64)
+    if log_end_ts is not None and m:
+        still_open = (log_end_ts - ts[starts + counts - 1]) <= gap_seconds  # may go on after the log
+        label_error[still_open & ~err_later] = -1
+        label_long[still_open & ~is_long] = -1
+    return {
+        "sample_id": cid[starts],
+        "x": x,
+        "label_error": label_error,
+        "label_long": label_long,
+        "start_ts": ts[starts],
+        "n_requests": counts.astype(np.int64),
+    }
+
+
+def assign_splits(
+    conn: dict[str, np.ndarray], rule: str, fractions: tuple[float, float, float], seed: int
+) -> np.ndarray:
+    """Split code per connection (0 train, 1 val, 2 test).
+
+    ``rule="time"``: connections ordered by (start_ts, sample_id); the first
+    ``fractions[0]`` of them are train, the next ``fractions[1]`` val, the rest test, so
+    a model is always evaluated on traffic later than what it was trained on.
+    ``rule="hash"``: by ``hash_unit(seed, sample_id)`` (seeded, order-free).
+    """
+    ids = np.asarray(conn["sample_id"], dtype=np.int64)
+    bounds = np.cumsum(np.asarray(fractions, dtype=np.float64))[:2]
+    if rule == "hash":
+        return np.searchsorted(bounds, hash_unit(seed, ids), side="right").astype(np.int8)
+    order = np.lexsort((ids, np.asarray(conn["start_ts"], dtype=np.int64)))
+    rank = np.empty(ids.size, np.int64)
+    rank[order] = np.arange(ids.size)
+    cuts = np.round(bounds * ids.size).astype(np.int64)
+    return np.searchsorted(cuts, rank, side="right").astype(np.int8)
+
+
+def fit_standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std (float64 (F,)) of ``x`` (N, F); a constant feature gets std 1."""
+    if x.shape[0] == 0:
+        return np.zeros(x.shape[1]), np.ones(x.shape[1])
+    mean = x.mean(axis=0, dtype=np.float64)
+    std = x.std(axis=0, dtype=np.float64)
+    return mean, np.where(std > 1e-12, std, 1.0)
+
+
+def split_and_standardise(
+    conn: dict[str, np.ndarray], rule: str, fractions: tuple[float, float, float], seed: int
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """Cut connections into train/val/test and standardise x with train-only statistics.
+
+    Returns ``{split: {"sample_id", "x", "label_error", "label_long"}}`` and a metadata
+    dict with the split rule, per-split counts, label balance and the (mean, std) used.
+    """
+    code = assign_splits(conn, rule, fractions, seed)
+    mean, std = fit_standardiser(conn["x"][code == 0].astype(np.float64))
+    splits: dict[str, dict[str, np.ndarray]] = {}
+    balance: dict[str, dict[str, dict[str, int]]] = {}
+    for i, name in enumerate(SPLITS):
+        sel = np.flatnonzero(code == i)
+        x = ((conn["x"][sel].astype(np.float64) - mean) / std).astype(np.float32)  # (n_split, F)
+        splits[name] = {
+            "sample_id": conn["sample_id"][sel],
+            "x": x,
+            "label_error": conn["label_error"][sel],
+            "label_long": conn["label_long"][sel],
+        }
+        balance[name] = {
+            lab: {str(v): int(c) for v, c in zip(*np.unique(conn[lab][sel], return_counts=True))}
+            for lab in LABEL_CLASSES
+        }
+    meta = {
+        "rule": rule,
+        "fractions": list(fractions),
+        "seed": seed,
+        "counts": {name: int(np.sum(code == i)) for i, name in enumerate(SPLITS)},
+        "label_counts": balance,
+        "standardisation": {"fit_split": "train", "mean": mean.tolist(), "std": std.tolist()},
+    }
+    return splits, meta
