@@ -1,14 +1,16 @@
 """Shared plumbing for text augmenters: per-copy random streams and batch expansion.
 
-Randomness. Copy `c` of the row with id `sample_id` draws from a Philox stream whose key is
-(sample_id, seed) and whose counter starts at (0, c, 0, 0). Philox is counter-based, so a
-stream is a pure function of (seed, sample_id, copy): no dependence on batch boundaries,
-workers or how many numbers other copies used. Slot 0 (the original row, which needs no
-randomness) is used for per-row choices such as which EDA operation each copy gets.
+Randomness. Copy `c` of the row with id `sample_id` draws from its own stream of uniforms,
+a SplitMix64 sequence keyed by a hash of (seed, sample_id, c): number j of the stream is
+``splitmix64(key + (j + 1) * 0x9E3779B97F4A7C15) >> 11`` scaled to [0, 1). A stream is a pure
+function of (seed, sample_id, copy): no dependence on batch boundaries, workers, or how many
+numbers other copies used, and `copy_uniforms` computes any set of streams in one vectorised
+numpy pass. Stream 0 (the original row, which needs no randomness) holds per-row choices
+such as which EDA operation each copy gets.
 
-Sample ids. An augmented row keeps its source's id in ``source_id`` and gets
-``sample_id = source_id + (aug_index << AUG_ID_SHIFT)`` (aug_index 0 = the untouched
-original, which keeps its id), unique as long as source ids stay below 2**40.
+Sample ids (the same scheme as `augment.image`). An augmented row keeps its source's id in
+``source_id`` and gets ``sample_id = source_id + aug_index * 2**32`` (aug_index 0 = the
+untouched original, which keeps its id); source ids must lie in [0, 2**32).
 """
 
 from __future__ import annotations
@@ -20,39 +22,35 @@ import numpy as np
 
 from pipelines.errors import ShardtrainError
 
-AUG_ID_SHIFT = 40
-_MASK64 = (1 << 64) - 1
+AUG_ID_SHIFT = 32  # an augmented copy's sample_id is source_id + aug_index * 2**32
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def copy_rng(seed: int, sample_id: int, copy: int) -> np.random.Generator:
-    """Return a fresh Generator for (seed, sample_id, copy); same stream as `CopyRngPool.at`."""
-    key = (int(sample_id) & _MASK64) | ((int(seed) & _MASK64) << 64)
-    return np.random.Generator(np.random.Philox(key=key, counter=(int(copy) & _MASK64) << 64))
+def _splitmix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function on uint64 (wrapping arithmetic)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
-class CopyRngPool:
-    """One reusable Philox Generator re-keyed per (sample_id, copy): about 5x cheaper than
-    constructing a Generator per copy, and yields exactly the streams of `copy_rng`."""
+def stream_keys(seed: int, sample_ids: np.ndarray, copies: np.ndarray) -> np.ndarray:
+    """Key (uint64) of the stream of each (seed, sample_id, copy); inputs broadcast."""
+    sid = np.atleast_1d(np.asarray(sample_ids, dtype=np.int64)).astype(np.uint64)
+    cop = np.atleast_1d(np.asarray(copies, dtype=np.int64)).astype(np.uint64)
+    seed_arr = np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64)   # (1,): arrays wrap silently
+    key = _splitmix(seed_arr + _GOLDEN)
+    key = _splitmix((key ^ sid) + _GOLDEN)
+    return _splitmix((key ^ cop) + _GOLDEN)
 
-    def __init__(self, seed: int) -> None:
-        self.seed = int(seed) & _MASK64
-        self._bitgen = np.random.Philox(key=0)
-        self.rng = np.random.Generator(self._bitgen)
-        self._key = np.zeros(2, dtype=np.uint64)
-        self._counter = np.zeros(4, dtype=np.uint64)
-        self._state: dict[str, Any] = dict(self._bitgen.state)
-        self._state["state"] = {"counter": self._counter, "key": self._key}
 
-    def at(self, sample_id: int, copy: int) -> np.random.Generator:
-        """Re-key the pooled Generator to the stream of (seed, sample_id, copy) and return it."""
-        self._key[0] = int(sample_id) & _MASK64
-        self._key[1] = self.seed
-        self._counter[:] = 0
-        self._counter[1] = int(copy) & _MASK64
-        self._state["buffer_pos"] = 4  # drop any buffered output of the previous stream
-        self._state["has_uint32"] = 0
-        self._bitgen.state = self._state
-        return self.rng
+def copy_uniforms(seed: int, sample_ids: np.ndarray, copies: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenate, for each i, the first counts[i] uniforms of stream (seed, sample_ids[i],
+    copies[i]); returns float64 (sum(counts),) in [0, 1)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    keys = np.broadcast_to(stream_keys(seed, sample_ids, copies), counts.shape)
+    j = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    z = np.repeat(keys, counts) + (j.astype(np.uint64) + np.uint64(1)) * _GOLDEN
+    return (_splitmix(z) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
 def texts_of(batch: dict[str, Any], text_col: str) -> list[str]:
@@ -63,9 +61,11 @@ def texts_of(batch: dict[str, Any], text_col: str) -> list[str]:
     col = batch[text_col]
     texts = col.to_pylist() if hasattr(col, "to_pylist") else list(col)
     for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise ShardtrainError(f"text augmentation: column '{text_col}' row {i}: "
-                                  f"expected str, got {type(t).__name__}")
+        if type(t) is not str:
+            if not isinstance(t, str):
+                raise ShardtrainError(f"text augmentation: column '{text_col}' row {i}: "
+                                      f"expected str, got {type(t).__name__}")
+            texts[i] = str(t)  # numpy str_ from a fixed-width '<U' column
     return texts
 
 
@@ -91,6 +91,12 @@ def expand_batch(batch: dict[str, Any], copies: Sequence[Sequence[str]], texts: 
     n_aug = len(copies[0]) if n else 0  # all rows carry the same number of copies
     per_row = n_aug + int(include_original)
     ids = ids_of(batch, id_col, n)
+    if "aug_index" in batch or "source_id" in batch:
+        raise ShardtrainError("text augmentation: the input already has aug_index/source_id columns "
+                              "(augmented twice?)")
+    if n and (ids.min() < 0 or ids.max() >= 1 << AUG_ID_SHIFT):
+        raise ShardtrainError(f"text augmentation: {id_col} outside [0, 2**{AUG_ID_SHIFT}); "
+                              f"copy ids would collide")
     take = np.repeat(np.arange(n), per_row)                                   # (N * R,)
     out: dict[str, Any] = {}
     for name, col in batch.items():

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from augment._textbatch import CopyRngPool, expand_batch, ids_of, texts_of
+from augment._textbatch import copy_uniforms, expand_batch, ids_of, texts_of
 from augment.eda import STOP_WORDS, CleanedSynonyms
 from augment.synonyms import SynonymSource
 from pipelines.errors import ShardtrainError
@@ -74,12 +74,14 @@ class NlpAug:
             raise ShardtrainError(f"augment kind '{kind}' is unknown; expected one of: {', '.join(KINDS)}")
         self.kind, self.seed, self.n_aug = kind, int(seed), int(n_aug)
         self.params = dict(params)
-        self._pool = CopyRngPool(seed)
         self._synonyms: CleanedSynonyms | None = None
         self._aug: Any = None
         if kind == "synonym":
             if synonyms is None:
-                raise ShardtrainError("augment kind 'synonym' needs a synonym source (augment.synonyms: oewn)")
+                raise ShardtrainError("augment kind 'synonym' needs a synonym source "
+                                      "(augment.synonyms: oewn)")
+            if set(params) - {"aug_p"}:
+                raise ShardtrainError(f"augment kind 'synonym' takes only aug_p, got {sorted(params)}")
             self._synonyms = CleanedSynonyms(synonyms)
             self._aug_p = float(params.get("aug_p", 0.1))
         else:
@@ -106,11 +108,10 @@ class NlpAug:
         return expand_batch(batch, copies, texts, text_col, id_col, include_original)
 
     def _one(self, text: str, sample_id: int, copy: int) -> str:
-        """Augment one copy with the global RNGs seeded from (seed, sample_id, copy)."""
-        rng = self._pool.at(sample_id, copy)
+        """Augment one copy with the global RNGs seeded from stream (seed, sample_id, copy)."""
         if self._synonyms is not None:
-            return _synonym_tokens(text, self._aug_p, self._synonyms, rng)
-        py_seed, np_seed = rng.integers(0, 2**32, size=2).tolist()
+            return _synonym_tokens(text, self._aug_p, self._synonyms, self.seed, sample_id, copy)
+        py_seed, np_seed = (copy_uniforms(self.seed, sample_id, copy, [2]) * 2**32).astype(np.int64).tolist()
         with _GLOBAL_RNG_LOCK:
             py_state, np_state = random.getstate(), np.random.get_state()
             try:
@@ -125,17 +126,18 @@ class NlpAug:
         return out
 
 
-def _synonym_tokens(text: str, aug_p: float, synonyms: CleanedSynonyms, rng: np.random.Generator) -> str:
+def _synonym_tokens(text: str, aug_p: float, synonyms: CleanedSynonyms, seed: int,
+                    sample_id: int, copy: int) -> str:
     """Replace up to max(1, int(aug_p * tokens)) distinct alphabetic non-stop whitespace tokens
     (matched lowercased) by a random synonym; every other token (digits, punctuation, case of
-    untouched words) stays as it was. Same draws as `augment.eda.synonym_replacement`."""
+    untouched words) stays as it was. Draws like `augment.eda.apply_sr`."""
     tokens = text.split()
     keys = [t.lower() if t.isascii() and t.isalpha() else "" for t in tokens]
     cands = [k for k in dict.fromkeys(keys) if k and k not in STOP_WORDS and synonyms.synonyms(k)]
     if not cands:
         return text
     m = min(max(1, int(aug_p * len(tokens))), len(cands))
-    u = rng.random(len(cands) + m).tolist()
+    u = copy_uniforms(seed, sample_id, copy, [len(cands) + m]).tolist()
     repl = {}
     for i, j in enumerate(sorted(range(len(cands)), key=u.__getitem__)[:m]):
         syns = synonyms.synonyms(cands[j])

@@ -13,7 +13,6 @@ Nothing here reads a file or imports NLTK until a source is constructed.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -28,8 +27,8 @@ OEWN_DIR = "oewn-2025"
 OEWN_FILE = "oewn-2025-synsets.tsv.gz"
 _OEWN_COLUMNS = ("synset_id", "pos", "members")
 
-# (resolved path, pos, multiword) -> {lemma: (synonym, ...)}; filled on first use, per process.
-_OEWN_CACHE: dict[tuple[str, str | None, bool], dict[str, tuple[str, ...]]] = {}
+# (resolved path, pos, multiword) -> synonym table; filled on first use, per process.
+_OEWN_CACHE: dict[tuple[str, str | None, bool], _SynonymTable] = {}
 
 
 @runtime_checkable
@@ -71,9 +70,9 @@ class OEWNSynonyms:
     A lemma's synonyms are the union, over every synset containing it, of that synset's other
     members, lowercased and sorted (see the data's PROVENANCE.md: ``car`` -> auto, automobile,
     machine, motorcar, railcar, ...). `pos` keeps only synsets of those parts of speech (e.g.
-    "nv"; "a" includes the satellite adjectives "s"). The table is built vectorised (pandas +
-    numpy, about a second) and cached per (path, pos, multiword) for the life of the process,
-    so every EDA instance in a Ray worker shares one copy.
+    "nv"; "a" includes the satellite adjectives "s"). The table is built vectorised (pyarrow's
+    CSV reader and string kernels, numpy for the pairs) and cached per (path, pos, multiword)
+    for the life of the process, so every EDA instance in a Ray worker shares one copy.
     """
 
     def __init__(self, path: str | os.PathLike[str], pos: str | None = None,
@@ -89,51 +88,72 @@ class OEWNSynonyms:
 
     def synonyms(self, word: str) -> list[str]:
         """Return the other members of every synset containing `word` (case-insensitive), or []."""
-        return list(self._table.get(word.lower(), ()))
+        return self._table.lookup(word.lower())
 
     def __len__(self) -> int:
-        return len(self._table)
+        return self._table.n_with_synonyms
 
 
-def _load_oewn(path: Path, pos: str | None, multiword: bool) -> dict[str, tuple[str, ...]]:
+class _SynonymTable:
+    """CSR table: lemma code -> sorted synonym codes, with the lemma strings and their codes."""
+
+    def __init__(self, names: list[str], starts: np.ndarray, syn: np.ndarray) -> None:
+        self.names = names                                    # (U,) sorted lemmas
+        self.code = dict(zip(names, range(len(names))))
+        self.starts = starts.tolist()                         # (U + 1,) CSR offsets into syn
+        self.syn = syn                                        # (P,) int32 synonym codes
+        self.n_with_synonyms = int(np.count_nonzero(np.diff(starts)))
+
+    def lookup(self, lemma: str) -> list[str]:
+        """Synonyms of an already lowercased lemma (sorted), or []."""
+        c = self.code.get(lemma)
+        if c is None:
+            return []
+        names = self.names
+        return [names[j] for j in self.syn[self.starts[c]:self.starts[c + 1]].tolist()]
+
+
+def _load_oewn(path: Path, pos: str | None, multiword: bool) -> _SynonymTable:
     """Read the synset table and build ``lemma -> sorted other members`` without a Python loop
-    over synsets: explode members to (synset, lemma) rows, form all within-synset pairs with
-    index arithmetic, and deduplicate pairs as integer codes."""
-    import pandas as pd  # only sources that read tables pay for pandas
+    over synsets: split members with Arrow kernels, form all within-synset pairs with index
+    arithmetic, and deduplicate the pairs as integer codes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
 
     try:
-        df = pd.read_csv(path, sep="\t", dtype=str, quoting=csv.QUOTE_NONE, keep_default_na=False,
-                         usecols=list(_OEWN_COLUMNS))
-    except ValueError as exc:  # usecols not found -> not a synset table
+        table = pacsv.read_csv(
+            path, parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
+            convert_options=pacsv.ConvertOptions(include_columns=list(_OEWN_COLUMNS),
+                                                 column_types={c: pa.string() for c in _OEWN_COLUMNS}))
+    except (pa.ArrowInvalid, KeyError) as exc:
         raise ShardtrainError(f"{path}: not an OEWN synset table (need columns "
-                              f"{', '.join(_OEWN_COLUMNS)}): {exc}") from None
+                              f"{', '.join(_OEWN_COLUMNS)}): {str(exc).splitlines()[0]}") from None
     if pos is not None:
-        allowed = set(pos) | ({"s"} if "a" in pos else set())
-        df = df[df["pos"].isin(allowed)]
-    members = df["members"].str.lower().str.split("|")
-    sizes = members.str.len().to_numpy(np.int64)                     # (S,) lemmas per synset
-    lemmas = pd.Series(np.concatenate(members.to_numpy()) if len(df) else np.array([], dtype=object))
-    synset = np.repeat(np.arange(len(sizes)), sizes)                # (M,) synset of each member row
+        allowed = sorted(set(pos) | ({"s"} if "a" in pos else set()))
+        table = table.filter(pc.is_in(table["pos"], value_set=pa.array(allowed)))
+    lists = pc.split_pattern(pc.utf8_lower(table["members"].combine_chunks()), "|")
+    lemmas = pc.list_flatten(lists)                                          # (M,) member rows
+    synset = pc.list_parent_indices(lists).to_numpy()                        # (M,) synset per row
     if not multiword:
-        keep = ~lemmas.str.contains(" ", regex=False).to_numpy(bool)
-        lemmas, synset = lemmas[keep].reset_index(drop=True), synset[keep]
-        sizes = np.bincount(synset, minlength=len(sizes))
-    codes, uniques = pd.factorize(lemmas, sort=True)               # (M,) code, (U,) sorted lemmas
-    starts = np.cumsum(sizes) - sizes                               # (S,) first member row per synset
+        keep = pc.invert(pc.match_substring(lemmas, " "))
+        lemmas, synset = lemmas.filter(keep), synset[keep.to_numpy(zero_copy_only=False)]
+    names = pc.unique(lemmas)
+    names = names.take(pc.array_sort_indices(names))                         # (U,) sorted lemmas
+    codes = pc.index_in(lemmas, value_set=names).to_numpy().astype(np.int64)  # (M,)
+    sizes = np.bincount(synset, minlength=len(table)) if len(synset) else np.zeros(0, np.int64)
+    starts = np.cumsum(sizes) - sizes                                        # (S,) first row of synset
     # Every member row i pairs with every row of its synset: row i repeats sizes[synset[i]] times.
-    reps = sizes[synset]                                            # (M,)
-    left = np.repeat(np.arange(len(codes)), reps)                   # (P,)
-    within = np.arange(len(left)) - np.repeat(np.cumsum(reps) - reps, reps)
-    right = starts[synset[left]] + within                           # (P,)
-    a, b = codes[left].astype(np.int64), codes[right].astype(np.int64)
-    pair = np.unique(a[a != b] * len(uniques) + b[a != b])          # sorted by (lemma, synonym)
-    a, b = pair // len(uniques), pair % len(uniques)
-    keys, first = np.unique(a, return_index=True)
-    bounds = np.append(first, len(a)).tolist()
-    names = np.asarray(uniques, dtype=object)
-    syn_names = names[b].tolist()
-    return {names[k]: tuple(syn_names[bounds[i]:bounds[i + 1]])
-            for i, k in enumerate(keys.tolist())}
+    reps = sizes[synset]                                                     # (M,)
+    left = np.repeat(np.arange(len(codes)), reps)                            # (P,)
+    right = starts[synset[left]] + np.arange(len(left)) - np.repeat(np.cumsum(reps) - reps, reps)
+    a, b = codes[left], codes[right]
+    pair = np.sort(a[a != b] * len(names) + b[a != b])                       # sorted by (lemma, syn)
+    if len(pair):
+        pair = pair[np.concatenate([[True], pair[1:] != pair[:-1]])]
+    offsets = np.zeros(len(names) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(pair // len(names), minlength=len(names)), out=offsets[1:])
+    return _SynonymTable(names.to_pylist(), offsets, (pair % len(names)).astype(np.int32))
 
 
 class NLTKWordNetSynonyms:

@@ -1,9 +1,9 @@
 """A shared trunk with one Linear head per task, and the masked, weighted multitask loss.
 
 Missing labels: a classification target of ``-1`` or a regression target of ``NaN``
-removes that (sample, task) pair from the task's loss, so it contributes exactly zero
-gradient (the loss is selected with ``torch.where``, not multiplied by 0, so even a
-non-finite output could not leak through).
+removes that (sample, task) pair from the task's loss (selected out with ``torch.where``
+and given weight 0), so it contributes exactly zero gradient to every parameter; a task
+with no labelled sample in a batch contributes a loss of exactly 0.
 
 Task weighting (``weighting``):
 
@@ -29,13 +29,12 @@ REGRESSION = "regression"
 WEIGHTINGS = ("equal", "static", "uncertainty")
 
 
-def masked_task_loss(output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Weighted mean loss of one task over its labelled samples (0.0 when none are labelled).
+def per_sample_task_loss(output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample loss ``(B,)`` and labelled mask ``(B,)`` of one task.
 
     ``output`` ``(B, C)`` logits with int64 ``target`` ``(B,)`` (``-1`` = missing) gives
-    cross-entropy; ``output`` ``(B,)`` with float ``target`` (``NaN`` = missing) gives squared
-    error. ``weight`` ``(B,)`` is the sample weight (0 for DDP padding rows). Returns
-    ``sum_i w_i m_i l_i / sum_i w_i m_i`` with ``m_i`` the labelled mask.
+    cross-entropy; ``output`` ``(B,)`` with float ``target`` (``NaN`` = missing) gives
+    squared error. Unlabelled rows get loss 0 via ``torch.where`` (zero gradient).
     """
     if target.dtype.is_floating_point:
         mask = ~torch.isnan(target)  # (B,)
@@ -43,9 +42,19 @@ def masked_task_loss(output: torch.Tensor, target: torch.Tensor, weight: torch.T
     else:
         mask = target >= 0
         per_sample = F.cross_entropy(output, target.clamp_min(0), reduction="none")  # (B,)
+    return torch.where(mask, per_sample, torch.zeros_like(per_sample)), mask
+
+
+def masked_task_loss(output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean loss of one task over its labelled samples (0.0 when none are labelled).
+
+    ``weight`` ``(B,)`` is the sample weight (0 for DDP padding rows). Returns
+    ``sum_i w_i m_i l_i / sum_i w_i m_i`` with ``m_i`` the labelled mask and ``l_i`` from
+    :func:`per_sample_task_loss`.
+    """
+    per_sample, mask = per_sample_task_loss(output, target)
     w = torch.where(mask, weight, torch.zeros_like(weight))  # (B,)
-    total = torch.where(mask, w * per_sample, torch.zeros_like(per_sample)).sum()
-    return total / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+    return (w * per_sample).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
 
 
 class MultiTaskMLP(nn.Module):

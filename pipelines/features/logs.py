@@ -9,10 +9,11 @@ which depends on the data only (never on block size or worker).
 Features describe only the connection's first ``first_k`` requests; the labels look at
 what happens afterwards (``label_error``: a 4xx/5xx among requests k+1..n;
 ``label_long``: more than ``long_n`` requests in all), so the features cannot contain the
-answer. Connections shorter than k are kept with features over the requests they have
-(``n_seen`` < k says so) and their labels are then known to be 0. Connections that may
-still be running when the log ends (last request within ``gap_seconds`` of the log's
-last timestamp) get label -1 (missing) unless already positive.
+answer. A connection shorter than k gets features over the requests it has (``n_seen``
+< k says so) and labels 0 (nothing follows); the nasa-http reader drops such
+connections by default (``HttpLogOptions.min_requests``). Connections that may still be
+running when the log ends (last request within ``gap_seconds`` of the log's last
+timestamp) get label -1 (missing) unless already positive.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def hash_unit(seed: int, ids: np.ndarray) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def _arrow(col: Any) -> pa.Array:
+def as_arrow(col: Any) -> pa.Array:
     """A column of strings as one contiguous Arrow array (numpy object arrays are converted)."""
     if isinstance(col, pa.ChunkedArray):
         return col.combine_chunks()
@@ -83,14 +84,14 @@ def _arrow(col: Any) -> pa.Array:
 
 def _codes(col: Any) -> tuple[np.ndarray, pa.Array]:
     """Dictionary-encode a string column: (int64 codes (N,), dictionary of distinct values)."""
-    enc = pc.dictionary_encode(_arrow(col))
+    enc = pc.dictionary_encode(as_arrow(col))
     return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary
 
 
 def _take(col: Any, order: np.ndarray) -> Any:
     """Reorder a numpy or Arrow column by integer positions."""
     if isinstance(col, (pa.Array, pa.ChunkedArray)):
-        return _arrow(col).take(pa.array(order))
+        return as_arrow(col).take(pa.array(order))
     return np.asarray(col)[order]
 
 
@@ -133,6 +134,62 @@ def sessionize(parsed: dict[str, Any], gap_seconds: int = 1800) -> dict[str, Any
     return out
 
 
+def _segments(conn_id: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For rows grouped by connection: starts (M,), counts (M,), segment (N,), rank in segment (N,)."""
+    n = conn_id.size
+    starts = np.flatnonzero(np.r_[True, conn_id[1:] != conn_id[:-1]]) if n else np.zeros(0, np.int64)
+    counts = np.diff(np.r_[starts, n]).astype(np.int64)
+    seg = np.repeat(np.arange(starts.size), counts)
+    return starts, counts, seg, np.arange(n) - np.repeat(starts, counts)
+
+
+def _flags(col: Any, patterns: dict[str, str]) -> dict[str, np.ndarray]:
+    """Per-row bool (N,) for each regex, evaluated once per distinct value of the string column."""
+    codes, values = _codes(col)
+    return {
+        name: np.asarray(pc.match_substring_regex(values, rx).to_numpy(zero_copy_only=False), bool)[codes]
+        for name, rx in patterns.items()
+    }
+
+
+def _window_columns(s: dict[str, Any], seg: np.ndarray, starts: np.ndarray, win: np.ndarray,
+                    kk: np.ndarray) -> list[np.ndarray]:
+    """The FEATURE_NAMES columns (each (M,)) from the rows in ``win`` (the first k per connection)."""
+    m = starts.size
+    sw = seg[win]
+
+    def share(v: np.ndarray) -> np.ndarray:  # mean over the window of a per-row quantity
+        return np.bincount(sw, weights=np.asarray(v, np.float64)[win], minlength=m) / np.maximum(kk, 1)
+
+    ts = np.asarray(s["ts"], dtype=np.int64)
+    status = np.asarray(s["status"], dtype=np.int64) // 100
+    nbytes = np.asarray(s["bytes"], dtype=np.float64)
+    duration = (ts[starts + kk - 1] - ts[starts]).astype(np.float64)
+    gaps = np.r_[0.0, np.diff(ts)].astype(np.float64)
+    gaps[starts] = 0.0  # a connection's first request has no gap before it
+    n_gaps = np.maximum(kk - 1, 1)
+    gap_mean = share(gaps) * kk / n_gaps
+    gap_std = np.sqrt(np.maximum(share(gaps**2) * kk / n_gaps - gap_mean**2, 0.0))
+    gap_max = np.maximum.reduceat(gaps[win], np.r_[0, np.cumsum(kk)[:-1]]) if m else np.zeros(0)
+    pcode, paths = _codes(s["path"])
+    width = np.int64(len(paths) + 1)
+    distinct = np.bincount(np.unique(sw * width + pcode[win]) // width, minlength=m)
+    path = _flags(s["path"], {"image": _IMAGE_RX, "page": _PAGE_RX})
+    method = _flags(s["method"], {"GET": "^GET$", "HEAD": "^HEAD$", "POST": "^POST$"})
+    host_ip = _flags(s["host"], {"ip": _IP_RX})["ip"]
+    tz = np.asarray(s.get("tz_offset", np.zeros(ts.size)), dtype=np.int64)
+    hour = ((ts[starts] + tz[starts]) % 86400) / 3600.0  # local clock of the first request
+    return [
+        kk, np.log1p(duration), np.log1p(share(nbytes) * kk), np.log1p(share(nbytes)),
+        distinct / np.maximum(kk, 1), share(status == 3), share(status == 4), share(status == 5),
+        share(nbytes == 0), kk / (duration + 1.0),
+        np.log1p(gap_mean), np.log1p(gap_max), np.log1p(gap_std),
+        np.sin(2 * np.pi * hour / 24.0), np.cos(2 * np.pi * hour / 24.0),
+        share(path["image"]), share(path["page"]),
+        share(method["GET"]), share(method["HEAD"]), share(method["POST"]), host_ip[starts],
+    ]
+
+
 def connection_features(
     sessions: dict[str, Any],
     first_k: int = 3,
@@ -153,75 +210,20 @@ def connection_features(
         raise ValueError("first_k must be >= 1")  # internal: options are validated upstream
     cid = np.asarray(sessions["conn_id"], dtype=np.int64)
     ts = np.asarray(sessions["ts"], dtype=np.int64)
-    n = cid.size
-    starts = np.flatnonzero(np.r_[True, cid[1:] != cid[:-1]]) if n else np.zeros(0, np.int64)
-    m = starts.size
-    counts = np.diff(np.r_[starts, n])  # (M,) requests per connection
-    seg = np.repeat(np.arange(m), counts)  # (N,) connection of each row
-    rank = np.arange(n) - np.repeat(starts, counts)
+    starts, counts, seg, rank = _segments(cid)
     win = rank < first_k  # (N,) rows the features may look at
     kk = np.minimum(counts, first_k)  # (M,) n_seen
-    sw = seg[win]
-
-    def wsum(v: np.ndarray) -> np.ndarray:
-        return np.bincount(sw, weights=np.asarray(v, dtype=np.float64)[win], minlength=m)
-
-    status = np.asarray(sessions["status"], dtype=np.int64)
-    nbytes = np.asarray(sessions["bytes"], dtype=np.float64)
-    duration = (ts[starts + kk - 1] - ts[starts]).astype(np.float64) if m else np.zeros(0)
-    gaps = np.zeros(n)
-    gaps[1:] = np.diff(ts)
-    gaps[starts] = 0.0  # a connection's first request has no gap before it
-    n_gaps = np.maximum(kk - 1, 1)
-    gap_mean = wsum(gaps) / n_gaps
-    gap_var = np.maximum(wsum(gaps**2) / n_gaps - gap_mean**2, 0.0)
-    win_starts = np.r_[0, np.cumsum(kk)[:-1]] if m else np.zeros(0, np.int64)
-    gap_max = np.maximum.reduceat(gaps[win], win_starts) if m else np.zeros(0)
-
-    pcode, paths = _codes(sessions["path"])
-    pair = np.unique(sw * np.int64(len(paths) + 1) + pcode[win])
-    distinct = np.bincount(pair // np.int64(len(paths) + 1), minlength=m)
-    is_image = pc.match_substring_regex(paths, _IMAGE_RX).to_numpy(zero_copy_only=False)[pcode]
-    is_page = pc.match_substring_regex(paths, _PAGE_RX).to_numpy(zero_copy_only=False)[pcode]
-    mcode, methods = _codes(sessions["method"])
-    method_names = np.asarray(methods.to_pylist(), dtype=object)
-    hcode, hosts = _codes(sessions["host"])
-    host_ip = pc.match_substring_regex(hosts, _IP_RX).to_numpy(zero_copy_only=False)[hcode]
-    tz = np.asarray(sessions.get("tz_offset", np.zeros(n)), dtype=np.int64)
-    hour = ((ts[starts] + tz[starts]) % 86400) / 3600.0
-
-    cls = status // 100
-    cols = [
-        kk,
-        np.log1p(duration),
-        np.log1p(wsum(nbytes)),
-        np.log1p(wsum(nbytes) / kk),
-        distinct / kk,
-        wsum(cls == 3) / kk,
-        wsum(cls == 4) / kk,
-        wsum(cls == 5) / kk,
-        wsum(nbytes == 0) / kk,
-        kk / (duration + 1.0),
-        np.log1p(gap_mean),
-        np.log1p(gap_max),
-        np.log1p(np.sqrt(gap_var)),
-        np.sin(2 * np.pi * hour / 24.0),
-        np.cos(2 * np.pi * hour / 24.0),
-        wsum(is_image) / kk,
-        wsum(is_page) / kk,
-        wsum(method_names[mcode] == "GET") / kk if n else np.zeros(0),
-        wsum(method_names[mcode] == "HEAD") / kk if n else np.zeros(0),
-        wsum(method_names[mcode] == "POST") / kk if n else np.zeros(0),
-        host_ip[starts],
-    ]
+    cols = _window_columns(sessions, seg, starts, win, kk)
     x = np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=1).astype(np.float32)  # (M, F)
+    x = x.reshape(starts.size, len(FEATURE_NAMES))
 
-    rest = ~win
-    err_later = np.bincount(seg[rest], weights=(status[rest] >= 400), minlength=m) > 0
+    later = ~win  # (N,) rows only the labels may look at
+    status = np.asarray(sessions["status"], dtype=np.int64)
+    err_later = np.bincount(seg[later], weights=status[later] >= 400, minlength=starts.size) > 0
     is_long = counts > long_n
     label_error = err_later.astype(np.int64)
     label_long = is_long.astype(np.int64)
-    if log_end_ts is not None and m:
+    if log_end_ts is not None and starts.size:
         still_open = (log_end_ts - ts[starts + counts - 1]) <= gap_seconds  # may go on after the log
         label_error[still_open & ~err_later] = -1
         label_long[still_open & ~is_long] = -1
@@ -231,7 +233,7 @@ def connection_features(
         "label_error": label_error,
         "label_long": label_long,
         "start_ts": ts[starts],
-        "n_requests": counts.astype(np.int64),
+        "n_requests": counts,
     }
 
 

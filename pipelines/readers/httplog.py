@@ -50,17 +50,24 @@ class HttpLogOptions:
     """Options of the nasa-http dataset (``dataset.options`` in the config).
 
     ``first_k`` requests feed the features; labels look past them, so ``long_n`` must be
-    >= ``first_k``. ``split_rule`` "time" puts the earliest-starting connections in train
-    (honest for logs); "hash" splits by a seeded hash of the connection id.
+    >= ``first_k``. Connections with fewer than ``min_requests`` requests are dropped
+    (default = first_k: a live predictor decides at the k-th request, and shorter
+    connections never reach it; with 1 they are kept, their labels trivially 0).
+    Connections starting in the log's last ``tail_horizon_seconds`` are dropped (their
+    outcome is mostly unknown; dropping by start time alone does not bias the labels),
+    and ``censor_tail`` masks (-1) the labels of the few remaining ones that may go on
+    after the log ends. ``split_rule`` "time" puts the earliest-starting connections in
+    train (honest for logs); "hash" splits by a seeded hash of the connection id.
     """
 
     gap_seconds: int = 1800
     first_k: int = 3
     long_n: int = 10
-    min_requests: int = 1
+    min_requests: int = 3
     block_lines: int = 65536
     split_rule: str = "time"
     split_fractions: tuple[float, ...] = (0.7, 0.15, 0.15)
+    tail_horizon_seconds: int = 3600
     censor_tail: bool = True
     max_reject_fraction: float = 0.01
     detail_chars: int = 200
@@ -74,13 +81,16 @@ class HttpLogOptions:
             bad = ("first_k", ">= 1")
         elif self.long_n < self.first_k:
             bad = ("long_n", f">= first_k ({self.first_k}), else the features reveal the label")
+        elif self.tail_horizon_seconds < 0:
+            bad = ("tail_horizon_seconds", ">= 0")
         elif self.min_requests < 1:
             bad = ("min_requests", ">= 1")
         elif self.block_lines < 1:
             bad = ("block_lines", ">= 1")
         elif self.split_rule not in ("time", "hash"):
             bad = ("split_rule", "'time' or 'hash'")
-        elif len(self.split_fractions) != 3 or min(self.split_fractions) < 0 or abs(sum(self.split_fractions) - 1) > 1e-6:
+        elif (len(self.split_fractions) != 3 or min(self.split_fractions) < 0
+              or abs(sum(self.split_fractions) - 1) > 1e-6):
             bad = ("split_fractions", "3 non-negative numbers summing to 1")
         elif not 0.0 <= self.max_reject_fraction <= 1.0:
             bad = ("max_reject_fraction", "in [0, 1]")
@@ -119,7 +129,9 @@ def _split_on_newlines(body: bytes) -> pa.Array:
     return pa.Array.from_buffers(kind, ends.size, [None, pa.py_buffer(offsets), pa.py_buffer(body)])
 
 
-def iter_line_blocks(path: str | Path, block_lines: int, chunk_bytes: int = 1 << 22) -> Iterator[tuple[int, pa.StringArray]]:
+def iter_line_blocks(
+    path: str | Path, block_lines: int, chunk_bytes: int = 1 << 22
+) -> Iterator[tuple[int, pa.StringArray]]:
     """Yield ``(first_line_no, lines)`` blocks of ``block_lines`` lines (the last may be shorter).
 
     Line numbers start at 1. A last line without a newline is still yielded. The file
@@ -156,11 +168,14 @@ def _as_lines(lines: Any) -> pa.Array:
         lines = lines.combine_chunks()
     if not isinstance(lines, pa.Array):
         lines = pa.array(np.asarray(lines).tolist())
+    if pa.types.is_null(lines.type):  # an empty list, or only None
+        lines = lines.cast(pa.string())
     if pa.types.is_binary(lines.type) or pa.types.is_large_binary(lines.type):
         try:
             lines = lines.cast(pa.string())
         except pa.ArrowInvalid:  # rare: invalid UTF-8, decode line by line with replacement
-            lines = pa.array([None if b is None else b.decode("utf-8", "replace") for b in lines.to_pylist()], pa.string())
+            text = [None if b is None else b.decode("utf-8", "replace") for b in lines.to_pylist()]
+            lines = pa.array(text, pa.string())
     if not (pa.types.is_string(lines.type) or pa.types.is_large_string(lines.type)):
         raise ShardtrainError(f"parse_clf: expected strings or bytes, got Arrow type {lines.type}")
     return pc.utf8_rtrim(lines.fill_null(""), characters="\r\n")
@@ -173,14 +188,14 @@ def _fixed_width(arr: pa.Array, width: int) -> np.ndarray:
     bufs = arr.buffers()
     otype = np.int64 if pa.types.is_large_string(arr.type) else np.int32
     offsets = np.frombuffer(bufs[1], dtype=otype)[arr.offset : arr.offset + len(arr) + 1]
-    data = np.frombuffer(bufs[2], dtype=np.uint8)
     assert np.all(np.diff(offsets) == width), "fixed-width field guaranteed by _STRICT_RX"
-    return data[offsets[:-1, None] + np.arange(width)]
+    # equal lengths => the values are back to back: a zero-copy (N, width) view
+    return np.frombuffer(bufs[2], dtype=np.uint8)[offsets[0] : offsets[-1]].reshape(len(arr), width)
 
 
 def _timestamps(date_tok: pa.Array, tz_tok: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode ``[dd/Mon/yyyy:HH:MM:SS`` and ``+zzzz]`` tokens: (epoch s int64, offset s int32, valid)."""
-    c = _fixed_width(date_tok, 21).astype(np.int64)  # (N, 21) bytes
+    c = _fixed_width(date_tok, 21).astype(np.int32)  # (N, 21) bytes
     d = c - ord("0")
     day = d[:, 1] * 10 + d[:, 2]
     key = ((c[:, 4] | 32) << 16) | ((c[:, 5] | 32) << 8) | (c[:, 6] | 32)  # lower-cased month name
@@ -188,15 +203,16 @@ def _timestamps(date_tok: pa.Array, tz_tok: pa.Array) -> tuple[np.ndarray, np.nd
     month = np.zeros(len(key), np.int64)
     for i, k in enumerate(keys):  # 12 vectorised comparisons
         month[key == k] = i + 1
-    year = d[:, 8] * 1000 + d[:, 9] * 100 + d[:, 10] * 10 + d[:, 11]
+    year = d[:, 8].astype(np.int64) * 1000 + d[:, 9] * 100 + d[:, 10] * 10 + d[:, 11]
     hh, mi, ss = d[:, 13] * 10 + d[:, 14], d[:, 16] * 10 + d[:, 17], d[:, 19] * 10 + d[:, 20]
-    z = _fixed_width(tz_tok, 6).astype(np.int64) - ord("0")  # (N, 6): sign, hhmm, "]"
+    z = _fixed_width(tz_tok, 6).astype(np.int32) - ord("0")  # (N, 6): sign, hhmm, "]"
     sign = np.where(z[:, 0] == ord("-") - ord("0"), -1, 1)
     tz_h, tz_m = z[:, 1] * 10 + z[:, 2], z[:, 3] * 10 + z[:, 4]
     offset = sign * (tz_h * 3600 + tz_m * 60)
     leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
     dim = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])[month] + (leap & (month == 2))
-    valid = (month > 0) & (day >= 1) & (day <= dim) & (hh < 24) & (mi < 60) & (ss <= 60) & (tz_h <= 14) & (tz_m < 60)
+    valid = (month > 0) & (day >= 1) & (day <= dim) & (hh < 24) & (mi < 60) & (ss <= 60)
+    valid &= (tz_h <= 14) & (tz_m < 60)
     # days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
     y = year - (month <= 2)
     era = np.floor_divide(y, 400)
@@ -230,6 +246,32 @@ def _diagnose(bad: pa.Array) -> np.ndarray:
     return reason
 
 
+def _fields(good: pa.Array) -> dict[str, Any]:
+    """Cut lines that passed ``_STRICT_RX`` into fields: Arrow strings, numpy numbers, ``ts_ok``."""
+    tail = pc.split_pattern(good, " ", max_splits=2, reverse=True)  # [head, status, bytes]
+    head = pc.split_pattern(pc.list_element(tail, 0), " ", max_splits=5)  # host ident user date tz "req"
+    epoch, offset, ts_ok = _timestamps(pc.list_element(head, 3), pc.list_element(head, 4))
+    inner = pc.utf8_slice_codeunits(pc.list_element(head, 5), 1, -1)  # request without its quotes
+    method_rest = pc.split_pattern(inner, " ", max_splits=1)
+    rest = pc.list_element(method_rest, 1)
+    has_proto = pc.match_substring_regex(rest, _PROTO_RX)
+    path_proto = pc.split_pattern(rest, " ", max_splits=1, reverse=True)
+    proto = pc.list_slice(path_proto, 1, 2, return_fixed_size_list=True).flatten()
+    nbytes = pc.list_element(tail, 2)
+    nbytes = pc.if_else(pc.equal(nbytes, "-"), "0", nbytes)
+    return {
+        "host": pc.list_element(head, 0),
+        "ts": epoch,
+        "tz_offset": offset,
+        "method": pc.list_element(method_rest, 0),
+        "path": pc.if_else(has_proto, pc.list_element(path_proto, 0), rest),
+        "protocol": pc.if_else(has_proto, proto, ""),
+        "status": pc.cast(pc.list_element(tail, 1), pa.int16()).to_numpy(zero_copy_only=False),
+        "bytes": pc.cast(nbytes, pa.int64()).to_numpy(zero_copy_only=False),
+        "ts_ok": ts_ok,
+    }
+
+
 def parse_clf(lines: Any, first_line_no: int | np.ndarray, detail_chars: int = 200) -> dict[str, Any]:
     """Parse CLF lines into columns; every input line keeps its row.
 
@@ -248,57 +290,34 @@ def parse_clf(lines: Any, first_line_no: int | np.ndarray, detail_chars: int = 2
     else:
         line_no = np.asarray(first_line_no, dtype=np.int64)
     ok = np.array(pc.match_substring_regex(arr, _STRICT_RX).to_numpy(zero_copy_only=False), dtype=bool)
-    good = arr.filter(pa.array(ok))
-    tail = pc.split_pattern(good, " ", max_splits=2, reverse=True)  # [head, status, bytes]
-    head = pc.split_pattern(pc.list_element(tail, 0), " ", max_splits=5)  # host ident user date tz "req"
-    epoch, offset, ts_ok = _timestamps(pc.list_element(head, 3), pc.list_element(head, 4))
-    inner = pc.utf8_slice_codeunits(pc.list_element(head, 5), 1, -1)  # request without its quotes
-    method_rest = pc.split_pattern(inner, " ", max_splits=1)
-    rest = pc.list_element(method_rest, 1)
-    has_proto = pc.match_substring_regex(rest, _PROTO_RX)
-    path_proto = pc.split_pattern(rest, " ", max_splits=1, reverse=True)
-    proto = pc.list_slice(path_proto, 1, 2, return_fixed_size_list=True).flatten()
-    status = pc.cast(pc.list_element(tail, 1), pa.int16()).to_numpy(zero_copy_only=False)
-    nbytes = pc.list_element(tail, 2)
-    nbytes = pc.cast(pc.if_else(pc.equal(nbytes, "-"), "0", nbytes), pa.int64()).to_numpy(zero_copy_only=False)
-
-    pos = np.flatnonzero(ok)
+    fields = _fields(arr.filter(pa.array(ok)))
     reason = np.full(n, "", dtype=object)
-    reason[pos[~ts_ok]] = "bad_timestamp"
-    bad_pos = np.flatnonzero(~ok)
-    reason[bad_pos] = _diagnose(arr.filter(pa.array(~ok)))
+    reason[~ok] = _diagnose(arr.filter(pa.array(~ok)))
+    src = np.full(n, -1, np.int64)  # row of `fields` feeding each output row, -1 = rejected
+    src[ok] = np.where(fields["ts_ok"], np.arange(int(ok.sum())), -1)
+    reason[ok & (src < 0)] = "bad_timestamp"
     detail = np.full(n, "", dtype=object)
-    rej = np.flatnonzero(reason != "")
+    rej = np.flatnonzero(src < 0)
     if rej.size:
         detail[rej] = pc.utf8_slice_codeunits(arr.take(pa.array(rej)), 0, detail_chars).to_pylist()
-    ok[pos[~ts_ok]] = False
-    src = np.full(n, -1, np.int64)  # row in `good` feeding each output row
-    src[pos] = np.arange(pos.size)
-    src[pos[~ts_ok]] = -1
-    index = pa.array(src, mask=src < 0)
+    kept = src >= 0
+    index = pa.array(src, mask=~kept)
+    out: dict[str, Any] = {"sample_id": line_no, "line_no": line_no.copy()}
+    for key in ("host", "ts", "tz_offset", "method", "path", "protocol", "status", "bytes"):
+        col = fields[key]
+        if isinstance(col, pa.Array):
+            out[key] = col.take(index).fill_null("")
+        else:
+            out[key] = np.zeros(n, dtype=col.dtype)
+            out[key][kept] = col[src[kept]]
+    out["reject_reason"] = reason
+    out["reject_detail"] = detail
+    return out
 
-    def scatter_str(col: pa.Array) -> pa.Array:
-        return col.take(index).fill_null("")
 
-    def scatter_num(col: np.ndarray, dtype: Any) -> np.ndarray:
-        out = np.zeros(n, dtype=dtype)
-        out[ok] = col[src[ok]]
-        return out
-
-    return {
-        "sample_id": line_no,
-        "line_no": line_no.copy(),
-        "host": scatter_str(pc.list_element(head, 0)),
-        "ts": scatter_num(epoch, np.int64),
-        "tz_offset": scatter_num(offset, np.int32),
-        "method": scatter_str(pc.list_element(method_rest, 0)),
-        "path": scatter_str(pc.if_else(has_proto, pc.list_element(path_proto, 0), rest)),
-        "protocol": scatter_str(pc.if_else(has_proto, proto, "")),
-        "status": scatter_num(status, np.int16),
-        "bytes": scatter_num(nbytes, np.int64),
-        "reject_reason": reason,
-        "reject_detail": detail,
-    }
+def parse_batch(batch: dict[str, Any], cfg: Any = None) -> dict[str, Any]:
+    """Stage form of ``parse_clf``: ``{"sample_id": line numbers, "line": str}`` -> parsed columns."""
+    return parse_clf(batch["line"], np.asarray(batch["sample_id"], dtype=np.int64))
 
 
 def concat_parsed(blocks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -309,7 +328,7 @@ def concat_parsed(blocks: list[dict[str, Any]]) -> dict[str, Any]:
     for key in blocks[0]:
         cols = [b[key] for b in blocks]
         if isinstance(cols[0], (pa.Array, pa.ChunkedArray)):
-            out[key] = pa.concat_arrays([c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in cols])
+            out[key] = pa.concat_arrays([logs.as_arrow(c) for c in cols])
         else:
             out[key] = np.concatenate(cols)
     return out
@@ -334,11 +353,14 @@ def build_http_dataset(
             f"{options.max_reject_fraction}){first}"
         )
     sessions = logs.sessionize(parsed, options.gap_seconds)
-    log_end = int(np.max(sessions["ts"])) if options.censor_tail else None
-    conn = logs.connection_features(sessions, options.first_k, options.long_n, log_end, options.gap_seconds)
+    log_end = int(np.max(sessions["ts"]))
+    conn = logs.connection_features(sessions, options.first_k, options.long_n,
+                                    log_end if options.censor_tail else None, options.gap_seconds)
     short = conn["n_requests"] < options.min_requests
-    conn = {k: v[~short] for k, v in conn.items()}
-    splits, split_meta = logs.split_and_standardise(conn, options.split_rule, tuple(options.split_fractions), seed)
+    late = conn["start_ts"] > log_end - options.tail_horizon_seconds
+    conn = {k: v[~short & ~late] for k, v in conn.items()}
+    fractions = tuple(options.split_fractions)
+    splits, split_meta = logs.split_and_standardise(conn, options.split_rule, fractions, seed)
     reasons, counts = np.unique(reason[rej], return_counts=True)
     meta = {
         "source": source,
@@ -348,6 +370,7 @@ def build_http_dataset(
         "requests": int(n_lines - rej.size),
         "connections": int(short.size),
         "dropped_short": int(short.sum()),
+        "dropped_tail": int((late & ~short).sum()),
         "rejects": {
             "count": int(rej.size),
             "reasons": {str(r): int(c) for r, c in zip(reasons, counts)},
@@ -372,5 +395,8 @@ def prepare_http_log(
     call ``build_http_dataset`` on ``concat_parsed`` of the results: same output.
     """
     options = options or HttpLogOptions()
-    blocks = [parse_clf(lines, first, options.detail_chars) for first, lines in iter_line_blocks(path, options.block_lines)]
+    blocks = [
+        parse_clf(lines, first, options.detail_chars)
+        for first, lines in iter_line_blocks(path, options.block_lines)
+    ]
     return build_http_dataset(concat_parsed(blocks), options, seed, source=str(path))

@@ -1,0 +1,394 @@
+"""``shardtrain submit | status | logs | stop | jobs``: runs as Ray jobs, through ``JobSubmissionClient``.
+
+``submit`` validates the config here, then submits ``python -m pipelines.cli run CONFIG ...``
+with a runtime env built from ``cluster/runtime_env.yaml``:
+
+* from a source checkout (``pyproject.toml`` beside ``pipelines/``), the checkout is the
+  job's ``working_dir`` (minus ``.git``, virtualenvs, outputs, shards and checkpoints);
+* from an installed package, nothing is shipped: the cluster's image must have
+  shardtrain installed (``cluster/cluster.yaml`` and ``cluster/rayjob.yaml`` do). We do not
+  ``pip install`` at job start: that needs the network on every node and may not match
+  the version that validated the config;
+* ``--working-dir DIR`` ships DIR instead, in both cases.
+
+Data paths (``--data-dir``, ``--out``) are never uploaded: they are passed as they are
+and resolved on the cluster. The address is ``--address``, else ``$RAY_API_SERVER_ADDRESS``,
+else ``$RAY_ADDRESS``, else ``http://127.0.0.1:8265`` (a ``ray dashboard`` port-forward).
+
+Token authentication: with ``RAY_AUTH_MODE=token`` the token is always sent; with the
+mode unset it is sent only after the server answers 401. It is read as Ray reads it:
+``$RAY_AUTH_TOKEN``, then the file ``$RAY_AUTH_TOKEN_PATH``, then ``~/.ray/auth_token``.
+``RAY_AUTH_MODE=disabled`` never sends one. The token never appears in any output.
+
+Exit codes (``status``, ``submit --wait``, ``logs --follow``):
+
+========================  =====
+job status                exit
+========================  =====
+SUCCEEDED                 0
+PENDING, RUNNING          0 (``status`` only; ``--wait``/``--follow`` wait for the end)
+FAILED                    1
+STOPPED                   3
+shardtrain error          2 (cannot connect, auth, unknown job id, bad config)
+interrupted (Ctrl-C)      130 (the job keeps running)
+========================  =====
+
+``stop`` exits 0 once the job is in a final state, 1 if it is still running after
+``STOP_TIMEOUT_S``; ``jobs`` and ``logs`` exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import secrets
+import shlex
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from pipelines import _offline  # noqa: F401
+from pipelines.errors import ShardtrainError
+
+log = logging.getLogger("shardtrain")
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+EXIT_CODES = {"SUCCEEDED": 0, "PENDING": 0, "RUNNING": 0, "FAILED": 1, "STOPPED": 3}
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+HTTP_TIMEOUT_S = (10, 120)  # (connect, read) for every request to the job server
+STOP_TIMEOUT_S = 60
+POLL_S = 1.0
+TEMPLATE = Path(__file__).with_name("runtime_env.yaml")
+
+
+# ---------------------------------------------------------------- address and token
+
+
+def resolve_address(address: str | None) -> str:
+    """The job server URL: ``--address``, ``$RAY_API_SERVER_ADDRESS``, ``$RAY_ADDRESS``, the default."""
+    url = (address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+           or DEFAULT_ADDRESS).strip().rstrip("/")
+    return url if "://" in url else f"http://{url}"
+
+
+def find_token() -> tuple[str, str] | None:
+    """``(token, where it came from)`` in Ray's order, or None; ``where`` never holds the token."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return os.environ["RAY_AUTH_TOKEN"].strip(), "$RAY_AUTH_TOKEN"
+    candidates = []
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        candidates.append((Path(os.environ["RAY_AUTH_TOKEN_PATH"]).expanduser(), "$RAY_AUTH_TOKEN_PATH"))
+    candidates.append((Path.home() / ".ray" / "auth_token", "~/.ray/auth_token"))
+    for path, name in candidates:
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+        if token:
+            return token, f"{name} ({path})" if name.startswith("$") else name
+    return None
+
+
+def mask(text: str) -> str:
+    """``text`` with every token we could have sent replaced by ``****``, cut to one line."""
+    found = find_token()
+    tokens = {os.environ.get("RAY_AUTH_TOKEN", "").strip()} | ({found[0]} if found else set())
+    for token in tokens:
+        if len(token) >= 4:
+            text = text.replace(token, "****")
+    text = re.sub(r"(?i)(bearer\s+)\S+", r"\1****", text)
+    return " ".join(text.split())[:500]
+
+
+# ---------------------------------------------------------------- the client
+
+
+def _client_class() -> type:
+    """``JobSubmissionClient`` with a timeout on every HTTP request (a hung server never blocks us)."""
+    from ray.job_submission import JobSubmissionClient
+
+    class _Client(JobSubmissionClient):
+        def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
+            return super()._do_request(method, endpoint, **kwargs)
+
+    return _Client
+
+
+@contextmanager
+def _no_address_env() -> Iterator[None]:
+    """Hide ``RAY_ADDRESS``/``RAY_API_SERVER_ADDRESS``: Ray's client would let them override ``address``."""
+    saved = {k: os.environ.pop(k) for k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS") if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+@contextmanager
+def job_errors(url: str, job_id: str | None = None) -> Iterator[None]:
+    """Turn Ray/requests failures into one-line ``ShardtrainError``s with tokens masked."""
+    import requests
+    from ray.exceptions import AuthenticationError
+
+    try:
+        yield
+    except ShardtrainError:
+        raise
+    except AuthenticationError as exc:
+        raise ShardtrainError(f"job server {url}: {_auth_hint(str(exc))}") from None
+    except (ConnectionError, requests.exceptions.RequestException) as exc:
+        raise ShardtrainError(
+            f"cannot reach the Ray job server at {url} ({mask(type(exc).__name__)}); start a cluster, "
+            f"port-forward its dashboard (ray dashboard cluster/cluster.yaml) or pass --address") from None
+    except RuntimeError as exc:
+        text = str(exc)
+        if job_id and ("404" in text or "does not exist" in text):
+            raise ShardtrainError(f"job {job_id!r}: no such job on {url} (list them with `shardtrain jobs`)") from None
+        raise ShardtrainError(f"job server {url}: {mask(text)}") from None
+
+
+def _auth_hint(message: str) -> str:
+    """What to do about a 401/403 from the job server (never includes the token)."""
+    if "Authentication failed" in message or "invalid" in message.lower():
+        found = find_token()
+        where = found[1] if found else "the request"
+        return f"the token from {where} was rejected (get the cluster's token on the head: ray get-auth-token)"
+    return ("token authentication is on and no token was found: set RAY_AUTH_TOKEN, point "
+            "RAY_AUTH_TOKEN_PATH at a file holding it, or write it to ~/.ray/auth_token "
+            "(on the head: ray get-auth-token)")
+
+
+def _quiet_ray_client_logs() -> None:
+    """Ray's client logs every packaging step at INFO; keep its warnings, drop the chatter."""
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    # "'.git' is now ignored by default": we exclude it ourselves, the warning is noise.
+    logging.getLogger("ray._private.runtime_env.working_dir").setLevel(logging.ERROR)
+
+
+def connect(address: str | None) -> tuple[Any, str]:
+    """A connected client and the URL it talks to; retries once with the token after a 401."""
+    from ray.exceptions import AuthenticationError
+
+    url = resolve_address(address)
+    _quiet_ray_client_logs()
+    mode = os.environ.get("RAY_AUTH_MODE", "").lower()
+    found = None if mode == "disabled" else find_token()
+    if mode == "token" and found is None:
+        raise ShardtrainError(f"job server {url}: RAY_AUTH_MODE=token but {_auth_hint('')}")
+    client_cls = _client_class()
+    with job_errors(url), _no_address_env():
+        headers = {"Authorization": f"Bearer {found[0]}"} if mode == "token" and found else {}
+        try:
+            return client_cls(url, headers=headers), url
+        except AuthenticationError as exc:
+            if headers or found is None or "Authentication required" not in str(exc):
+                raise
+        log.info("job server %s wants a token; using the one from %s", url, found[1])
+        return client_cls(url, headers={"Authorization": f"Bearer {found[0]}"}), url
+
+
+# ---------------------------------------------------------------- submit
+
+
+def source_checkout() -> Path | None:
+    """The repository root when running from a source checkout (or an editable install)."""
+    import pipelines
+
+    root = Path(pipelines.__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file() and (root / "cluster" / "jobs.py").is_file() \
+            and "site-packages" not in root.parts:
+        return root
+    return None
+
+
+def build_runtime_env(working_dir: Path | None) -> dict[str, Any]:
+    """The template ``cluster/runtime_env.yaml`` with ``working_dir`` filled (or dropped)."""
+    env = yaml.safe_load(TEMPLATE.read_text(encoding="utf-8")) or {}
+    if working_dir is None:
+        env.pop("working_dir", None)
+        env.pop("excludes", None)
+    else:
+        env["working_dir"] = str(working_dir)
+    return env
+
+
+def _config_arg(config: str, working_dir: Path | None) -> str:
+    """The config as the job sees it: a preset name, or a file path relative to the working dir."""
+    path = Path(config)
+    if not path.is_file():
+        return config
+    if working_dir is not None:
+        try:
+            return path.resolve().relative_to(working_dir).as_posix()
+        except ValueError:
+            raise ShardtrainError(
+                f"{config}: config file is outside the directory shipped to the cluster ({working_dir}); "
+                f"move it there or pass --working-dir with a directory that holds it") from None
+    log.warning("%s: no working_dir is shipped, so this path must exist on the cluster", config)
+    return str(path.resolve())
+
+
+def build_entrypoint(args: argparse.Namespace, config: str) -> str:
+    """``python -m pipelines.cli run CONFIG ...``, every argument shell-quoted."""
+    argv = ["python", "-m", "pipelines.cli", "run", config, "--stage", args.stage,
+            "--executor", args.executor, "--out", args.out]
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    overrides = [item for group in args.overrides for item in group]
+    if overrides:
+        argv += ["--set", *overrides]
+    if args.force:
+        argv.append("--force")
+    return shlex.join(argv)
+
+
+def _submission_id(name: str) -> str:
+    """A readable unique id: ``shardtrain-<config name>-<UTC time>-<4 hex>``."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:40] or "run"
+    return f"shardtrain-{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Validate the config locally, submit the run, print the job id; ``--wait`` follows it."""
+    from pipelines.config import load_config
+
+    cfg = load_config(args.config, [item for group in args.overrides for item in group])
+    if args.working_dir:
+        working_dir = Path(args.working_dir).expanduser().resolve()
+        if not working_dir.is_dir():
+            raise ShardtrainError(f"--working-dir {args.working_dir}: not a directory")
+    else:
+        working_dir = source_checkout()
+    if not Path(args.out).is_absolute():
+        log.warning("--out %s is relative: on the cluster it lands in the job's temporary working "
+                    "directory; pass a path on shared storage to keep the results", args.out)
+    entrypoint = build_entrypoint(args, _config_arg(args.config, working_dir))
+    runtime_env = build_runtime_env(working_dir)
+    client, url = connect(args.address)
+    with job_errors(url):
+        job_id = client.submit_job(
+            entrypoint=entrypoint, runtime_env=runtime_env, submission_id=_submission_id(cfg.name),
+            metadata={"shardtrain.config": cfg.name, "shardtrain.stage": args.stage})
+    log.info("submitted %s to %s (%s)", job_id, url,
+             f"working_dir {working_dir}" if working_dir else "using the cluster's installed shardtrain")
+    print(job_id, flush=True)
+    if not args.wait:
+        return 0
+    return _follow(client, url, job_id)
+
+
+# ---------------------------------------------------------------- status, logs, stop, jobs
+
+
+def _status(client: Any, url: str, job_id: str) -> tuple[str, str]:
+    """``(STATUS, message)`` of a job."""
+    with job_errors(url, job_id):
+        info = client.get_job_info(job_id)
+    return str(info.status), info.message or ""
+
+
+def _wait_terminal(client: Any, url: str, job_id: str, timeout: float | None = None) -> str:
+    """Poll until the job is SUCCEEDED/FAILED/STOPPED (or ``timeout``); returns the last status."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        status, _ = _status(client, url, job_id)
+        if status in TERMINAL or (deadline is not None and time.monotonic() > deadline):
+            return status
+        time.sleep(POLL_S)
+
+
+def _follow(client: Any, url: str, job_id: str) -> int:
+    """Stream a job's logs to stdout until it ends; exit with its status's code."""
+    import aiohttp
+
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+    try:
+        with job_errors(url, job_id):
+            try:
+                asyncio.run(tail())
+            except aiohttp.ClientError as exc:
+                log.warning("log stream of %s broke (%s); waiting for the job to end", job_id,
+                            mask(type(exc).__name__))
+        status = _wait_terminal(client, url, job_id)
+    except KeyboardInterrupt:
+        log.warning("stopped following; job %s keeps running (shardtrain stop %s)", job_id, job_id)
+        raise
+    message = _status(client, url, job_id)[1]
+    log.info("job %s: %s%s", job_id, status, f" ({mask(message)})" if message else "")
+    return EXIT_CODES[status]
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the job's status on stdout (its message on stderr); exit code from the table."""
+    client, url = connect(args.address)
+    status, message = _status(client, url, args.job_id)
+    print(status, flush=True)
+    if message:
+        log.info("job %s: %s", args.job_id, mask(message))
+    return EXIT_CODES.get(status, 0)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print the job's logs so far; ``--follow`` streams them and exits with the job's code."""
+    client, url = connect(args.address)
+    if args.follow:
+        _status(client, url, args.job_id)  # a clear error for an unknown id before streaming
+        return _follow(client, url, args.job_id)
+    with job_errors(url, args.job_id):
+        text = client.get_job_logs(args.job_id)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Ask the job to stop and wait until it is in a final state."""
+    client, url = connect(args.address)
+    with job_errors(url, args.job_id):
+        client.stop_job(args.job_id)
+    status = _wait_terminal(client, url, args.job_id, timeout=STOP_TIMEOUT_S)
+    print(status, flush=True)
+    return 0 if status in TERMINAL else 1
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """List every job on the cluster, oldest first: id, status, start time, entrypoint."""
+    client, url = connect(args.address)
+    with job_errors(url):
+        jobs = client.list_jobs()
+    rows = []
+    for job in sorted(jobs, key=lambda j: j.start_time or 0):
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.start_time / 1000)) \
+            if job.start_time else "-"
+        entry = job.entrypoint if len(job.entrypoint) <= 70 else job.entrypoint[:67] + "..."
+        rows.append((job.submission_id or job.job_id or "-", str(job.status), started, entry))
+    if not rows:
+        log.info("no jobs on %s", url)
+        return 0
+    width = max(len(r[0]) for r in rows)
+    print(f"{'JOB':<{width}}  {'STATUS':<9}  {'STARTED':<19}  ENTRYPOINT")
+    for job_id, status, started, entry in rows:
+        print(f"{job_id:<{width}}  {status:<9}  {started:<19}  {entry}")
+    return 0
+
+
+COMMANDS = {"submit": cmd_submit, "status": cmd_status, "logs": cmd_logs, "stop": cmd_stop, "jobs": cmd_jobs}
+
+
+def main(args: argparse.Namespace) -> int:
+    """Dispatch ``shardtrain submit|status|logs|stop|jobs`` (called by ``pipelines.cli``)."""
+    if args.command not in COMMANDS:
+        raise ShardtrainError(f"unknown cluster command {args.command!r}")
+    return COMMANDS[args.command](args)

@@ -1,0 +1,354 @@
+"""The one LightningModule: trains an MLP, a bagging ensemble or a multitask model.
+
+Losses: weighted cross-entropy ``sum_i w_i l_i / sum_i w_i`` (``w`` = the batch's sample
+weight; DDP padding rows have ``w = 0`` and unlabelled rows are dropped the same way),
+squared error for regression targets (or for class targets with ``train.loss = "mse"``:
+one output vs. the class index, or C outputs vs. the one-hot vector, mean over outputs,
+no 1/2 factor), plus ``l1 * sum|W|`` and ``l2 * sum W**2`` over every weight (biases,
+log-variances excluded). A bagging ensemble's loss is the *sum* over members of each
+member's bootstrap-weighted loss (so each member steps as if trained alone).
+
+Hot path: ``training_step`` never syncs with the host. The loss is handed to ``self.log``
+only on the steps the Trainer flushes its logs (``log_every_n_steps``; not on the
+progress bar, which would convert it to a float every step); epoch means and
+out-of-bag counts are accumulated on the device and reduced once per epoch.
+Metrics are computed only in validation/test (DDP-synced ``torchmetrics`` states, see
+``models.metrics``) and come back as JSON-ready dicts from :meth:`ShardTrainModule.metrics_dict`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.bagging import BaggingEnsemble
+from models.build import task_specs
+from models.metrics import ClassificationSummary, RegressionSummary, summary_reports
+from models.multitask import REGRESSION, MultiTaskMLP, per_sample_task_loss
+from pipelines.errors import ShardtrainError
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adadelta")
+SCHEDULES = ("none", "onecycle", "cosine")
+LOSSES = ("auto", "cross_entropy", "mse")
+SPLITS = ("val", "test")
+_TINY = torch.finfo(torch.float32).tiny
+
+
+class ShardTrainModule(pl.LightningModule):
+    """Lightning shell around any ``models`` network; batches are the DataModule's dicts.
+
+    ``labels`` is the shard index's label description (``{"label": {"classes": [...]}}`` or
+    ``{"label_<task>": {...}}``); ``batch_augment(x, step) -> x`` (optional) is applied to dense
+    ``x`` in ``training_step`` only, on the device.
+    """
+
+    def __init__(self, model: nn.Module, model_cfg: Any, train_cfg: Any, eval_cfg: Any,
+                 labels: Mapping[str, Mapping[str, Any]],
+                 batch_augment: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> None:
+        super().__init__()
+        self.model, self.model_cfg, self.train_cfg, self.eval_cfg = model, model_cfg, train_cfg, eval_cfg
+        self.batch_augment = batch_augment
+        self.tasks = task_specs(labels)  # {task: n_classes | "regression"}
+        self.class_names = {t: None if d.get("classes") is None else [str(c) for c in d["classes"]]
+                            for t, d in zip(self.tasks, labels.values())}
+        self.is_bagging = isinstance(model, BaggingEnsemble)
+        self.is_multitask = isinstance(model, MultiTaskMLP)
+        if self.is_multitask and set(model.tasks) != set(self.tasks):
+            raise ShardtrainError(f"labels: model heads {sorted(model.tasks)} do not match label tasks {sorted(self.tasks)}")
+        if not self.is_multitask and len(self.tasks) != 1:
+            raise ShardtrainError(f"labels: {len(self.tasks)} label columns need a multitask model (model.kind=multitask)")
+        self.loss_kind = self._resolve_loss(getattr(train_cfg, "loss", "auto"))
+        threshold = float(getattr(eval_cfg, "coverage_threshold", 0.9))
+        heads = 1 + model.members if self.is_bagging else 1  # bagging: ensemble + each member
+        self.summaries = nn.ModuleDict({
+            f"{split}__{t}": RegressionSummary(heads) if spec == REGRESSION else ClassificationSummary(spec, heads, threshold)
+            for split in SPLITS for t, spec in self.tasks.items()
+        })
+        self._results: dict[str, dict] = {}
+        self._oob: list[float | None] | None = None  # per-member OOB accuracy of the last training epoch
+        self._acc: dict[str, torch.Tensor] | None = None  # on-device training accumulators
+        self._steps = 0
+
+    # ----------------------------------------------------------------- losses
+    def _resolve_loss(self, loss: str) -> str:
+        """``"cross_entropy"``, ``"mse"`` (squared error on classes) or ``"regression"`` for the single task."""
+        if loss not in LOSSES:
+            raise ShardtrainError(f"train.loss: unknown loss {loss!r}; expected one of {list(LOSSES)}")
+        if self.is_multitask:
+            if loss == "mse":
+                raise ShardtrainError("train.loss: multitask models use cross-entropy / squared error per task; use 'auto'")
+            return "auto"
+        (spec,) = self.tasks.values()
+        if spec == REGRESSION:
+            if loss == "cross_entropy":
+                raise ShardtrainError("train.loss: cross_entropy needs class labels; this label is a regression target")
+            return "regression"
+        return "mse" if loss == "mse" else "cross_entropy"
+
+    def _num_classes(self) -> int:
+        (spec,) = self.tasks.values()
+        return int(spec)
+
+    def _valid(self, y: torch.Tensor) -> torch.Tensor:
+        """Labelled rows ``(B,)``: class >= 0, or a non-NaN regression target."""
+        return ~torch.isnan(y) if self.loss_kind == "regression" else y >= 0
+
+    def _sample_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-head, per-sample loss ``(H, B)`` of outputs ``(H, B, C)``; unlabelled rows get 0."""
+        h, b, c = out.shape
+        valid = self._valid(y)
+        if self.loss_kind == "regression":
+            per = (out[..., 0] - torch.nan_to_num(y.float())).square()
+        elif self.loss_kind == "cross_entropy":
+            if c != self._num_classes():
+                raise ShardtrainError(f"model: {c} outputs for {self._num_classes()} classes with cross_entropy")
+            per = F.cross_entropy(out.reshape(h * b, c), y.clamp_min(0).expand(h, b).reshape(-1), reduction="none").view(h, b)
+        elif c == 1:  # mse on one output unit: the output regresses the class index (course example)
+            per = (out[..., 0] - y.clamp_min(0).to(out.dtype)).square()
+        else:
+            per = (out - F.one_hot(y.clamp_min(0), c).to(out.dtype)).square().mean(-1)
+        return torch.where(valid, per, 0.0)
+
+    def _probs(self, out: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(H, B, n_classes)``: softmax for cross-entropy; for mse the clamped scores."""
+        if self.loss_kind == "cross_entropy":
+            return torch.softmax(out, -1)
+        if out.shape[-1] == 1:
+            if self._num_classes() != 2:
+                raise ShardtrainError(f"model: one output unit for {self._num_classes()} classes")
+            p = out[..., 0].clamp(0.0, 1.0)
+            return torch.stack([1.0 - p, p], -1)
+        s = out.clamp_min(0.0)
+        return s / s.sum(-1, keepdim=True).clamp_min(_TINY)
+
+    def _penalty(self) -> torch.Tensor | float:
+        """``l1 * sum|W| + l2 * sum W**2`` over parameters named ``*weight`` (0.0 when both are 0)."""
+        l1, l2 = float(getattr(self.train_cfg, "l1", 0.0)), float(getattr(self.train_cfg, "l2", 0.0))
+        if l1 == 0.0 and l2 == 0.0:
+            return 0.0
+        weights = [p for n, p in self.model.named_parameters() if n.rsplit(".", 1)[-1].endswith("weight")]
+        total = 0.0
+        if l1:
+            total = total + l1 * sum(p.abs().sum() for p in weights)
+        if l2:
+            total = total + l2 * sum(p.square().sum() for p in weights)
+        return total
+
+    # ------------------------------------------------------------------ batches
+    def _single_target(self, y: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if isinstance(y, Mapping):
+            (y,) = y.values()
+        return y.float() if self.loss_kind == "regression" else y
+
+    def _task_targets(self, y: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``{task: (B,)}``; accepts keys ``<task>`` or ``label_<task>``; regression targets as float."""
+        if not isinstance(y, Mapping):
+            y = {next(iter(self.tasks)): y}
+        out = {}
+        for t, spec in self.tasks.items():
+            value = y.get(t, y.get(f"label_{t}"))
+            if value is None:
+                raise ShardtrainError(f"batch.y: no targets for task {t!r} (batch has {sorted(y)})")
+            out[t] = value.float() if spec == REGRESSION else value
+        return out
+
+    def _head_outputs(self, x: Any) -> torch.Tensor:
+        """Outputs ``(H, B, C)``: the ensemble's members, or the single model as H = 1."""
+        out = self.model(x)
+        return out if self.is_bagging else out[None]
+
+    # ----------------------------------------------------------------- training
+    def _accumulators(self) -> dict[str, torch.Tensor]:
+        if self._acc is None:
+            k = self.model.members if self.is_bagging else 0
+            self._acc = {"loss_sum": torch.zeros((), device=self.device),
+                         "oob_correct": torch.zeros(k, device=self.device), "oob_total": torch.zeros(k, device=self.device)}
+            self._steps = 0
+        return self._acc
+
+    def on_train_epoch_start(self) -> None:
+        """Start fresh on-device accumulators for the epoch."""
+        self._acc = None
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        """Weighted loss + penalties for one batch; no host syncs."""
+        x, w = batch["x"], batch["w"]
+        if self.batch_augment is not None and isinstance(x, torch.Tensor):
+            x = self.batch_augment(x, self.global_step)
+        acc = self._accumulators()
+        if self.is_multitask:
+            loss, _ = self.model.loss(self.model(x), self._task_targets(batch["y"]), w)
+        else:
+            y = self._single_target(batch["y"])
+            out = self._head_outputs(x)  # (H, B, C)
+            per = self._sample_loss(out, y)  # (H, B)
+            wv = torch.where(self._valid(y), w, 0.0)  # (B,)
+            if self.is_bagging:
+                counts = self.model.bootstrap_weights(batch.get("source_id", batch["sample_id"]))  # (K, B)
+                per = per * counts
+                if self.loss_kind != "regression":
+                    with torch.no_grad():  # out-of-bag: rows member k never trains on
+                        oob = (counts == 0) & (wv > 0)  # (K, B)
+                        acc["oob_correct"] += (oob & (self._probs(out).argmax(-1) == y)).sum(1)
+                        acc["oob_total"] += oob.sum(1)
+            loss = (per * wv).sum() / wv.sum().clamp_min(_TINY)
+        loss = loss + self._penalty()
+        acc["loss_sum"] += loss.detach()
+        self._steps += 1
+        if self._trainer is not None and (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
+            self.log("train_loss", loss.detach(), on_step=True, on_epoch=False, batch_size=w.shape[0])
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's mean training loss; reduce the out-of-bag counts across ranks (one sync per epoch)."""
+        acc = self._accumulators()
+        self.log("train_loss_epoch", acc["loss_sum"] / max(1, self._steps), on_epoch=True, sync_dist=True)
+        if self.is_bagging and self.loss_kind != "regression":
+            correct = self.trainer.strategy.reduce(acc["oob_correct"], reduce_op="sum")
+            total = self.trainer.strategy.reduce(acc["oob_total"], reduce_op="sum")
+            self._oob = [c / t if t > 0 else None for c, t in zip(correct.tolist(), total.tolist())]
+
+    # --------------------------------------------------------------- evaluation
+    def on_validation_epoch_start(self) -> None:
+        """Reset the validation metric states."""
+        self._reset("val")
+
+    def on_test_epoch_start(self) -> None:
+        """Reset the test metric states."""
+        self._reset("test")
+
+    def _reset(self, split: str) -> None:
+        for t in self.tasks:
+            self.summaries[f"{split}__{t}"].reset()
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """Accumulate validation metrics for one batch."""
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """Accumulate test metrics for one batch."""
+        self._eval_step(batch, "test")
+
+    def _eval_step(self, batch: Mapping[str, Any], split: str) -> None:
+        x, w = batch["x"], batch["w"]
+        if self.is_multitask:
+            outs, ys = self.model(x), self._task_targets(batch["y"])
+            for t, spec in self.tasks.items():
+                per, _ = per_sample_task_loss(outs[t], ys[t])
+                pred = outs[t] if spec == REGRESSION else torch.softmax(outs[t], -1)
+                self.summaries[f"{split}__{t}"].update(pred[None], ys[t], w, per[None])
+            return
+        y = self._single_target(batch["y"])
+        out = self._head_outputs(x)  # (H, B, C)
+        per = self._sample_loss(out, y)  # (H, B)
+        pred = out[..., 0] if self.loss_kind == "regression" else self._probs(out)  # (H, B) | (H, B, C)
+        if self.is_bagging:  # ensemble first: mean of member probabilities (or outputs)
+            ens = pred.mean(0, keepdim=True)
+            if self.loss_kind == "cross_entropy":
+                p_true = ens[0].gather(1, y.clamp_min(0)[:, None])[:, 0]
+                ens_loss = torch.where(self._valid(y), -torch.log(p_true.clamp_min(_TINY)), 0.0)[None]
+            else:
+                ens_loss = self._sample_loss(out.mean(0, keepdim=True), y)
+            pred, per = torch.cat([ens, pred]), torch.cat([ens_loss, per])
+        self.summaries[f"{split}__{next(iter(self.tasks))}"].update(pred, y, w, per)
+
+    def on_validation_epoch_end(self) -> None:
+        """Compute (DDP-synced) validation metrics, keep them for :meth:`metrics_dict`, log ``val_loss``."""
+        self._finish("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Compute (DDP-synced) test metrics, keep them for :meth:`metrics_dict`, log ``test_loss``."""
+        self._finish("test")
+
+    def _finish(self, split: str) -> None:
+        reports = {t: summary_reports(self.summaries[f"{split}__{t}"], self.class_names[t]) for t in self.tasks}
+        if self.is_multitask:
+            result = {t: r[0] for t, r in reports.items()}
+            if self.model.log_vars is not None:
+                for t, s in zip(self.tasks, self.model.log_vars.detach().tolist()):
+                    result[t]["log_variance"] = s
+            losses = [r["loss"] for r in result.values() if r["loss"] is not None]
+            loss = sum(losses) if losses else None
+            scalars = {f"{split}_{t}_accuracy": r.get("accuracy") for t, r in result.items()}
+        else:
+            (heads,) = reports.values()
+            result = dict(heads[0])
+            if self.is_bagging:
+                result["members"] = heads[1:]
+            loss = result["loss"]
+            scalars = {f"{split}_accuracy": result.get("accuracy")}
+        self._results[split] = result
+        scalars[f"{split}_loss"] = loss
+        for name, value in scalars.items():
+            if value is not None:
+                self.log(name, float(value), prog_bar=name == f"{split}_loss", sync_dist=True)
+
+    def metrics_dict(self, split: str) -> dict:
+        """JSON-ready metrics of the last ``"val"`` or ``"test"`` epoch.
+
+        Single task: a flat dict (see ``models.metrics.classification_report`` /
+        ``regression_report``). Multitask: ``{task: {...}}``. Bagging: the ensemble's metrics
+        at top level plus ``"members"`` (one dict per member) and ``"oob_accuracy"`` (per
+        member, from the last training epoch; ``None`` where unknown).
+        """
+        if split not in self._results:
+            raise ShardtrainError(f"metrics: split {split!r} has not been evaluated (run trainer.validate/test first)")
+        result = copy.deepcopy(self._results[split])
+        if self.is_bagging:
+            result["oob_accuracy"] = list(self._oob) if self._oob is not None else [None] * self.model.members
+        return result
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        """``{"probs"| "pred" per task}``: class probabilities (ensemble mean for bagging) or regression outputs."""
+        x = batch["x"] if isinstance(batch, Mapping) else batch
+        if self.is_multitask:
+            outs = self.model(x)
+            return {t: outs[t] if spec == REGRESSION else torch.softmax(outs[t], -1) for t, spec in self.tasks.items()}
+        out = self._head_outputs(x)
+        pred = out[..., 0] if self.loss_kind == "regression" else self._probs(out)
+        return {next(iter(self.tasks)): pred.mean(0)}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the out-of-bag accuracies with the weights (they cannot be recomputed at test time)."""
+        checkpoint["shardtrain_oob_accuracy"] = self._oob
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the out-of-bag accuracies saved by :meth:`on_save_checkpoint`."""
+        self._oob = checkpoint.get("shardtrain_oob_accuracy")
+
+    # --------------------------------------------------------------- optimizers
+    def configure_optimizers(self) -> Any:
+        """The configured optimizer (log-variances get no weight decay) and optional LR schedule."""
+        tc = self.train_cfg
+        name, lr, wd = tc.optimizer, float(tc.lr), float(getattr(tc, "weight_decay", 0.0))
+        momentum = float(getattr(tc, "momentum", 0.0))
+        no_decay = [p for n, p in self.named_parameters() if n.endswith("log_vars")]
+        decay = [p for n, p in self.named_parameters() if not n.endswith("log_vars")]
+        groups = [{"params": decay}] + ([{"params": no_decay, "weight_decay": 0.0}] if no_decay else [])
+        makers = {
+            "sgd": lambda: torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=wd),
+            "adam": lambda: torch.optim.Adam(groups, lr=lr, weight_decay=wd),
+            "adamw": lambda: torch.optim.AdamW(groups, lr=lr, weight_decay=wd),
+            "rmsprop": lambda: torch.optim.RMSprop(groups, lr=lr, momentum=momentum, weight_decay=wd),
+            "adadelta": lambda: torch.optim.Adadelta(groups, lr=lr, weight_decay=wd),
+        }
+        if name not in makers:
+            raise ShardtrainError(f"train.optimizer: unknown optimizer {name!r}; expected one of {list(OPTIMIZERS)}")
+        optimizer = makers[name]()
+        schedule = getattr(tc, "schedule", "none")
+        if schedule == "none":
+            return optimizer
+        if schedule == "onecycle":  # LR only; momentum stays as configured
+            total = int(self.trainer.estimated_stepping_batches)
+            sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, cycle_momentum=False)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        if schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(tc.max_epochs)))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        raise ShardtrainError(f"train.schedule: unknown schedule {schedule!r}; expected one of {list(SCHEDULES)}")

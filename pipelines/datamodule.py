@@ -1,0 +1,362 @@
+"""``ShardDataModule``: feed Arrow shards to Lightning with one gather per batch.
+
+``setup()`` memory-maps each split's shards once and, by ``data.device_cache``, keeps the
+features resident on the accelerator (``gpu``), in RAM (``cpu``) or as mapped views
+(``none``); ``auto`` picks the first that fits. Every epoch has one permutation that
+depends only on ``(seed, epoch)``; rank ``r`` of ``W`` takes the contiguous slice
+``[r * P, (r + 1) * P)`` with ``P = ceil(N / W)``, the permutation padded by repeating its
+first entries (padding rows carry ``w = 0``), so every rank takes the same number of
+steps and every sample is seen exactly once per epoch. Batches are dicts (see
+``docs``/INTERFACES.md): ``x``, ``y``, ``w``, ``sample_id``, ``source_id``. Evaluation
+batches are not shuffled but are split across ranks the same way: padded eval rows have
+``w = 0`` and must be dropped (or weighted) by metrics.
+
+Resuming: ``state_dict()`` is ``{"epoch", "batches_done", "seed", ...}``; Lightning saves it
+in checkpoints (and the train iterable's, which is the same state) and restores it, and
+the next training pass skips the batches already done in that epoch.
+
+Audit (``data.audit``): each rank writes ``data_audit.rank{r}.json`` (+ ``.npz`` with the
+sample ids it saw per epoch) at the end of ``fit``; after a barrier rank 0 merges them
+into ``data_audit.json``. ``merge_audit(audit_dir)`` does the merge on its own (for
+launchers that run one Trainer per worker, call it on rank 0 after fit).
+
+Example::
+
+    dm = ShardDataModule("out/shards/augment/train", None, "out/shards/prepare/test", cfg.data, seed=0)
+    trainer.fit(model, datamodule=dm)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from pipelines.batching import (
+    EpochPlan,
+    ShardBatches,
+    SplitData,
+    TrainBatches,
+    carve_rows,
+    check_labels,
+    estimate_bytes,
+    per_rank_rows,
+    plan_epoch,
+)
+from pipelines.config import DataConfig
+from pipelines.errors import ShardtrainError
+from pipelines.shards import ShardSet
+from pipelines.shards.reader import read_index
+
+log = logging.getLogger(__name__)
+
+AUDIT_NAME = "data_audit.json"
+
+
+class ShardDataModule(pl.LightningDataModule):
+    """Train/val/test shard splits fed as dict batches (see the module docstring).
+
+    ``rank``/``world_size``/``device`` override what an attached Trainer says (tests
+    simulate DDP ranks in one process with them); ``verify`` re-hashes every shard.
+    """
+
+    def __init__(self, train_dir: str | Path | None, val_dir: str | Path | None, test_dir: str | Path | None,
+                 cfg: DataConfig, seed: int = 0, audit_dir: str | Path | None = None, *, rank: int | None = None,
+                 world_size: int | None = None, device: str | torch.device | None = None,
+                 verify: bool = False) -> None:
+        super().__init__()
+        given = {"train": train_dir, "val": val_dir, "test": test_dir}
+        self.dirs = {k: Path(v) for k, v in given.items() if v is not None}
+        self.cfg, self.seed, self.verify = cfg, int(seed), verify
+        self.audit_dir = Path(audit_dir) if audit_dir is not None else None
+        self._rank, self._world = rank, world_size
+        self._device = torch.device(device) if device is not None else None
+        self._carve = "val" not in self.dirs and "train" in self.dirs and cfg.val_fraction > 0
+        self._sets: dict[str, ShardSet] = {}
+        self._splits: dict[str, SplitData] = {}
+        self._carved: tuple[np.ndarray, np.ndarray] | None = None
+        self.carve_report: dict[str, int] | None = None  # counts of the carved validation split
+        self.cache_modes: dict[str, str] = {}  # split -> the device_cache it got
+        self.padding: dict[str, int] = {}  # split -> padding rows per epoch over all ranks
+        self._epoch, self._batches_done, self._started = 0, 0, False
+        self._pending: dict[str, Any] | None = None
+        self._epoch_override: int | None = None
+        self._records: list[dict[str, Any]] = []  # audit, one per (partial) training pass
+
+    # ------------------------------------------------------------------ what the train stage checks
+    def _index(self) -> dict[str, Any]:
+        """The index of the first split given (features and labels agree across splits)."""
+        for name in ("train", "val", "test"):
+            if name in self.dirs:
+                return read_index(self.dirs[name])
+        raise ShardtrainError("ShardDataModule: no shard directory given")
+
+    @property
+    def feature(self) -> dict[str, Any]:
+        """The index description of ``x``: dtype, shape, scale, offset, kind (dense|sparse), dim."""
+        return dict(self._index().get("features", {}).get("x", {}))
+
+    @property
+    def feature_dim(self) -> int:
+        """Model input width: ``prod(shape)`` for dense features, the bucket count ``dim`` for sparse."""
+        feat = self.feature
+        if feat.get("kind") == "sparse":
+            return int(feat["dim"])
+        return int(np.prod(feat["shape"])) if feat.get("shape") else int(feat["dim"])
+
+    @property
+    def labels(self) -> dict[str, dict[str, Any]]:
+        """Label columns (``label`` or ``label_<task>``) and their descriptions (``classes`` None = regression)."""
+        index = self._index()
+        declared = index.get("labels", {})
+        names = [c["name"] for c in index.get("schema", [])]
+        return {c: dict(declared.get(c, {})) for c in names if c == "label" or c.startswith("label_")}
+
+    @property
+    def padding_per_epoch(self) -> int:
+        """Training padding rows per epoch over all ranks (``per_rank * world - N``)."""
+        return self.padding.get("train", 0)
+
+    # ------------------------------------------------------------------ setup
+    def _context(self) -> tuple[int, int, torch.device, int]:
+        """(rank, world size, batch device, processes per node) from the overrides or the Trainer."""
+        t = self.trainer
+        rank = self._rank if self._rank is not None else (t.global_rank if t is not None else 0)
+        world = self._world if self._world is not None else (t.world_size if t is not None else 1)
+        device = self._device or (t.strategy.root_device if t is not None else torch.device("cpu"))
+        local = t.num_devices if t is not None else 1
+        if not 0 <= rank < world:
+            raise ShardtrainError(f"ShardDataModule: rank {rank} outside world size {world}")
+        return rank, world, device, local
+
+    def _shardset(self, name: str) -> ShardSet:
+        """The memory-mapped shard set of a split directory, opened and label-checked once."""
+        if name not in self._sets:
+            ss = ShardSet(self.dirs[name], verify=self.verify)
+            check_labels(ss)
+            self._sets[name] = ss
+        return self._sets[name]
+
+    def _cache_for(self, ss: ShardSet, rows: np.ndarray | None, device: torch.device, local: int) -> str:
+        """Resolve ``device_cache`` for one split (``auto``: gpu < 50% free, cpu < 25% RAM, else none)."""
+        mode = self.cfg.device_cache
+        if mode == "gpu" and device.type == "cpu":
+            log.warning("data.device_cache=gpu but training runs on the CPU: caching in RAM instead")
+            return "cpu"
+        if mode != "auto":
+            return mode
+        need = estimate_bytes(ss, rows)
+        if device.type == "cuda" and need < 0.5 * torch.cuda.mem_get_info(device)[0]:
+            return "gpu"
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return "cpu" if need * local < 0.25 * ram else "none"
+
+    def _open(self, name: str) -> None:
+        """Build split ``name`` (once): from its directory, or carved out of train."""
+        if name in self._splits or (name not in self.dirs and not (self._carve and name == "val")):
+            return
+        rank, world, device, local = self._context()
+        rows = None
+        if self._carve and name in ("train", "val"):
+            ss = self._shardset("train")
+            if self._carved is None:
+                train_rows, val_rows, self.carve_report = carve_rows(ss, self.seed, self.cfg.val_fraction)
+                self._carved = (train_rows, val_rows)
+                log.info("carved validation from %s: %s", self.dirs["train"], self.carve_report)
+            rows = self._carved[0 if name == "train" else 1]
+        else:
+            ss = self._shardset(name)
+        mode = self._cache_for(ss, rows, device, local)
+        split = SplitData(ss, rows, mode, device, name)
+        self._splits[name] = split
+        self.cache_modes[name] = mode
+        self.padding[name] = per_rank_rows(split.rows, world) * world - split.rows
+
+    def setup(self, stage: str | None = None) -> None:
+        """Map the splits this stage needs (fit: train+val, validate: val, test/predict: test)."""
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for name in wanted.get(stage or "", ("train", "val", "test")):
+            self._open(name)
+
+    def split(self, name: str) -> SplitData:
+        """The built split ``name`` (after ``setup``)."""
+        self._open(name)
+        if name not in self._splits:
+            raise ShardtrainError(f"ShardDataModule: no {name} split (no directory given and none carved)")
+        return self._splits[name]
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self) -> TrainBatches:
+        """Shuffled training batches of this rank (stateful: resumes mid-epoch)."""
+        rank, world, _, _ = self._context()
+        return TrainBatches(self.split("train"), self.cfg.batch_size, rank, world, owner=self)
+
+    def _eval(self, name: str) -> ShardBatches | list:
+        """Unshuffled batches of an evaluation split, or ``[]`` (no loader) when there is none."""
+        if name not in self.dirs and not (self._carve and name == "val"):
+            return []
+        rank, world, _, _ = self._context()
+        return ShardBatches(self.split(name), self.cfg.eval_batch_size, rank, world)
+
+    def val_dataloader(self) -> ShardBatches | list:
+        """Validation batches (the given split or the carved one); padded rows have ``w = 0``."""
+        return self._eval("val")
+
+    def test_dataloader(self) -> ShardBatches | list:
+        """Test batches; padded rows have ``w = 0``."""
+        return self._eval("test")
+
+    # ------------------------------------------------------------------ epochs and state
+    def set_epoch(self, epoch: int) -> None:
+        """Force the epoch of the next training pass (for use without a Trainer)."""
+        self._epoch_override = int(epoch)
+
+    def _pick_epoch(self, steps: int) -> int:
+        """The epoch of a starting pass: the Trainer's, else resumed/next (manual iteration)."""
+        if self._epoch_override is not None:
+            epoch, self._epoch_override = self._epoch_override, None
+            return epoch
+        if self.trainer is not None:
+            return int(self.trainer.current_epoch)
+        if self._pending is not None:
+            p = self._pending
+            return int(p["epoch"]) if int(p["batches_done"]) < steps else int(p["epoch"]) + 1
+        return self._epoch + 1 if self._started else 0
+
+    def _begin_train_epoch(self, it: ShardBatches) -> tuple[EpochPlan, Any]:
+        """Driver of a training pass: plan the epoch, apply a pending resume, set up the audit."""
+        epoch = self._pick_epoch(it.steps)
+        plan = plan_epoch(it.split.rows, it.batch_size, it.rank, it.world, self.seed, epoch, shuffle=True)
+        pending, self._pending = self._pending, None
+        if pending is not None and int(pending["epoch"]) == epoch:
+            plan.start = min(int(pending["batches_done"]), plan.steps)
+            if 0 < plan.start < plan.steps:
+                saved = (pending.get("world_size", it.world), pending.get("batch_size", it.batch_size))
+                if saved != (it.world, it.batch_size):
+                    raise ShardtrainError(
+                        f"cannot resume mid-epoch {epoch} (batch {plan.start}): the checkpoint ran with world size "
+                        f"{saved[0]} and batch size {saved[1]}, this run has {it.world} and {it.batch_size}; "
+                        "resume from an end-of-epoch checkpoint instead"
+                    )
+        self._finish_records()
+        self._epoch, self._batches_done, self._started = epoch, plan.start, True
+        record = None
+        if self.cfg.audit:
+            record = {"epoch": epoch, "start_batch": plan.start, "end_batch": plan.start, "plan": plan, "split": it.split}
+            self._records.append(record)
+
+        def on_batch(done: int) -> None:  # integers only: no device sync per step
+            self._batches_done = done
+            if record is not None:
+                record["end_batch"] = done
+
+        return plan, on_batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"epoch", "batches_done", "seed", "world_size", "batch_size"}`` of the training pass."""
+        _, world, _, _ = self._context()
+        return {"epoch": self._epoch, "batches_done": self._batches_done, "seed": self.seed,
+                "world_size": world, "batch_size": self.cfg.batch_size}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the state; the next training pass of that epoch skips the batches already done."""
+        self.seed = int(state_dict["seed"])
+        self._epoch, self._batches_done = int(state_dict["epoch"]), int(state_dict["batches_done"])
+        self._pending = dict(state_dict)
+        self._started = True
+
+    # ------------------------------------------------------------------ audit
+    def _finish_records(self) -> None:
+        """Turn in-progress audit records into sample ids (one CPU gather per record)."""
+        for rec in self._records:
+            plan: EpochPlan | None = rec.pop("plan", None)
+            if plan is None:
+                continue
+            bs = self.cfg.batch_size
+            sl = slice(rec["start_batch"] * bs, rec["end_batch"] * bs)
+            rows, pad = plan.indices[sl], plan.padding[sl]
+            rec["ids"] = rec.pop("split").sample_id[rows[~pad].numpy()]
+            rec["padding"] = int(pad.sum())
+            rec["steps"] = rec["end_batch"] - rec["start_batch"]
+
+    def write_audit(self) -> Path | None:
+        """Write this rank's ``data_audit.rank{r}.json`` (+ ``.npz`` of ids); None without an audit dir."""
+        if not self.cfg.audit or self.audit_dir is None:
+            return None
+        self._finish_records()
+        rank, world, _, _ = self._context()
+        self.audit_dir.mkdir(parents=True, exist_ok=True)
+        train = self._splits.get("train")
+        meta = {"rank": rank, "world_size": world, "seed": self.seed, "rows": train.rows if train else 0,
+                "batch_size": self.cfg.batch_size, "padding_per_epoch": self.padding_per_epoch,
+                "passes": [{k: v for k, v in r.items() if k != "ids"} for r in self._records]}
+        np.savez(self.audit_dir / f"data_audit.rank{rank}.npz", **{f"p{i}": r["ids"] for i, r in enumerate(self._records)})
+        path = self.audit_dir / f"data_audit.rank{rank}.json"
+        path.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        return path
+
+    def teardown(self, stage: str) -> None:
+        """After ``fit``: write this rank's audit, wait for every rank, merge on rank 0."""
+        if stage != "fit" or self.write_audit() is None:
+            return
+        rank, world, _, _ = self._context()
+        if self.trainer is not None and world > 1:
+            self.trainer.strategy.barrier("shardtrain_data_audit")
+        if rank == 0:
+            report = merge_audit(self.audit_dir)
+            log.info("data audit: ok=%s (%s)", report["ok"], self.audit_dir / AUDIT_NAME)
+
+    def on_exception(self, exception: BaseException) -> None:
+        """A failed fit still leaves this rank's (partial) audit behind; no barrier, no merge."""
+        self.write_audit()
+
+
+def load_audit(audit_dir: str | Path) -> list[dict[str, Any]]:
+    """The per-rank audit files of a directory, each with ``passes[i]["ids"]`` loaded."""
+    audit_dir = Path(audit_dir)
+    ranks = []
+    for path in sorted(audit_dir.glob("data_audit.rank*.json")):
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        with np.load(path.with_suffix(".npz")) as ids:
+            for i, p in enumerate(meta["passes"]):
+                p["ids"] = ids[f"p{i}"]
+        ranks.append(meta)
+    if not ranks:
+        raise ShardtrainError(f"{audit_dir}: no data_audit.rank*.json files")
+    return sorted(ranks, key=lambda m: m["rank"])
+
+
+def merge_audit(audit_dir: str | Path) -> dict[str, Any]:
+    """Merge the rank files into ``data_audit.json``: per epoch steps per rank, seen once/duplicated/missing.
+
+    ``ok`` is true when every epoch has equal steps on every rank and every sample of the
+    split exactly once (an interrupted epoch therefore reports its missing samples).
+    """
+    ranks = load_audit(audit_dir)
+    world = ranks[0]["world_size"]
+    epochs = sorted({p["epoch"] for m in ranks for p in m["passes"]})
+    out: dict[str, Any] = {"world_size": world, "ranks_found": [m["rank"] for m in ranks],
+                           "rows": ranks[0]["rows"], "padding_per_epoch": ranks[0]["padding_per_epoch"], "epochs": []}
+    ok = len(ranks) == world
+    for epoch in epochs:
+        steps = [sum(p["steps"] for p in m["passes"] if p["epoch"] == epoch) for m in ranks]
+        ids = np.concatenate([p["ids"] for m in ranks for p in m["passes"] if p["epoch"] == epoch])
+        _, counts = np.unique(ids, return_counts=True)
+        entry = {"epoch": epoch, "steps_per_rank": steps, "seen_once": int((counts == 1).sum()),
+                 "duplicated": int((counts > 1).sum()), "missing": int(out["rows"] - len(counts)),
+                 "padding": int(sum(p["padding"] for m in ranks for p in m["passes"] if p["epoch"] == epoch))}
+        ok = ok and len(set(steps)) == 1 and entry["duplicated"] == 0 and entry["missing"] == 0
+        out["epochs"].append(entry)
+    out["ok"] = bool(ok)
+    path = Path(audit_dir) / AUDIT_NAME
+    path.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    return out
+
+
+__all__ = ["AUDIT_NAME", "ShardDataModule", "load_audit", "merge_audit"]

@@ -1,0 +1,263 @@
+"""The train and evaluate stages: shards -> ShardDataModule -> model -> Lightning -> run directory.
+
+Reads top to bottom: find and verify the shards, build the DataModule and the model,
+configure the Trainer, fit, then evaluate and report. Each run writes one directory
+``O/runs/<time>-<name>/`` holding the resolved config, ``metrics.json``, learning
+curves and confusion matrices as PNG, checkpoints, CSV logs and (with
+``data.audit``) ``data_audit.json``. Nothing here imports Ray unless
+``train.launcher: ray`` asks for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.config import Config, from_dict, to_dict
+from pipelines.errors import ShardtrainError
+from pipelines.shards import format as fmt
+from pipelines.shards.reader import read_index, verify_shards
+
+log = logging.getLogger("shardtrain")
+
+RUN_DIR_ENV = "SHARDTRAIN_RUN_DIR"  # how DDP child ranks (re-launched scripts) find rank 0's run dir
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` leaves for ``evaluate``: the run directory and the live objects."""
+
+    run_dir: Path
+    trainer: Any
+    module: Any
+    datamodule: Any
+    best_ckpt: str | None
+    fit_seconds: float
+
+
+def shard_dirs(cfg: Config, out: Path) -> dict[str, Path | None]:
+    """Train/val/test shard directories: train from augment when it ran (``data.source``), else prepare."""
+    prep, aug = out / "shards" / "prepare", out / "shards" / "augment"
+    source = cfg.data.source
+    if source == "auto":
+        source = "augment" if cfg.augment.copies > 0 and (aug / "train" / fmt.INDEX_NAME).exists() else "prepare"
+    train = (aug if source == "augment" else prep) / "train"
+    val = prep / "val" if (prep / "val" / fmt.INDEX_NAME).exists() else None
+    test = prep / "test" if (prep / "test").exists() else None
+    return {"train": train, "val": val, "test": test}
+
+
+def check_shards(dirs: dict[str, Path | None]) -> dict[str, Any]:
+    """Verify every split before training; features must agree across splits. Returns train's index."""
+    indexes = {}
+    for split, directory in dirs.items():
+        if directory is None:
+            continue
+        problems = verify_shards(directory)
+        if problems:
+            raise ShardtrainError(f"{problems[0]} (run the data stages again, or `shardtrain inspect {directory} --verify`)")
+        indexes[split] = read_index(directory)
+    train = indexes["train"]
+    keys = ("kind", "shape", "dim", "dtype")
+    for split, index in indexes.items():
+        a = {k: train.get("features", {}).get("x", {}).get(k) for k in keys}
+        b = {k: index.get("features", {}).get("x", {}).get(k) for k in keys}
+        if a != b:
+            raise ShardtrainError(f"{dirs[split]}: features {b} do not match the training shards' {a}")
+    return train
+
+
+def new_run_dir(cfg: Config, out: Path) -> Path:
+    """A fresh ``O/runs/<YYYYmmdd-HHMMSS>-<name>`` (DDP children reuse rank 0's via the environment)."""
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    base = out / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
+    run_dir, i = base, 1
+    while run_dir.exists():
+        run_dir, i = Path(f"{base}-{i}"), i + 1
+    run_dir.mkdir(parents=True)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    return run_dir
+
+
+def latest_run_dir(out: Path) -> Path:
+    """The most recent run directory under ``O/runs`` (for ``--stage evaluate`` and ``resume: last``)."""
+    runs = sorted((p for p in (out / "runs").glob("*") if (p / "config.yaml").exists()), key=lambda p: p.name)
+    if not runs:
+        raise ShardtrainError(f"{out / 'runs'}: no runs yet; run --stage train first")
+    return runs[-1]
+
+
+def build_datamodule(cfg: Config, dirs: dict[str, Path | None], audit_dir: Path | None) -> Any:
+    """The ShardDataModule over the given split directories."""
+    from pipelines.datamodule import ShardDataModule
+
+    return ShardDataModule(dirs["train"], dirs["val"], dirs["test"], cfg.data, seed=cfg.seed,
+                           audit_dir=audit_dir if cfg.data.audit else None)
+
+
+def build_module(cfg: Config, index: dict[str, Any]) -> Any:
+    """The model named by ``cfg.model`` wrapped in the LightningModule, sized from the shard index."""
+    from models.build import build_model
+    from models.lit import ShardTrainModule
+
+    feature = index.get("features", {}).get("x", {})
+    labels = {c["name"]: dict(index.get("labels", {}).get(c["name"], {})) for c in index.get("schema", [])
+              if c["name"] == "label" or c["name"].startswith("label_")}
+    if not labels:
+        raise ShardtrainError(f"{index.get('split')} shards have no label column (label or label_<task>)")
+    model = build_model(cfg.model, feature, labels)
+    augment = None
+    ba = cfg.data.batch_augment
+    if ba.enabled:
+        if feature.get("kind") != "dense" or len(feature.get("shape", [])) not in (2, 3):
+            raise ShardtrainError("config key 'data.batch_augment.enabled': needs image features (prepare.features=pixels)")
+        from augment.image import BatchAugment
+
+        augment = BatchAugment(tuple(feature["shape"]), shift=ba.shift, flip=ba.flip, noise_std=ba.noise_std,
+                               erase=ba.erase, seed=cfg.seed)
+    return ShardTrainModule(model, cfg.model, cfg.train, cfg.evaluate, labels, batch_augment=augment)
+
+
+def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
+    """Trainer arguments from ``cfg.train``: devices, strategy, precision, loggers, checkpoints, early stopping."""
+    import sys
+
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
+    tc = cfg.train
+    ckpt = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss" if has_val else None,
+        save_last=True, every_n_train_steps=tc.checkpoint_every_n_steps or None,
+    )
+    callbacks = [ckpt]
+    if tc.early_stopping_patience > 0:
+        if not has_val:
+            raise ShardtrainError("config key 'train.early_stopping_patience': needs a validation split (data.val_fraction > 0)")
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=tc.early_stopping_patience))
+    return {
+        "accelerator": tc.accelerator, "devices": tc.devices, "strategy": tc.strategy, "precision": tc.precision,
+        "max_epochs": tc.max_epochs, "max_steps": tc.max_steps, "log_every_n_steps": tc.log_every_n_steps,
+        "logger": CSVLogger(save_dir=str(run_dir), name="", version="logs"), "callbacks": callbacks,
+        "num_sanity_val_steps": 0, "enable_progress_bar": sys.stderr.isatty(),
+        "default_root_dir": str(run_dir),
+    }
+
+
+def _resume_path(cfg: Config, out: Path) -> str | None:
+    """``train.resume``: a checkpoint path, or ``last`` for the latest run's ``last.ckpt``."""
+    resume = cfg.train.resume
+    if not resume:
+        return None
+    path = latest_run_dir(out) / "checkpoints" / "last.ckpt" if resume == "last" else Path(resume)
+    if not path.is_file():
+        raise ShardtrainError(f"config key 'train.resume': checkpoint {path} not found")
+    return str(path)
+
+
+def _check_checkpoint(module: Any, ckpt_path: str) -> None:
+    """Fail before training when a checkpoint's tensors do not fit the model built from the shards."""
+    import torch
+
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("state_dict", {})
+    mine = module.state_dict()
+    for key, tensor in state.items():
+        if key in mine and tuple(mine[key].shape) != tuple(tensor.shape):
+            raise ShardtrainError(
+                f"{ckpt_path}: {key} has shape {tuple(tensor.shape)} but the model built from these shards "
+                f"needs {tuple(mine[key].shape)} (model input size or classes differ)")
+
+
+def train(cfg: Config, out: Path) -> TrainResult:
+    """Fit the configured model on the shards under ``out``; returns the run for ``evaluate``."""
+    import pytorch_lightning as pl
+
+    dirs = shard_dirs(cfg, out)
+    index = check_shards(dirs)
+    ckpt_path = _resume_path(cfg, out)
+    run_dir = latest_run_dir(out) if cfg.train.resume == "last" else new_run_dir(cfg, out)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if cfg.train.launcher == "ray":
+        from cluster.ray_train import fit_with_ray
+
+        return fit_with_ray(cfg, out, run_dir, dirs, index, ckpt_path)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = build_datamodule(cfg, dirs, run_dir)
+    module = build_module(cfg, index)
+    if ckpt_path:
+        _check_checkpoint(module, ckpt_path)
+    has_val = dirs["val"] is not None or cfg.data.val_fraction > 0
+    trainer = pl.Trainer(**trainer_kwargs(cfg, run_dir, has_val))
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    fit_seconds = time.perf_counter() - t0
+    best = trainer.checkpoint_callback.best_model_path or None if trainer.checkpoint_callback else None
+    if trainer.is_global_zero:
+        log.info("fit: %.1f s, %d epochs, run dir %s", fit_seconds, trainer.current_epoch, run_dir)
+    return TrainResult(run_dir, trainer, module, dm, best, fit_seconds)
+
+
+def evaluate(cfg: Config, out: Path, result: TrainResult | None = None) -> dict[str, Any]:
+    """Validate and test the trained model; write metrics.json, plots and print the summary table."""
+    import pytorch_lightning as pl
+
+    from pipelines.report import plot_confusion, plot_learning_curves, summary_table
+
+    if result is None:
+        run_dir = latest_run_dir(out)
+        cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        dirs = shard_dirs(cfg, out)
+        index = check_shards(dirs)
+        dm = build_datamodule(cfg, dirs, None)
+        module = build_module(cfg, index)
+        ckpt = run_dir / "checkpoints" / "best.ckpt"
+        ckpt = ckpt if ckpt.exists() else run_dir / "checkpoints" / "last.ckpt"
+        _check_checkpoint(module, str(ckpt))
+        trainer = pl.Trainer(accelerator=cfg.train.accelerator, devices=1, logger=False,
+                             enable_progress_bar=False, enable_model_summary=False)
+        ckpt_path = str(ckpt)
+        fit_seconds = None
+    else:
+        run_dir, trainer, module, dm = result.run_dir, result.trainer, result.module, result.datamodule
+        ckpt_path, fit_seconds = result.best_ckpt, result.fit_seconds
+    metrics: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if dm.val_dataloader():
+        trainer.validate(module, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
+        metrics["val"] = module.metrics_dict("val")
+    if dm.dirs.get("test") is not None:
+        trainer.test(module, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
+        metrics["test"] = module.metrics_dict("test")
+    if not trainer.is_global_zero:
+        return metrics
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    info = {"fit_seconds": fit_seconds, "eval_seconds": time.perf_counter() - t0, "checkpoint": ckpt_path,
+            "epochs": trainer.current_epoch, "device_cache": getattr(dm, "cache_modes", {}),
+            "padding_per_epoch": getattr(dm, "padding_per_epoch", 0), "carved_val": getattr(dm, "carve_report", None)}
+    (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    plot_learning_curves(run_dir / "logs" / "metrics.csv", run_dir / "learning_curves.png")
+    _plot_confusions(metrics.get("test", {}), dm.labels, run_dir, plot_confusion)
+    print(f"\nrun: {run_dir}\n{summary_table(metrics)}", flush=True)
+    return metrics
+
+
+def _plot_confusions(test: dict[str, Any], labels: dict[str, Any], run_dir: Path, plot: Any) -> None:
+    """One confusion-matrix PNG per classification task of the test split."""
+    if "confusion_matrix" in test:
+        (desc,) = labels.values() if len(labels) == 1 else (next(iter(labels.values())),)
+        plot(test["confusion_matrix"], [str(c) for c in desc.get("classes") or []], run_dir / "confusion_matrix.png",
+             "test")
+        return
+    for column, desc in labels.items():
+        task = column[len("label_"):] if column.startswith("label_") else column
+        if isinstance(test.get(task), dict) and "confusion_matrix" in test[task]:
+            plot(test[task]["confusion_matrix"], [str(c) for c in desc.get("classes") or []],
+                 run_dir / f"confusion_matrix_{task}.png", f"test: {task}")
