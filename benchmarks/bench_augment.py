@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     pipeline = preset_pipeline()
     raw = unseeded_images_per_s(images, pipeline)
     seeded = single_process_images_per_s(images, pipeline, args.seed)
-    print(f"images: {len(images)} x {images.shape[1:]} uint8; pipeline: "
-          + ", ".join(t["__class_fullname__"] for t in pipeline["transform"].get("transforms", [pipeline["transform"]])))
+    root = pipeline.get("transform", pipeline)
+    names = ", ".join(t["__class_fullname__"] for t in root.get("transforms", [root]))
+    print(f"images: {len(images)} x {images.shape[1:]} uint8; pipeline: {names}")
     print(f"albumentations, no reseeding:        {raw:9.0f} images/s")
     print(f"single process, seeded per sample:   {seeded:9.0f} images/s  ({seeded / raw:.2f}x of unseeded)")
 

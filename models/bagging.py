@@ -216,8 +216,12 @@ class BaggingEnsemble(nn.Module):
                 return functional_call(self.template, (p, b), (inp,))
 
             return vmap(call, in_dims=(0, 0, None), randomness="different")(params, buffers, x)
+        # unbind (not p[k]) so backward stacks the K slice gradients once instead of
+        # scattering each into a full (K, ...) zero tensor
+        p_k = {n: p.unbind(0) for n, p in params.items()}
+        b_k = {n: b.unbind(0) for n, b in buffers.items()}
         outs = [
-            functional_call(self.template, ({n: p[k] for n, p in params.items()}, {n: b[k] for n, b in buffers.items()}), (x,))
+            functional_call(self.template, ({n: v[k] for n, v in p_k.items()}, {n: v[k] for n, v in b_k.items()}), (x,))
             for k in range(self.members)
         ]
         return torch.stack(outs)

@@ -201,11 +201,13 @@ class SplitData:
     def _init_dense(self, ss: ShardSet) -> None:
         """Dense ``x``: (N, F) resident in its stored dtype, or per-shard (n_s, F) views."""
         self.views = [v.reshape(v.shape[0], int(np.prod(v.shape[1:]))) for v in ss.column("x")]
-        self.width = int(self.views[0].shape[1]) if self.views else 0
+        feat = ss.feature
+        self.width = int(self.views[0].shape[1]) if self.views else int(np.prod(feat.get("shape") or [0]))
         self.x = None
         if self.cache == "none":
             return
-        dtype = torch.from_numpy(self.views[0][:0].copy()).dtype
+        np_dtype = self.views[0].dtype if self.views else np.dtype(feat.get("dtype", "float32"))
+        dtype = torch.from_numpy(np.empty(0, np_dtype)).dtype
         self.x = torch.empty((self.rows, self.width), dtype=dtype, device=self.device)  # (N, F)
         for a in range(0, self.rows, _RESIDENT_CHUNK):
             sel = self._global(np.arange(a, min(a + _RESIDENT_CHUNK, self.rows), dtype=np.int64))

@@ -46,6 +46,22 @@ class HandcraftedConfig:
 
 
 @dataclass(frozen=True)
+class TextFeaturesConfig:
+    """Hashed n-gram features for text: ``2**bits`` buckets, word and character n-gram ranges.
+
+    ``word_ngrams``/``char_ngrams`` are ``[lo, hi]`` (null switches a family off);
+    weights are log1p term frequencies (``sublinear_tf``), rows L2-normalised.
+    """
+
+    bits: int = 16
+    word_ngrams: tuple[int, int] | None = (1, 2)
+    char_ngrams: tuple[int, int] | None = (3, 5)
+    lowercase: bool = True
+    sublinear_tf: bool = True
+    norm: str | None = "l2"
+
+
+@dataclass(frozen=True)
 class PrepareConfig:
     """The prepare stage: read raw files, extract features, write shards.
 
@@ -56,6 +72,7 @@ class PrepareConfig:
 
     features: str = "pixels"
     handcrafted: HandcraftedConfig = field(default_factory=HandcraftedConfig)
+    text: TextFeaturesConfig = field(default_factory=TextFeaturesConfig)
     rows_per_shard: int = 10000
     batch_rows: int = 2048
     max_reject_fraction: float = 0.01
@@ -63,8 +80,14 @@ class PrepareConfig:
 
 @dataclass(frozen=True)
 class TextAugmentConfig:
-    """EDA parameters for text datasets (Wei & Zou 2019 defaults)."""
+    """Text augmentation: EDA (Wei & Zou 2019 defaults) or an offline nlpaug kind with ``params``.
 
+    ``synonyms`` is ``oewn`` (Open English WordNet, found like a dataset), ``nltk``, a
+    path to a synonym dictionary, or null.
+    """
+
+    method: str = "eda"
+    params: dict[str, Any] = field(default_factory=dict)
     alpha_sr: float = 0.1
     alpha_ri: float = 0.1
     alpha_rs: float = 0.1
@@ -125,7 +148,7 @@ class ModelConfig:
     dropout: float = 0.0
     activation: Literal["relu", "softplus", "sigmoid", "tanh"] = "relu"
     members: int = 8
-    bootstrap: Literal["poisson", "exact"] = "poisson"
+    bootstrap: Literal["poisson", "none"] = "poisson"
     impl: Literal["auto", "vmap", "bmm", "sequential"] = "auto"
     task_weighting: Literal["equal", "static", "uncertainty"] = "equal"
     task_weights: dict[str, float] = field(default_factory=dict)
@@ -205,7 +228,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ShardtrainError(f"config key '{key}': expected a mapping, got {value!r}")
-        return _build(tp, value, key)
+        return build_dataclass(tp, value, key)
     if tp is Any:
         return value
     if origin is Literal:
@@ -226,8 +249,12 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ShardtrainError(f"config key '{key}': expected a list, got {value!r}")
-        (item_tp, _ellipsis) = typing.get_args(tp)
-        return tuple(_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ShardtrainError(f"config key '{key}': expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ShardtrainError(f"config key '{key}': expected a list, got {value!r}")
@@ -257,7 +284,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     raise TypeError(f"unsupported config annotation {tp!r} at {key}")  # internal: a bad dataclass
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, failing on unknown keys with the dotted key."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
@@ -363,7 +390,7 @@ def load_config(config_or_preset: str, overrides: list[str] | None = None) -> Co
 
 def from_dict(data: dict[str, Any]) -> Config:
     """Validate a raw mapping into a ``Config``."""
-    return _build(Config, data)
+    return build_dataclass(Config, data)
 
 
 def replace(cfg: Any, **changes: Any) -> Any:
@@ -376,3 +403,4 @@ def replace(cfg: Any, **changes: Any) -> Any:
         else:
             updates[key] = value
     return dataclasses.replace(cfg, **updates)
+

@@ -7,7 +7,7 @@ depends only on ``(seed, epoch)``; rank ``r`` of ``W`` takes the contiguous slic
 ``[r * P, (r + 1) * P)`` with ``P = ceil(N / W)``, the permutation padded by repeating its
 first entries (padding rows carry ``w = 0``), so every rank takes the same number of
 steps and every sample is seen exactly once per epoch. Batches are dicts (see
-``docs``/INTERFACES.md): ``x``, ``y``, ``w``, ``sample_id``, ``source_id``. Evaluation
+notes/INTERFACES.md): ``x``, ``y``, ``w``, ``sample_id``, ``source_id``. Evaluation
 batches are not shuffled but are split across ranks the same way: padded eval rows have
 ``w = 0`` and must be dropped (or weighted) by metrics.
 
@@ -159,7 +159,7 @@ class ShardDataModule(pl.LightningDataModule):
 
     def _open(self, name: str) -> None:
         """Build split ``name`` (once): from its directory, or carved out of train."""
-        if name in self._splits or (name not in self.dirs and not (self._carve and name == "val")):
+        if name in self._splits or not self.has_split(name):
             return
         rank, world, device, local = self._context()
         rows = None
@@ -184,6 +184,10 @@ class ShardDataModule(pl.LightningDataModule):
         for name in wanted.get(stage or "", ("train", "val", "test")):
             self._open(name)
 
+    def has_split(self, name: str) -> bool:
+        """Whether split ``name`` exists (a directory, or val carved from train); builds nothing."""
+        return name in self.dirs or (self._carve and name == "val")
+
     def split(self, name: str) -> SplitData:
         """The built split ``name`` (after ``setup``)."""
         self._open(name)
@@ -199,7 +203,7 @@ class ShardDataModule(pl.LightningDataModule):
 
     def _eval(self, name: str) -> ShardBatches | list:
         """Unshuffled batches of an evaluation split, or ``[]`` (no loader) when there is none."""
-        if name not in self.dirs and not (self._carve and name == "val"):
+        if not self.has_split(name):
             return []
         rank, world, _, _ = self._context()
         return ShardBatches(self.split(name), self.cfg.eval_batch_size, rank, world)

@@ -100,6 +100,13 @@ REGISTRY: dict[str, DatasetSpec] = {
         "pipelines.text_pipeline",
         description="SMS Spam Collection v.1 (UCI 228): 5,574 messages, ham/spam",
     ),
+    "oewn-2025": DatasetSpec(
+        "oewn-2025", "oewn-2025",
+        (FileSpec("oewn-2025-synsets.tsv.gz",
+                  "sha256:82aa26cee4acc0dd407c631a3d2ca8c34a60d19812f7540c224ffdd10edd6e3c"),),
+        "pipelines.text_pipeline",
+        description="Open English WordNet 2025 synset table: the offline synonym source for EDA",
+    ),
     "kdd99": DatasetSpec(
         "kdd99", "kddcup99",
         (

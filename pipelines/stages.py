@@ -66,6 +66,8 @@ def run_data_stage(stage: str, cfg: Config, out: Path, executor: str, address: s
         from pipelines.ray_exec import ensure_ray
 
         ensure_ray(address)
+    if stage == "prepare":
+        inputs["executor"] = executor
     jobs = pipeline.prepare_jobs(cfg, inputs) if stage == "prepare" else pipeline.augment_jobs(
         cfg, stage_dir(out, "prepare"), target)
     indexes = run_stage(

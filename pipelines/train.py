@@ -230,7 +230,7 @@ def evaluate(cfg: Config, out: Path, result: TrainResult | None = None) -> dict[
         ckpt_path, fit_seconds = result.best_ckpt, result.fit_seconds
     metrics: dict[str, Any] = {}
     t0 = time.perf_counter()
-    if dm.val_dataloader():
+    if dm.has_split("val"):
         trainer.validate(module, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
         metrics["val"] = module.metrics_dict("val")
     if dm.dirs.get("test") is not None:

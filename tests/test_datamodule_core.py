@@ -260,3 +260,17 @@ def test_audit_of_simulated_ranks_merges(tmp_path: Path) -> None:
     assert report["ok"] and report["world_size"] == 2
     assert [e["steps_per_rank"] for e in report["epochs"]] == [[2, 2], [2, 2]]
     assert all(e["seen_once"] == 21 and e["padding"] == 1 for e in report["epochs"])
+
+
+def test_audit_flags_overlapping_ranks(tmp_path: Path) -> None:
+    """Ranks that disagree on the permutation (different seeds) make the merged audit not ok."""
+    d = make_shards(tmp_path / "train", [10, 10, 1])
+    audit = tmp_path / "audit"
+    for rank in range(2):
+        dm = ShardDataModule(d, None, None, data_cfg(audit=True), seed=rank, audit_dir=audit, rank=rank, world_size=2)
+        dm.setup("fit")
+        epoch_batches(dm, 0)
+        dm.write_audit()
+    report = merge_audit(audit)
+    assert not report["ok"]
+    assert report["epochs"][0]["duplicated"] > 0 and report["epochs"][0]["missing"] > 0

@@ -56,9 +56,9 @@ class SaveAndStop(pl.Callback):
             trainer.should_stop = True
 
 
-def trainer(epochs: int, callbacks: list | None = None) -> pl.Trainer:
-    """A quiet single-process CPU Trainer."""
-    return pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+def trainer(epochs: int, callbacks: list | None = None, accelerator: str = "cpu") -> pl.Trainer:
+    """A quiet single-device Trainer."""
+    return pl.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks or [],
                       num_sanity_val_steps=0)
 
@@ -72,22 +72,22 @@ def audit_ids(audit_dir: Path) -> dict[int, list[np.ndarray]]:
     return out
 
 
-@pytest.mark.parametrize("stop_at", [3, 8, 11])  # mid epoch 0, end of epoch 0, mid epoch 1 (8 steps/epoch)
-def test_resume_mid_epoch_matches_uninterrupted(tmp_path: Path, stop_at: int) -> None:
+def check_resume(tmp_path: Path, stop_at: int, accelerator: str = "cpu", cache: str = "cpu") -> None:
     """Stopped at step k and resumed from its checkpoint == uninterrupted: weights and samples."""
     d = make_shards(tmp_path / "train", [40, 23])  # 63 rows, batch 8 -> 8 steps per epoch
-    cfg = data_cfg(audit=True)
+    cfg = data_cfg(audit=True, device_cache=cache)
 
     full = TinyClassifier()
-    trainer(2).fit(full, datamodule=ShardDataModule(d, None, None, cfg, seed=3, audit_dir=tmp_path / "a"))
+    trainer(2, accelerator=accelerator).fit(
+        full, datamodule=ShardDataModule(d, None, None, cfg, seed=3, audit_dir=tmp_path / "a"))
 
     ckpt = tmp_path / "step.ckpt"
     part1 = TinyClassifier()
-    trainer(2, [SaveAndStop(stop_at, ckpt)]).fit(
+    trainer(2, [SaveAndStop(stop_at, ckpt)], accelerator=accelerator).fit(
         part1, datamodule=ShardDataModule(d, None, None, cfg, seed=3, audit_dir=tmp_path / "b1"))
     part2 = TinyClassifier()
     dm2 = ShardDataModule(d, None, None, cfg, seed=123, audit_dir=tmp_path / "b2")  # seed comes from the ckpt
-    trainer(2).fit(part2, datamodule=dm2, ckpt_path=ckpt)
+    trainer(2, accelerator=accelerator).fit(part2, datamodule=dm2, ckpt_path=ckpt)
 
     assert len(part1.trained) == stop_at
     assert len(part1.trained) + len(part2.trained) == len(full.trained) == 16
@@ -102,6 +102,12 @@ def test_resume_mid_epoch_matches_uninterrupted(tmp_path: Path, stop_at: int) ->
         assert len(np.unique(got)) == len(got) == 63
         np.testing.assert_array_equal(np.sort(got), np.sort(ref))
     assert dm2.state_dict() == {"epoch": 1, "batches_done": 8, "seed": 3, "world_size": 1, "batch_size": 8}
+
+
+@pytest.mark.parametrize("stop_at", [3, 8, 11])  # mid epoch 0, end of epoch 0, mid epoch 1 (8 steps/epoch)
+def test_resume_mid_epoch_matches_uninterrupted(tmp_path: Path, stop_at: int) -> None:
+    """Stopped at step k and resumed from its checkpoint == uninterrupted: weights and samples."""
+    check_resume(tmp_path, stop_at)
 
 
 def test_fit_with_carved_validation(tmp_path: Path) -> None:

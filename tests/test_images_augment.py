@@ -117,10 +117,12 @@ def test_round_trip_through_to_dict(tmp_path: Path) -> None:
 @pytest.mark.parametrize("spec,match", [
     ({"transform": {"__class_fullname__": "Compose", "transforms": [
         {"__class_fullname__": "HorizontalFlip", "p": 0.5}, {"__class_fullname__": "HorizontalFlp", "p": 0.5}]}},
-     r"unknown albumentations transform 'HorizontalFlp' at transform.transforms\[1\] \(did you mean HorizontalFlip"),
-    ({"transform": {"__class_fullname__": "Affine", "translate_px": "abc", "p": 1.0}}, "transform 'Affine' at transform: translate_px"),
-    ({"transform": {"__class_fullname__": "Affine", "bogus": 3, "p": 1.0}}, "'Affine' at transform: .*'bogus' are not valid"),
-    ({"transform": {"__class_fullname__": "HorizontalFlip"}}, "'HorizontalFlip' at transform: give its probability 'p'"),
+     r"unknown albumentations transform 'HorizontalFlp' at transform.transforms\[1\] \(did you mean Horiz"),
+    ({"transform": {"__class_fullname__": "Affine", "translate_px": "abc", "p": 1.0}},
+     "transform 'Affine' at transform: translate_px"),
+    ({"transform": {"__class_fullname__": "Affine", "bogus": 3, "p": 1.0}},
+     "'Affine' at transform: .*'bogus' are not valid"),
+    ({"transform": {"__class_fullname__": "HorizontalFlip"}}, "'HorizontalFlip' at transform: give its probability"),
     ({"transform": {"__class_fullname__": "Compose", "transforms": "HorizontalFlip"}}, "'transforms' must be a list"),
     ([1, 2], "expected a mapping"),
 ])

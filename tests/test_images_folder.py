@@ -64,7 +64,8 @@ def test_missing_csv_and_missing_columns(tree: Path, tmp_path: Path) -> None:
     with pytest.raises(ShardtrainError, match="nope.csv: annotations CSV not found"):
         read_annotations(tmp_path / "nope.csv", tree)
     csv = write_csv(tmp_path / "ann.csv", "image,target\na.png,1\n")
-    with pytest.raises(ShardtrainError, match=r"ann.csv: missing column\(s\) 'file', 'label' \(header has: image, target\)"):
+    expected = r"ann.csv: missing column\(s\) 'file', 'label' \(header has: image, target\)"
+    with pytest.raises(ShardtrainError, match=expected):
         read_annotations(csv, tree, path_col="file", label_col="label")
     with pytest.raises(ShardtrainError, match=r"ann.csv: missing column\(s\) 'label'"):
         read_annotations(csv, tree, path_col="image", label_col="label")
@@ -123,3 +124,11 @@ def test_options_validation() -> None:
         ImageFolderOptions.from_mapping({"csv": "a.csv", "size": [28]})
     with pytest.raises(ShardtrainError, match="dataset.options.color"):
         ImageFolderOptions.from_mapping({"csv": "a.csv", "color": "cmyk"})
+
+
+def test_line_numbers_survive_blank_lines_and_bom(tree: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "ann.csv"
+    csv.write_bytes("\ufefffile,label\n\na.png,1\n\n../x.png,2\n".encode("utf-8"))
+    cols = read_annotations(csv, tree, path_col="file", label_col="label").columns
+    assert list(cols["reject_reason"]) == ["", "path_escapes_root"]
+    assert cols["reject_detail"][1].endswith("ann.csv:5: '../x.png'")

@@ -145,3 +145,15 @@ def test_options_are_validated() -> None:
         httplog.HttpLogOptions.from_mapping({"gap_minutes": 30})
     opts = httplog.HttpLogOptions.from_mapping({"split_fractions": [0.8, 0.1, 0.1]})
     assert opts.split_fractions == (0.8, 0.1, 0.1)
+
+
+def test_min_requests_defaults_to_first_k(tmp_path: Path) -> None:
+    path = tmp_path / "small.log"
+    lines = [clf("a", 0)] + [clf("b", 10 + i) for i in range(4)] + [clf("c", 20 + i) for i in range(6)]
+    path.write_text("\n".join(lines) + "\n")
+    base = dict(first_k=5, long_n=5, tail_horizon_seconds=0, split_fractions=(1.0, 0.0, 0.0))
+    splits, meta = httplog.prepare_http_log(path, httplog.HttpLogOptions(**base))
+    assert splits["train"]["sample_id"].tolist() == [6] and meta["dropped_short"] == 2
+    splits, _ = httplog.prepare_http_log(path, httplog.HttpLogOptions(**base, min_requests=1, censor_tail=False))
+    assert splits["train"]["sample_id"].tolist() == [1, 2, 6]
+    assert splits["train"]["label_long"].tolist() == [0, 0, 1]

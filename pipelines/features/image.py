@@ -45,7 +45,8 @@ class HandcraftedOptions:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ShardtrainError(f"config key 'prepare.handcrafted.{f.name}': expected an integer >= 1, got {v!r}")
         if self.intensity_bins > 256:
-            raise ShardtrainError(f"config key 'prepare.handcrafted.intensity_bins': at most 256, got {self.intensity_bins}")
+            raise ShardtrainError(
+                f"config key 'prepare.handcrafted.intensity_bins': at most 256, got {self.intensity_bins}")
 
     def dim(self) -> int:
         """Length of the descriptor."""
@@ -64,7 +65,8 @@ def handcrafted_options(cfg: Any) -> HandcraftedOptions:
     if isinstance(cfg, Mapping):
         unknown = sorted(set(cfg) - set(names))
         if unknown:
-            raise ShardtrainError(f"unknown config key 'prepare.handcrafted.{unknown[0]}' (allowed: {', '.join(names)})")
+            raise ShardtrainError(
+                f"unknown config key 'prepare.handcrafted.{unknown[0]}' (allowed: {', '.join(names)})")
         return HandcraftedOptions(**cfg)
     return HandcraftedOptions(**{n: getattr(cfg, n) for n in names if hasattr(cfg, n)})
 

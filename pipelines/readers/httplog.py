@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -51,7 +51,7 @@ class HttpLogOptions:
 
     ``first_k`` requests feed the features; labels look past them, so ``long_n`` must be
     >= ``first_k``. Connections with fewer than ``min_requests`` requests are dropped
-    (default = first_k: a live predictor decides at the k-th request, and shorter
+    (None = first_k: a live predictor decides at the k-th request, and shorter
     connections never reach it; with 1 they are kept, their labels trivially 0).
     Connections starting in the log's last ``tail_horizon_seconds`` are dropped (their
     outcome is mostly unknown; dropping by start time alone does not bias the labels),
@@ -63,9 +63,9 @@ class HttpLogOptions:
     gap_seconds: int = 1800
     first_k: int = 3
     long_n: int = 10
-    min_requests: int = 3
+    min_requests: int | None = None
     block_lines: int = 65536
-    split_rule: str = "time"
+    split_rule: Literal["time", "hash"] = "time"
     split_fractions: tuple[float, ...] = (0.7, 0.15, 0.15)
     tail_horizon_seconds: int = 3600
     censor_tail: bool = True
@@ -83,7 +83,7 @@ class HttpLogOptions:
             bad = ("long_n", f">= first_k ({self.first_k}), else the features reveal the label")
         elif self.tail_horizon_seconds < 0:
             bad = ("tail_horizon_seconds", ">= 0")
-        elif self.min_requests < 1:
+        elif self.min_requests is not None and self.min_requests < 1:
             bad = ("min_requests", ">= 1")
         elif self.block_lines < 1:
             bad = ("block_lines", ">= 1")
@@ -101,9 +101,9 @@ class HttpLogOptions:
     @classmethod
     def from_mapping(cls, data: dict[str, Any], prefix: str = "dataset.options") -> HttpLogOptions:
         """Build from ``dataset.options``; unknown keys and wrong types fail naming the key."""
-        from pipelines.config import _build  # the config module's validator, not duplicated here
+        from pipelines.config import build_dataclass  # the config module's validator
 
-        return _build(cls, data, prefix)
+        return build_dataclass(cls, data, prefix)
 
 
 def _lines_from_bytes(body: bytes) -> pa.StringArray:
@@ -356,7 +356,7 @@ def build_http_dataset(
     log_end = int(np.max(sessions["ts"]))
     conn = logs.connection_features(sessions, options.first_k, options.long_n,
                                     log_end if options.censor_tail else None, options.gap_seconds)
-    short = conn["n_requests"] < options.min_requests
+    short = conn["n_requests"] < (options.first_k if options.min_requests is None else options.min_requests)
     late = conn["start_ts"] > log_end - options.tail_horizon_seconds
     conn = {k: v[~short & ~late] for k, v in conn.items()}
     fractions = tuple(options.split_fractions)

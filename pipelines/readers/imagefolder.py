@@ -79,7 +79,7 @@ class ImageFolderOptions:
         if size is not None:
             if (not isinstance(size, (list, tuple)) or len(size) != 2
                     or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
-                raise ShardtrainError(f"config key '{key}.size': expected [H, W] positive integers or null, got {size!r}")
+                raise ShardtrainError(f"config key '{key}.size': expected [H, W] (positive ints) or null, got {size!r}")
             opts["size"] = (int(size[0]), int(size[1]))
         if not isinstance(opts.get("resize", True), bool):
             raise ShardtrainError(f"config key '{key}.resize': expected true/false, got {opts['resize']!r}")
@@ -135,11 +135,13 @@ def _escape_reason(rel: str) -> str:
     return ""
 
 
-def _read_rows(csv_path: Path, delimiter: str) -> list[list[str]]:
-    """All CSV rows (blank lines dropped), failing with the file name when unreadable."""
+def _read_rows(csv_path: Path, delimiter: str) -> tuple[list[list[str]], list[int]]:
+    """Non-blank CSV rows and their 1-based line numbers, failing with the file name when unreadable."""
     try:
-        with open(csv_path, newline="", encoding="utf-8") as fh:
-            return [row for row in csv.reader(fh, delimiter=delimiter) if row and any(c.strip() for c in row)]
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:  # -sig: spreadsheets write a BOM
+            reader = csv.reader(fh, delimiter=delimiter)
+            pairs = [(row, reader.line_num) for row in reader if row and any(c.strip() for c in row)]
+            return [r for r, _ in pairs], [n for _, n in pairs]
     except FileNotFoundError:
         raise ShardtrainError(f"{csv_path}: annotations CSV not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -157,12 +159,13 @@ def read_annotations(csv_path: str | Path, img_root: str | Path | None = None, p
     """
     csv_path = Path(csv_path)
     img_root = Path(img_root) if img_root is not None else csv_path.parent
-    rows = _read_rows(csv_path, delimiter)
+    rows, line_nos = _read_rows(csv_path, delimiter)
     if header is None:
         named = isinstance(path_col, str) or isinstance(label_col, str)
         pcell = rows[0][path_col].strip() if rows and isinstance(path_col, int) and path_col < len(rows[0]) else ""
         header = named or (bool(rows) and not pcell.lower().endswith(IMAGE_SUFFIXES))
-    head, body, first_line = (rows[0], rows[1:], 2) if header and rows else (None, rows, 1)
+    skip = 1 if header and rows else 0
+    head, body, lines = (rows[0] if skip else None), rows[skip:], line_nos[skip:]
     pi = _column_index(head, path_col, csv_path, "path_col")
     li = _column_index(head, label_col, csv_path, "label_col")
     missing = [f"'{c}'" for c, i in ((path_col, pi), (label_col, li)) if i is None]
@@ -179,7 +182,7 @@ def read_annotations(csv_path: str | Path, img_root: str | Path | None = None, p
     details = np.full(n, "", dtype=object)
     raw_labels = [""] * n
     for i, row in enumerate(body):
-        line = first_line + i
+        line = lines[i]
         if max(pi, li) >= len(row):
             reasons[i], details[i] = "malformed_row", f"{csv_path}:{line}: {len(row)} field(s)"
             paths[i] = ""
@@ -192,7 +195,7 @@ def read_annotations(csv_path: str | Path, img_root: str | Path | None = None, p
     labels, classes, integer = _map_labels(raw_labels, reasons)
     bad = (labels < -1) & (reasons == "")
     reasons[bad] = "bad_label"
-    details[bad] = [f"{csv_path}:{first_line + i}: label {raw_labels[i]!r}" for i in np.flatnonzero(bad)]
+    details[bad] = [f"{csv_path}:{lines[i]}: label {raw_labels[i]!r}" for i in np.flatnonzero(bad)]
     labels[labels < -1] = -1
     columns = {"sample_id": np.arange(n, dtype=np.int64), "path": paths, "label": labels,
                "reject_reason": reasons, "reject_detail": details}
@@ -268,7 +271,8 @@ def decode_images(batch: dict[str, Any], cfg: Any) -> dict[str, Any]:
         raise ShardtrainError("dataset.options.size: unresolved; call resolve_options() before decode_images")
     h, w = opts.size
     mode = opts.pil_mode
-    paths = list(batch["path"])
+    col = batch["path"]
+    paths = col.to_pylist() if hasattr(col, "to_pylist") else [str(p) for p in col]
     n = len(paths)
     x = np.zeros((n, h, w, 3) if mode == "RGB" else (n, h, w), dtype=np.uint8)
     reasons = np.array(batch.get("reject_reason", [""] * n), dtype=object)

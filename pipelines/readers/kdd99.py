@@ -91,9 +91,9 @@ class Kdd99Options:
     @classmethod
     def from_mapping(cls, data: dict[str, Any], prefix: str = "dataset.options") -> Kdd99Options:
         """Build from ``dataset.options``; unknown keys and wrong types fail naming the key."""
-        from pipelines.config import _build  # the config module's validator, not duplicated here
+        from pipelines.config import build_dataclass  # the config module's validator
 
-        return _build(cls, data, prefix)
+        return build_dataclass(cls, data, prefix)
 
 
 def read_attack_types(path: str | Path) -> dict[str, str]:

@@ -1,0 +1,130 @@
+"""The job client without a cluster: address and token lookup, masking, entrypoint, runtime env, errors."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+import pytest
+
+from cluster import jobs
+from cluster.local import free_port
+from pipelines.cli import build_parser, main
+from pipelines.errors import ShardtrainError
+from tests.conftest import REPO
+
+AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No Ray address/auth variables, and a HOME without ~/.ray/auth_token."""
+    for var in AUTH_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return monkeypatch
+
+
+def _submit_args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["submit", *argv])
+
+
+def test_address_precedence(clean_env):
+    assert jobs.resolve_address(None) == "http://127.0.0.1:8265"
+    clean_env.setenv("RAY_ADDRESS", "10.0.0.5:8265")
+    assert jobs.resolve_address(None) == "http://10.0.0.5:8265"
+    clean_env.setenv("RAY_API_SERVER_ADDRESS", "https://ray.example.com/")
+    assert jobs.resolve_address(None) == "https://ray.example.com"
+    assert jobs.resolve_address("http://127.0.0.1:9999") == "http://127.0.0.1:9999"
+
+
+def test_token_sources_follow_rays_order_and_are_masked(clean_env, tmp_path):
+    assert jobs.find_token() is None
+    home_token = Path.home() / ".ray" / "auth_token"
+    home_token.parent.mkdir(parents=True)
+    home_token.write_text("home-token-0123456789\n")
+    assert jobs.find_token() == ("home-token-0123456789", "~/.ray/auth_token")
+    path_token = tmp_path / "tok"
+    path_token.write_text("path-token-abcdef")
+    clean_env.setenv("RAY_AUTH_TOKEN_PATH", str(path_token))
+    token, where = jobs.find_token()
+    assert token == "path-token-abcdef" and "RAY_AUTH_TOKEN_PATH" in where and token not in where
+    clean_env.setenv("RAY_AUTH_TOKEN", "env-token-secret-xyz")
+    assert jobs.find_token() == ("env-token-secret-xyz", "$RAY_AUTH_TOKEN")
+    masked = jobs.mask("failed: Authorization: Bearer env-token-secret-xyz\nnext line env-token-secret-xyz")
+    assert "env-token-secret-xyz" not in masked and "\n" not in masked and "****" in masked
+
+
+def test_mode_token_without_any_token_fails_before_connecting(clean_env):
+    clean_env.setenv("RAY_AUTH_MODE", "token")
+    with pytest.raises(ShardtrainError, match="RAY_AUTH_MODE=token but .*RAY_AUTH_TOKEN"):
+        jobs.connect(f"http://127.0.0.1:{free_port()}")
+
+
+def test_entrypoint_quotes_every_argument():
+    args = _submit_args("demo", "--stage", "prepare", "--executor", "local", "--out", "/shared/my out",
+                        "--data-dir", "/data/it's here", "--set", "model.hidden=[64, 32]", "train.lr=0.01",
+                        "--set", "name=a b", "--force")
+    entry = jobs.build_entrypoint(args, "demo")
+    assert shlex.split(entry) == [
+        "python", "-m", "pipelines.cli", "run", "demo", "--stage", "prepare", "--executor", "local",
+        "--out", "/shared/my out", "--data-dir", "/data/it's here",
+        "--set", "model.hidden=[64, 32]", "train.lr=0.01", "name=a b", "--force"]
+    # The job's own parser reads it back to the same values.
+    parsed = build_parser().parse_args(shlex.split(entry)[3:])
+    assert parsed.data_dir == "/data/it's here" and parsed.out == "/shared/my out"
+    assert [i for g in parsed.overrides for i in g] == ["model.hidden=[64, 32]", "train.lr=0.01", "name=a b"]
+
+
+def test_runtime_env_ships_the_checkout_without_data_or_outputs():
+    assert jobs.source_checkout() == REPO
+    env = jobs.build_runtime_env(REPO)
+    assert env["working_dir"] == str(REPO)
+    for pattern in (".git", ".venv", "outputs", "*.arrow", "*.ckpt", "shardtrain-out"):
+        assert pattern in env["excludes"]
+    assert env["env_vars"]["RAY_USAGE_STATS_ENABLED"] == "0"
+    installed = jobs.build_runtime_env(None)
+    assert "working_dir" not in installed and "excludes" not in installed
+    assert installed["env_vars"] == env["env_vars"]
+
+
+def test_ray_packaging_honours_the_excludes(tmp_path):
+    """Ray's own zip of a working dir drops the shards, checkpoints and .git we exclude."""
+    import zipfile
+
+    from ray._private.runtime_env.packaging import create_package
+
+    src = tmp_path / "src"
+    for rel in ("pipelines/cli.py", "outputs/run/metrics.json", "shards/part-00000-of-00001.arrow",
+                "runs/last.ckpt", ".git/HEAD", "README.md"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text("x")
+    zipped = tmp_path / "pkg.zip"
+    create_package(str(src), zipped, include_gitignore=True, excludes=jobs.build_runtime_env(src)["excludes"])
+    names = {n.rstrip("/") for n in zipfile.ZipFile(zipped).namelist()}
+    assert "pipelines/cli.py" in names and "README.md" in names
+    assert not any(n.endswith((".arrow", ".ckpt")) or n.startswith((".git", "outputs")) for n in names)
+
+
+def test_config_files_must_travel_with_the_working_dir(tmp_path):
+    assert jobs._config_arg("demo", REPO) == "demo"
+    preset = REPO / "pipelines" / "presets" / "demo.yaml"
+    assert jobs._config_arg(str(preset), REPO) == "pipelines/presets/demo.yaml"
+    outside = tmp_path / "mine.yaml"
+    outside.write_text("name: mine\n")
+    with pytest.raises(ShardtrainError, match="outside the directory shipped"):
+        jobs._config_arg(str(outside), REPO)
+    assert jobs._config_arg(str(outside), None) == str(outside.resolve())
+
+
+def test_cli_errors_are_one_line_and_exit_2(clean_env, capsys):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    assert main(["jobs", "--address", url]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot reach the Ray job server at " + url) and "\n" not in err
+    # A bad config fails here, before anything is sent.
+    assert main(["submit", "demo", "--set", "model.nope=1", "--address", url]) == 2
+    assert "model.nope" in capsys.readouterr().err
+    assert main(["submit", "demo", "--working-dir", str(REPO / "missing"), "--address", url]) == 2
+    assert "not a directory" in capsys.readouterr().err
