@@ -11,7 +11,9 @@ with a runtime env built from ``cluster/runtime_env.yaml``:
   the version that validated the config;
 * ``--working-dir DIR`` ships DIR instead, in both cases.
 
-Data paths (``--data-dir``, ``--out``) are never uploaded: they are passed as they are
+A run that trains with Lightning inside the driver on GPUs (``train.launcher: local``,
+``train.accelerator: gpu``) reserves ``train.devices`` GPUs for the entrypoint, so the
+driver lands on a GPU node. Data paths (``--data-dir``, ``--out``) are never uploaded: they are passed as they are
 and resolved on the cluster. The address is ``--address``, else ``$RAY_API_SERVER_ADDRESS``,
 else ``$RAY_ADDRESS``, else ``http://127.0.0.1:8265`` (a ``ray dashboard`` port-forward).
 
@@ -146,7 +148,7 @@ def job_errors(url: str, job_id: str | None = None) -> Iterator[None]:
         raise ShardtrainError(f"job server {url}: {_auth_hint(str(exc))}") from None
     except (ConnectionError, requests.exceptions.RequestException) as exc:
         raise ShardtrainError(
-            f"cannot reach the Ray job server at {url} ({mask(type(exc).__name__)}); start a cluster, "
+            f"cannot reach the Ray job server at {url} ({type(exc).__name__}); start a cluster, "
             f"port-forward its dashboard (ray dashboard cluster/cluster.yaml) or pass --address") from None
     except RuntimeError as exc:
         text = str(exc)
@@ -250,6 +252,15 @@ def build_entrypoint(args: argparse.Namespace, config: str) -> str:
     return shlex.join(argv)
 
 
+def entrypoint_gpus(cfg: Any, stage: str) -> int:
+    """GPUs to reserve for the job's driver: Lightning trains in the driver when ``train.launcher``
+    is ``local``, so a GPU run must land on a GPU node; Ray Train (``launcher: ray``) places its own."""
+    trains = stage in ("train", "evaluate", "all")
+    if not trains or cfg.train.launcher != "local" or cfg.train.accelerator not in ("gpu", "cuda"):
+        return 0
+    return cfg.train.devices if isinstance(cfg.train.devices, int) and cfg.train.devices > 0 else 1
+
+
 def _submission_id(name: str) -> str:
     """A readable unique id: ``shardtrain-<config name>-<UTC time>-<4 hex>``."""
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:40] or "run"
@@ -267,16 +278,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
             raise ShardtrainError(f"--working-dir {args.working_dir}: not a directory")
     else:
         working_dir = source_checkout()
-    if not Path(args.out).is_absolute():
-        log.warning("--out %s is relative: on the cluster it lands in the job's temporary working "
-                    "directory; pass a path on shared storage to keep the results", args.out)
+    for flag, value in (("--out", args.out), ("--data-dir", args.data_dir)):
+        if value and "://" not in value and not Path(value).is_absolute():
+            log.warning("%s %s is relative: on the cluster it resolves inside the job's temporary working "
+                        "directory; pass a path on shared storage", flag, value)
     entrypoint = build_entrypoint(args, _config_arg(args.config, working_dir))
     runtime_env = build_runtime_env(working_dir)
+    gpus = entrypoint_gpus(cfg, args.stage)
     client, url = connect(args.address)
     with job_errors(url):
         job_id = client.submit_job(
             entrypoint=entrypoint, runtime_env=runtime_env, submission_id=_submission_id(cfg.name),
-            metadata={"shardtrain.config": cfg.name, "shardtrain.stage": args.stage})
+            metadata={"shardtrain.config": cfg.name, "shardtrain.stage": args.stage},
+            **({"entrypoint_num_gpus": gpus} if gpus else {}))
     log.info("submitted %s to %s (%s)", job_id, url,
              f"working_dir {working_dir}" if working_dir else "using the cluster's installed shardtrain")
     print(job_id, flush=True)
@@ -320,7 +334,7 @@ def _follow(client: Any, url: str, job_id: str) -> int:
                 asyncio.run(tail())
             except aiohttp.ClientError as exc:
                 log.warning("log stream of %s broke (%s); waiting for the job to end", job_id,
-                            mask(type(exc).__name__))
+                            type(exc).__name__)
         status = _wait_terminal(client, url, job_id)
     except KeyboardInterrupt:
         log.warning("stopped following; job %s keeps running (shardtrain stop %s)", job_id, job_id)

@@ -31,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -165,7 +165,6 @@ class LocalHead:
     dashboard_port: int
     token: str | None
     log_path: Path
-    env: dict[str, str] = field(repr=False, default_factory=dict)
 
     @property
     def dashboard_url(self) -> str:
@@ -187,26 +186,46 @@ class LocalHead:
         """The head's processes: the ``ray start`` process and its descendants."""
         return ray_process_tree(self.proc.pid)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM the ``ray start --block`` process (it stops its children), then SIGKILL leftovers."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM this head's processes (what ``ray stop`` does, but only ours), SIGKILL what remains."""
         import psutil
 
         procs = self.processes()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        _, alive = psutil.wait_procs(procs[1:], timeout=5)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=5)
+        for p in procs:
+            _signal(p, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(_running(p) for p in procs[1:]):
+            time.sleep(0.2)
+        # `ray start --block` may outlive its children without reaping them: kill it.
+        for p in procs[1:] + procs[:1]:
+            if _running(p):
+                _signal(p, signal.SIGKILL)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        psutil.wait_procs(procs[1:], timeout=2)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _running(proc: Any) -> bool:
+    """True while a process exists and is not a zombie (a zombie only waits to be reaped)."""
+    import psutil
+
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _signal(proc: Any, sig: int) -> None:
+    """Send ``sig`` to one process by pid, ignoring one that is already gone."""
+    import psutil
+
+    try:
+        proc.send_signal(sig)
+    except psutil.NoSuchProcess:
+        pass
 
 
 def _head_env(token: str | None, extra: dict[str, str] | None) -> dict[str, str]:

@@ -60,6 +60,8 @@ def check_shards(dirs: dict[str, Path | None]) -> dict[str, Any]:
     for split, directory in dirs.items():
         if directory is None:
             continue
+        if not directory.exists():
+            raise ShardtrainError(f"{directory}: no shards here; run the data stages first (--stage prepare)")
         problems = verify_shards(directory)
         if problems:
             raise ShardtrainError(f"{problems[0]} (run the data stages again, or `shardtrain inspect {directory} --verify`)")
@@ -71,7 +73,20 @@ def check_shards(dirs: dict[str, Path | None]) -> dict[str, Any]:
         b = {k: index.get("features", {}).get("x", {}).get(k) for k in keys}
         if a != b:
             raise ShardtrainError(f"{dirs[split]}: features {b} do not match the training shards' {a}")
+        _check_label_counts(dirs[split], index)
     return train
+
+
+def _check_label_counts(directory: Path, index: dict[str, Any]) -> None:
+    """Labels outside the declared classes (per the index's class counts) fail before training."""
+    for column, desc in index.get("labels", {}).items():
+        classes = desc.get("classes")
+        if classes is None:
+            continue
+        bad = sorted(int(k) for k in desc.get("counts", {}) if not -1 <= int(k) < len(classes))
+        if bad:
+            raise ShardtrainError(f"{directory}: column {column} has label {bad[0]} outside the "
+                                  f"{len(classes)} declared classes")
 
 
 def new_run_dir(cfg: Config, out: Path) -> Path:

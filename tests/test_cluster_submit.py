@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,11 @@ def clean_env(monkeypatch, tmp_path):
     for var in AUTH_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    if "ray" in sys.modules:
+        # Ray caches the auth mode and token per process; make it re-read this environment.
+        from ray._private.authentication_test_utils import reset_auth_token_state
+
+        reset_auth_token_state()
     return monkeypatch
 
 
@@ -75,6 +81,16 @@ def test_entrypoint_quotes_every_argument():
     parsed = build_parser().parse_args(shlex.split(entry)[3:])
     assert parsed.data_dir == "/data/it's here" and parsed.out == "/shared/my out"
     assert [i for g in parsed.overrides for i in g] == ["model.hidden=[64, 32]", "train.lr=0.01", "name=a b"]
+
+
+def test_driver_asks_for_gpus_only_when_lightning_trains_on_gpus_in_it():
+    from pipelines.config import load_config
+
+    gpu = load_config("demo", ["train.accelerator=gpu", "train.devices=2"])
+    assert jobs.entrypoint_gpus(gpu, "all") == 2
+    assert jobs.entrypoint_gpus(gpu, "prepare") == 0
+    assert jobs.entrypoint_gpus(load_config("demo", ["train.accelerator=gpu", "train.launcher=ray"]), "all") == 0
+    assert jobs.entrypoint_gpus(load_config("demo"), "train") == 0  # the demo trains on CPU
 
 
 def test_runtime_env_ships_the_checkout_without_data_or_outputs():

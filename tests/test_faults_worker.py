@@ -9,7 +9,11 @@ result is a complete, verifiable shard set with every sample id exactly once.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -18,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cluster.local import is_loopback
 from pipelines.runner import SplitJob, run_stage
 from pipelines.shards import ShardSet
 from pipelines.shards.reader import verify_shards
+from tests.conftest import REPO
 
 ROWS, ROWS_PER_SHARD, BATCH_ROWS = 240, 20, 10  # 12 shard tasks of 2 batches each
 
@@ -76,30 +82,53 @@ def _kill_after_first_shard(cluster, split_dir: Path, log: Path, seen: dict, tim
         time.sleep(0.02)
 
 
-@pytest.mark.cluster
-def test_worker_node_killed_mid_stage_still_writes_every_row_once(tmp_path):
+def run_with_kill(tmp: Path) -> dict:
+    """Run the stage on a head + 2 workers, killing one worker mid-stage; returns what happened.
+
+    Runs in a subprocess of the test (see below) so that this Ray cluster and the
+    test session's own local Ray never meet in one process.
+    """
     import ray
 
-    from cluster.local import local_cluster
+    from cluster.local import listening_addresses, local_cluster, ray_process_tree
 
-    log = tmp_path / "batches.log"
-    stage_dir = tmp_path / "shards" / "prepare"
-    job = _job(log)
+    log, stage_dir = tmp / "batches.log", tmp / "shards" / "prepare"
+    seen: dict = {}
     with local_cluster(workers=2, head_cpus=0, worker_cpus=1) as cluster:
         ray.init(address=cluster.address, log_to_driver=False)
-        seen: dict = {}
         killer = threading.Thread(target=_kill_after_first_shard,
                                   args=(cluster, stage_dir / "train", log, seen), daemon=True)
         killer.start()
-        index = run_stage("prepare", [job], stage_dir, rows_per_shard=ROWS_PER_SHARD, batch_rows=BATCH_ROWS,
-                          max_reject_fraction=0.0, executor="ray", fp="fp-kill", config={}, dataset="toy")["train"]
+        index = run_stage("prepare", [_job(log)], stage_dir, rows_per_shard=ROWS_PER_SHARD,
+                          batch_rows=BATCH_ROWS, max_reject_fraction=0.0, executor="ray", fp="fp-kill",
+                          config={}, dataset="toy")["train"]
         killer.join(timeout=30)
-        alive = [n for n in ray.nodes() if n["Alive"]]
+        seen["alive_nodes"] = sum(1 for n in ray.nodes() if n["Alive"])
+        seen["listening"] = listening_addresses(ray_process_tree())
+    seen["index"] = index
+    return seen
+
+
+@pytest.mark.cluster
+def test_worker_node_killed_mid_stage_still_writes_every_row_once(tmp_path):
+    code = ("import json, sys; from pathlib import Path; from tests.test_faults_worker import run_with_kill; "
+            "print('RESULT ' + json.dumps(run_with_kill(Path(sys.argv[1]))))")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))  # every node checks it
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=400)
+    results = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and results, proc.stdout[-3000:] + proc.stderr[-3000:]
+    seen = json.loads(results[-1][len("RESULT "):])
+    index, log, stage_dir = seen["index"], tmp_path / "batches.log", tmp_path / "shards" / "prepare"
+    job = _job(log)
 
     # The kill happened while the stage was running, and it cost work that had to be redone.
     assert "killed_pid" in seen, "the worker node was never killed"
     assert seen["files_at_kill"] < ROWS // ROWS_PER_SHARD
-    assert len(alive) == 2  # head + the surviving worker
+    assert seen["alive_nodes"] == 2  # head + the surviving worker
+    assert {"gcs_server", "raylet"} <= {name for _, _, name in seen["listening"]}
+    assert all(is_loopback(ip) for ip, _, _ in seen["listening"]), seen["listening"]
     lines = [line.split() for line in log.read_text().splitlines()]
     starts = Counter(int(first) for _, first in lines)
     assert set(starts) == set(range(1000, 1000 + ROWS, BATCH_ROWS))

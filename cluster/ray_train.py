@@ -1,0 +1,273 @@
+"""``train.launcher: ray``: the same Lightning fit, run by Ray Train's ``TorchTrainer`` (Ray Train V2).
+
+``fit_with_ray`` (called by ``pipelines.train.train``) starts or joins Ray, then runs
+``train_loop_per_worker`` on ``train.num_workers`` workers (``ScalingConfig``; one GPU
+each with ``train.use_gpu``, else CPU DDP over gloo). Each worker builds the DataModule
+and the module exactly as the local launcher does (``build_datamodule``, ``build_module``,
+``trainer_kwargs``) and fits with Ray's Lightning integration: ``RayDDPStrategy``,
+``RayLightningEnvironment``, ``prepare_trainer`` and a ``RayTrainReportCallback`` that
+also reports every ``train.checkpoint_every_n_steps`` steps, not only at epoch ends.
+
+Where things go:
+
+* checkpoints: only through Ray, to ``train.storage_path`` (default ``<run dir>/ray_train``)
+  under the experiment name ``<run dir name>``, one directory per report
+  (``epoch0001-step0000022-end/checkpoint.ckpt``, a full Lightning checkpoint that
+  includes the DataModule's position). Ray keeps the latest and the best (lowest
+  ``val_loss`` at an epoch end; without validation the latest is the best);
+* CSV logs (``<run dir>/logs``) and audit files: written by the workers (rank 0 / every
+  rank) into the run dir, which like the shards must be on a filesystem every node sees.
+
+Faults: ``FailureConfig(max_failures=train.max_failures)``. When a worker dies, Ray
+restarts the whole worker group; each worker then gets the latest reported checkpoint
+from ``ray.train.get_checkpoint()`` and hands it to ``trainer.fit(ckpt_path=...)``, so
+the run resumes at that step (mid-epoch too: the DataModule skips the batches done).
+A run restarted under the same storage path and name (``train.resume: last``) resumes
+the same way; a Ray checkpoint wins over ``train.resume``'s file.
+
+After the fit the driver copies the best and the latest checkpoint to
+``<run dir>/checkpoints/{best,last}.ckpt`` (where ``evaluate`` and ``resume: last`` look),
+loads ``best`` into a fresh module with a fresh DataModule and a single-process CPU
+``pl.Trainer``, and returns them as the ``TrainResult``: ``evaluate`` then validates and
+tests on the driver. ``<run dir>/ray_train.json`` records the storage location, the
+checkpoints, the epochs/steps and the step the final attempt resumed from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import ray.train
+from pytorch_lightning.callbacks import Checkpoint
+from ray.train.lightning import RayTrainReportCallback
+
+from pipelines import _offline  # noqa: F401  (usage stats off before Ray starts workers)
+from pipelines.config import Config
+from pipelines.errors import ShardtrainError
+
+log = logging.getLogger("shardtrain")
+
+CKPT_NAME = RayTrainReportCallback.CHECKPOINT_NAME  # "checkpoint.ckpt" inside each Ray checkpoint dir
+SCORE = "checkpoint_score"  # lower is better; Ray keeps the best by it and always the latest
+RESULT_NAME = "ray_train.json"
+
+
+class StepReportCallback(RayTrainReportCallback, Checkpoint):
+    """Report a full Lightning checkpoint to Ray Train every ``every_n_steps`` steps and at every epoch end.
+
+    Ray's own callback reports only at epoch ends; a lost worker would then lose the whole
+    epoch. Each report carries ``trainer.callback_metrics`` plus ``epoch``, ``step``,
+    ``epoch_end`` and ``checkpoint_score``: ``val_loss`` at an epoch end, ``inf`` mid-epoch
+    (never the best), or ``-step`` without validation (the latest is the best). Every rank
+    calls ``report`` at the same steps (Ray requires it); only rank 0 writes the file.
+    Being a Lightning ``Checkpoint`` makes it run last, after the module's own
+    ``on_train_epoch_end`` (so the epoch's ``train_loss_epoch`` is in the report) and after
+    early stopping, like ``ModelCheckpoint``; it is the run's only checkpoint callback.
+    """
+
+    def __init__(self, every_n_steps: int, has_val: bool) -> None:
+        super().__init__()
+        self.every_n_steps, self.has_val = int(every_n_steps), has_val
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        """Report when ``global_step`` (already counting this batch) hits a multiple of ``every_n_steps``."""
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+            self._report(trainer, epoch_end=False)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Report at the end of every epoch (after validation, so ``val_loss`` is current)."""
+        self._report(trainer, epoch_end=True)
+
+    def _report(self, trainer: pl.Trainer, epoch_end: bool) -> None:
+        step, epoch = int(trainer.global_step), int(trainer.current_epoch)
+        metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if not self.has_val:
+            score = -float(step)
+        else:
+            score = metrics.get("val_loss", math.inf) if epoch_end else math.inf
+        metrics.update(epoch=epoch, step=step, epoch_end=epoch_end, **{SCORE: score})
+        # Unique per run: a resumed attempt only reports steps after the one it restored.
+        name = f"epoch{epoch:04d}-step{step:07d}" + ("-end" if epoch_end else "")
+        tmpdir = Path(self.tmpdir_prefix, name)
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(tmpdir / CKPT_NAME, weights_only=False)  # collective; rank 0 writes
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(tmpdir)),
+                         checkpoint_dir_name=name, checkpoint_upload_mode=self.checkpoint_upload_mode)
+        shutil.rmtree(tmpdir, ignore_errors=True)  # uploaded synchronously (SYNC), the copy is done
+
+
+class _ResumeProbe(pl.Callback):
+    """Remember the global step at ``on_train_start`` (after Lightning restored any checkpoint)."""
+
+    def __init__(self) -> None:
+        self.start_step = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start_step = int(trainer.global_step)
+
+
+def storage_path(cfg: Config, run_dir: Path) -> str:
+    """Where Ray Train persists checkpoints: ``train.storage_path`` (a shared path or URI) or ``<run dir>/ray_train``."""
+    if cfg.train.storage_path:
+        path = cfg.train.storage_path
+        return path if "://" in path else str(Path(path).expanduser().resolve())
+    return str((run_dir / "ray_train").resolve())
+
+
+def worker_trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool,
+                          extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
+    """``pipelines.train.trainer_kwargs`` adapted to a Ray Train worker.
+
+    Ray's strategy and environment replace ``train.strategy``/``devices``; one device per
+    worker (``gpu`` with ``train.use_gpu`` else ``cpu``). Lightning's ``ModelCheckpoint`` is
+    replaced by ``StepReportCallback`` (Ray's storage holds the checkpoints); early stopping
+    and the CSV logger (rank 0 writes ``<run dir>/logs``) stay.
+    """
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment
+
+    from pipelines.train import trainer_kwargs
+
+    kw = trainer_kwargs(cfg, run_dir, has_val)
+    callbacks = [c for c in kw["callbacks"] if not isinstance(c, ModelCheckpoint)]
+    callbacks += [StepReportCallback(cfg.train.checkpoint_every_n_steps, has_val), *extra_callbacks]
+    kw.update(strategy=RayDDPStrategy(), plugins=[RayLightningEnvironment()], devices="auto",
+              accelerator="gpu" if cfg.train.use_gpu else "cpu", callbacks=callbacks)
+    return kw
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """One Ray Train worker: build data, model and Trainer as ``pipelines.train`` does, resume, fit.
+
+    ``config``: ``cfg`` (Config), ``run_dir``, ``dirs`` ({split: path | None}), ``index`` (train's
+    index.json), ``has_val``, ``ckpt_path`` (``train.resume``'s file or None), ``extra_callbacks``.
+    Returns (rank 0's value reaches the driver as ``Result.return_value``) the epochs and steps
+    done and the step this attempt resumed from.
+    """
+    from ray.train.lightning import prepare_trainer
+
+    from pipelines.train import build_datamodule, build_module
+
+    cfg: Config = config["cfg"]
+    run_dir = Path(config["run_dir"])
+    dirs = {k: Path(v) if v is not None else None for k, v in config["dirs"].items()}
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = build_datamodule(cfg, dirs, run_dir)
+    module = build_module(cfg, config["index"])
+    probe = _ResumeProbe()
+    kw = worker_trainer_kwargs(cfg, run_dir, config["has_val"], [probe, *config["extra_callbacks"]])
+    trainer = prepare_trainer(pl.Trainer(**kw))
+    restore = ray.train.get_checkpoint()  # the latest reported checkpoint after a restart, else None
+    local = Path(tempfile.mkdtemp(prefix="shardtrain-restore-")) if restore is not None else None
+    try:
+        ckpt_path = config["ckpt_path"]
+        if restore is not None:
+            restore.to_directory(str(local))  # a local copy: Ray may delete the stored one while we run
+            ckpt_path = str(local / CKPT_NAME)
+        t0 = time.perf_counter()
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        fit_seconds = time.perf_counter() - t0
+    finally:
+        if local is not None:
+            shutil.rmtree(local, ignore_errors=True)
+    return {"epochs": int(trainer.current_epoch), "global_step": int(trainer.global_step),
+            "restored_step": probe.start_step if ckpt_path else None,
+            "restored_from": restore.path if restore is not None else ckpt_path,
+            "worker_fit_seconds": fit_seconds, "world_size": int(trainer.world_size)}
+
+
+def _copy_checkpoint(checkpoint: Any, dest: Path) -> Path:
+    """Copy ``checkpoint.ckpt`` of a Ray checkpoint (local or remote storage) to ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with checkpoint.as_directory() as directory:
+        src = Path(directory) / CKPT_NAME
+        if not src.is_file():
+            raise ShardtrainError(f"{checkpoint.path}: Ray checkpoint has no {CKPT_NAME}")
+        shutil.copyfile(src, dest)
+    return dest
+
+
+def _merge_audit(run_dir: Path) -> None:
+    """Merge the workers' per-rank audit files (they are on the run dir's shared filesystem)."""
+    from pipelines.datamodule import AUDIT_NAME, merge_audit
+
+    if not any(run_dir.glob("data_audit.rank*.json")):
+        log.warning("data.audit: no data_audit.rank*.json in %s (is the run dir shared with the workers?)", run_dir)
+        return
+    report = merge_audit(run_dir)
+    log.info("data audit: ok=%s (%s)", report["ok"], run_dir / AUDIT_NAME)
+
+
+def fit_with_ray(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | None], index: dict[str, Any],
+                 ckpt_path: str | None, *, address: str | None = None,
+                 extra_callbacks: Sequence[pl.Callback] = ()) -> Any:
+    """Fit on a Ray cluster with ``TorchTrainer``; returns a ``TrainResult`` whose objects live on the driver.
+
+    ``address``: the Ray cluster (else ``$RAY_ADDRESS``, else a private local Ray on
+    127.0.0.1, see ``pipelines.ray_exec.ensure_ray``). ``extra_callbacks``: more Lightning
+    callbacks for every worker (pickled to them; tests use it to inject faults). ``out`` is
+    unused: every path the workers need is in ``run_dir`` and ``dirs``.
+    """
+    import torch
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from pipelines.ray_exec import ensure_ray
+    from pipelines.train import TrainResult, _check_checkpoint, build_datamodule, build_module
+
+    if os.environ.get("RAY_TRAIN_V2_ENABLED", "1").lower() in ("0", "false"):
+        raise ShardtrainError("train.launcher=ray needs Ray Train V2: unset RAY_TRAIN_V2_ENABLED=0")
+    tc = cfg.train
+    if tc.num_workers < 1:
+        raise ShardtrainError(f"config key 'train.num_workers': expected >= 1, got {tc.num_workers}")
+    has_val = dirs["val"] is not None or cfg.data.val_fraction > 0
+    module = build_module(cfg, index)  # also fails fast on a bad model config, before any worker starts
+    if ckpt_path:
+        _check_checkpoint(module, ckpt_path)
+    ensure_ray(address)
+    loop_config = {"cfg": cfg, "run_dir": str(run_dir.resolve()), "index": index, "has_val": has_val,
+                   "dirs": {k: str(Path(v).resolve()) if v is not None else None for k, v in dirs.items()},
+                   "ckpt_path": ckpt_path, "extra_callbacks": list(extra_callbacks)}
+    run_config = RunConfig(
+        name=run_dir.name, storage_path=storage_path(cfg, run_dir),
+        failure_config=FailureConfig(max_failures=tc.max_failures),
+        checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=SCORE,
+                                           checkpoint_score_order="min"),
+    )
+    trainer = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config, run_config=run_config,
+                           scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu))
+    t0 = time.perf_counter()
+    result = trainer.fit()  # raises ray.train.TrainingFailedError once max_failures restarts are used up
+    fit_seconds = time.perf_counter() - t0
+    if result.checkpoint is None:
+        raise ShardtrainError(f"{result.path}: the Ray Train run reported no checkpoint (no training step ran?)")
+    info = dict(result.return_value or {})
+    best = _copy_checkpoint(result.get_best_checkpoint(SCORE, "min"), run_dir / "checkpoints" / "best.ckpt")
+    last = _copy_checkpoint(result.checkpoint, run_dir / "checkpoints" / "last.ckpt")
+    if cfg.data.audit:
+        _merge_audit(run_dir)
+    # Driver side: a fresh module with the best weights, a fresh DataModule, one CPU process.
+    state = torch.load(best, map_location="cpu", weights_only=False)
+    module.load_state_dict(state["state_dict"])
+    module.on_load_checkpoint(state)
+    dm = build_datamodule(cfg, dirs, None)
+    driver = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(run_dir))
+    driver.fit_loop.epoch_progress.current.completed = int(info.get("epochs", state.get("epoch", 0)))  # current_epoch
+    summary = {"storage": result.path, "best": result.get_best_checkpoint(SCORE, "min").path,
+               "last": result.checkpoint.path, "metrics": result.metrics, "fit_seconds": fit_seconds, **info}
+    (run_dir / RESULT_NAME).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    log.info("ray fit: %.1f s, %s epochs on %d workers, checkpoints in %s", fit_seconds, info.get("epochs"),
+             tc.num_workers, result.path)
+    return TrainResult(run_dir, driver, module, dm, str(best), fit_seconds)
