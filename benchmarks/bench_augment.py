@@ -1,17 +1,31 @@
 """Augmentation throughput: the single-process albumentations loop (baseline) vs the Ray stage.
 
-    PYTHONPATH=. python benchmarks/bench_augment.py --n 10000 --data-dir ../shared/data
+    PYTHONPATH=. python benchmarks/bench_augment.py --n 10000 --data-dir ../shared/data [--ray]
+    PYTHONPATH=. python -m benchmarks run --only augment_scaling [--quick]
 
 Uses the fashion-mnist preset's pipeline. The baseline is what the augment stage
 does per image in one process: reseed from (seed, sample_id, copy), apply the
 Compose. It also prints albumentations' own speed without per-sample reseeding so
 the cost of determinism is visible. Never run as a test.
+
+``augment_scaling`` (``run``): the whole augment stage (``augment.copies=1`` over the
+60,000 training images: read, augment, pixel features, write shards) on a local Ray
+using every core, in augmented images per wall second, against the single-process
+seeded loop above in the same run. Goal: >= 0.8 x cores. A second row,
+``augment_scaling.local_stage``, compares it with the same stage run in-process
+(``--executor local``), which isolates Ray's parallel efficiency from the stage's own
+extra work (features, shard writing); it is measured in full mode only. The Ray stage is
+run once untimed first (worker start-up and imports; its time is reported as ``cold_s``). Wall time is the only fair
+measure of parallel speed-up, so these rows are sensitive to other tenants' load:
+read them with the ``load_avg`` beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +70,72 @@ def unseeded_images_per_s(images: np.ndarray, pipeline: Any) -> float:
     return len(images) / (time.perf_counter() - start)
 
 
+def stage_images_per_s(out: Path, executor: str, copies: int = 1) -> tuple[float, int]:
+    """Run the augment stage (forced) on prepared shards under ``out``; (augmented images/s, copies made)."""
+    from benchmarks.common import data_dir
+    from pipelines.config import load_config
+    from pipelines.stages import run_stages
+
+    cfg = load_config("fashion-mnist", [f"augment.copies={copies}", "augment.preview=0"])
+    start = time.perf_counter()
+    result = run_stages(cfg, "augment", out, executor=executor, data_dir=str(data_dir()), force=True)
+    seconds = time.perf_counter() - start
+    made = int(result["augment"]["train"]["rows"]) * copies // (copies + 1)
+    return made / seconds, made
+
+
+def start_ray(num_cpus: int) -> None:
+    """A local Ray on ``num_cpus`` CPUs whose workers can import this checkout."""
+    from benchmarks.common import REPO
+    from pipelines.ray_exec import ensure_ray
+
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(REPO) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, paths)])
+    ensure_ray(num_cpus=num_cpus)
+
+
+def run(quick: bool, only: Sequence[str] | None = None, smoke: bool = False) -> list[dict]:
+    """The ``augment_scaling`` rows: Ray stage vs the single-process loop and vs the local stage."""
+    from benchmarks.common import Skip, cores, data_dir, fashion_out, load_avg, row
+
+    if only is not None and "augment_scaling" not in only:
+        return []
+    try:
+        import albumentations  # noqa: F401
+        import ray
+    except ImportError as exc:
+        raise Skip(f"{exc.name} is not installed here; the augment stage needs Ray and albumentations") from None
+    n_cores = cores()
+    out = fashion_out()
+    small = quick or smoke
+    pipeline = preset_pipeline()
+    images = load_images(10000 if small else 60000, data_dir())
+    single = single_process_images_per_s(images, pipeline)
+    local = None if small else stage_images_per_s(out, "local")[0]
+    start_ray(n_cores)
+    try:
+        cold, made = stage_images_per_s(out, "ray")
+        best = max(stage_images_per_s(out, "ray")[0] for _ in range(1 if small else 2))
+    finally:
+        ray.shutdown()
+    goal = "ratio >= 0.8 * cores"
+    extra = {"cores": n_cores, "images": made, "cold_s": round(made / cold, 2), "load_avg": load_avg()}
+    rows = [row("augment_scaling", best, single, "augmented images/s (wall)", best / single, goal,
+                baseline_is=f"single-process seeded albumentations loop over {len(images)} images", **extra)]
+    if local is not None:  # the in-process stage costs another full pass: full mode only
+        rows.append(row("augment_scaling.local_stage", best, local, "augmented images/s (wall)", best / local, goal,
+                        baseline_is="the same augment stage with --executor local", **extra))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Print the single-process baseline (the Ray side is added beside it)."""
+    """Print the single-process baseline (and, with ``--ray``, the Ray stage's scaling rows)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10000, help="training images to augment")
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ray", action="store_true", help="also time the augment stage on Ray (augment_scaling)")
     args = parser.parse_args(argv)
     images = load_images(args.n, args.data_dir)
     pipeline = preset_pipeline()
@@ -72,6 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"images: {len(images)} x {images.shape[1:]} uint8; pipeline: {names}")
     print(f"albumentations, no reseeding:        {raw:9.0f} images/s")
     print(f"single process, seeded per sample:   {seeded:9.0f} images/s  ({seeded / raw:.2f}x of unseeded)")
+    if args.ray:
+        from benchmarks.common import format_table
+
+        print(format_table(run(quick=args.n <= 10000)))
 
 
 if __name__ == "__main__":

@@ -114,11 +114,12 @@ class _ResumeProbe(pl.Callback):
         self.start_step = 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Record the step training starts from (0, or the restored checkpoint's)."""
         self.start_step = int(trainer.global_step)
 
 
 def storage_path(cfg: Config, run_dir: Path) -> str:
-    """Where Ray Train persists checkpoints: ``train.storage_path`` (a shared path or URI) or ``<run dir>/ray_train``."""
+    """Where Ray Train keeps checkpoints: ``train.storage_path`` (shared path or URI), else ``<run dir>/ray_train``."""
     if cfg.train.storage_path:
         path = cfg.train.storage_path
         return path if "://" in path else str(Path(path).expanduser().resolve())
@@ -253,8 +254,9 @@ def fit_with_ray(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | N
     if result.checkpoint is None:
         raise ShardtrainError(f"{result.path}: the Ray Train run reported no checkpoint (no training step ran?)")
     info = dict(result.return_value or {})
-    best = _copy_checkpoint(result.get_best_checkpoint(SCORE, "min"), run_dir / "checkpoints" / "best.ckpt")
-    last = _copy_checkpoint(result.checkpoint, run_dir / "checkpoints" / "last.ckpt")
+    best_ray = result.get_best_checkpoint(SCORE, "min")
+    best = _copy_checkpoint(best_ray, run_dir / "checkpoints" / "best.ckpt")
+    _copy_checkpoint(result.checkpoint, run_dir / "checkpoints" / "last.ckpt")
     if cfg.data.audit:
         _merge_audit(run_dir)
     # Driver side: a fresh module with the best weights, a fresh DataModule, one CPU process.
@@ -265,7 +267,7 @@ def fit_with_ray(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | N
     driver = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(run_dir))
     driver.fit_loop.epoch_progress.current.completed = int(info.get("epochs", state.get("epoch", 0)))  # current_epoch
-    summary = {"storage": result.path, "best": result.get_best_checkpoint(SCORE, "min").path,
+    summary = {"storage": result.path, "best": best_ray.path,
                "last": result.checkpoint.path, "metrics": result.metrics, "fit_seconds": fit_seconds, **info}
     (run_dir / RESULT_NAME).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     log.info("ray fit: %.1f s, %s epochs on %d workers, checkpoints in %s", fit_seconds, info.get("epochs"),

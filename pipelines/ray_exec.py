@@ -30,6 +30,14 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address or os.environ["RAY_ADDRESS"], log_to_driver=True)
         return
+    # On Linux Ray swaps 127.0.0.1 for the machine's routable IP unless this switch is off;
+    # with it off every endpoint of the private local Ray listens on loopback only. Set in the
+    # environment (for Ray's child processes) and on the constant (ray may be imported already),
+    # and only here: a driver joining a real cluster must keep its routable address.
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(
         address="local",
         num_cpus=num_cpus or os.cpu_count(),

@@ -15,6 +15,7 @@ import pytest
 
 from cluster.local import is_loopback, listening_addresses
 from tests.conftest import run_cli
+from tests.test_cluster_submit import run_cli_env
 
 pytestmark = pytest.mark.cluster
 
@@ -38,14 +39,14 @@ def _env(head, home: Path, **extra: str) -> dict[str, str]:
 
 
 def cli(head, home: Path, *args: str, env: dict | None = None, timeout: int = 400):
-    """``shardtrain ARGS --address <head>`` with the head's token."""
-    return run_cli(*args, "--address", head.dashboard_url, timeout=timeout,
-                   env=env if env is not None else _env(head, home, **head.client_env()))
+    """``shardtrain ARGS --address <head>`` with exactly ``env`` (default: the head's token)."""
+    return run_cli_env(*args, "--address", head.dashboard_url, timeout=timeout,
+                       env=env if env is not None else _env(head, home, **head.client_env()))
 
 
 def test_submit_wait_runs_the_demo_and_every_command_reports_it(head, tmp_path):
     out = tmp_path / "out"
-    sub = cli(head, tmp_path, "submit", "demo", "--out", str(out), "--set", "train.max_epochs=3", "--wait")
+    sub = cli(head, tmp_path, "submit", "demo", "--out", str(out), "--set", "train.max_epochs=2", "--wait")
     assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
     job_id = sub.stdout.splitlines()[0].strip()
     assert job_id.startswith("shardtrain-demo-")
@@ -56,7 +57,7 @@ def test_submit_wait_runs_the_demo_and_every_command_reports_it(head, tmp_path):
     assert (status.returncode, status.stdout.strip()) == (0, "SUCCEEDED")
     logs = cli(head, tmp_path, "logs", job_id)
     assert logs.returncode == 0
-    assert "python -m pipelines.cli run demo" in logs.stdout and "train.max_epochs=3" in logs.stdout
+    assert "python -m pipelines.cli run demo" in logs.stdout and "train.max_epochs=2" in logs.stdout
     assert "stage augment:" in logs.stdout and "test " in logs.stdout and "accuracy" in logs.stdout
     listing = cli(head, tmp_path, "jobs")
     assert listing.returncode == 0

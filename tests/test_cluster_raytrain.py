@@ -13,6 +13,7 @@ One prepared demo (scikit-learn digits, ``--executor local``) serves both tests:
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from pipelines.batching import per_rank_rows
 from pipelines.config import Config, load_config
 from pipelines.stages import run_stages
 from pipelines.train import RUN_DIR_ENV, evaluate, train
@@ -52,9 +54,18 @@ def prepared(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def fresh_run(monkeypatch) -> None:
-    """Each test gets its own run directory (``new_run_dir`` remembers the last one in the environment)."""
-    monkeypatch.delenv(RUN_DIR_ENV, raising=False)
+def fresh_run(monkeypatch):
+    """Its own run directory per test (``new_run_dir`` remembers the last one in the environment).
+
+    Also gives Ray Train's worker-group start more time than its 60 s default: on a busy
+    two-core machine, starting two workers that import torch can take that long.
+    """
+    saved = os.environ.pop(RUN_DIR_ENV, None)
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")  # the driver passes it to the controller
+    yield
+    os.environ.pop(RUN_DIR_ENV, None)
+    if saved is not None:
+        os.environ[RUN_DIR_ENV] = saved
 
 
 def _cfg(*overrides: str) -> Config:
@@ -63,6 +74,20 @@ def _cfg(*overrides: str) -> Config:
 
 def _ckpt(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _steps_per_epoch(result, cfg: Config, world: int = 2) -> int:
+    """Optimizer steps per epoch on each of ``world`` ranks (from the driver's own DataModule)."""
+    result.datamodule.setup("fit")
+    rows = per_rank_rows(result.datamodule.split("train").rows, world)
+    return math.ceil(rows / cfg.data.batch_size)
+
+
+def _reported(storage: Path) -> list[dict]:
+    """Metrics of every checkpoint Ray still keeps (from its checkpoint manager's snapshot)."""
+    from ray.train import Result
+
+    return [m for _, m in Result.from_path(str(storage)).best_checkpoints]
 
 
 def test_ray_launcher_trains_checkpoints_and_evaluates(ray_local, prepared, fresh_run):
@@ -77,11 +102,12 @@ def test_ray_launcher_trains_checkpoints_and_evaluates(ray_local, prepared, fres
     kept = sorted(storage.glob("epoch*/checkpoint.ckpt"))
     assert kept, f"no checkpoints under {storage}"
     assert Path(summary["last"]).name == "epoch0001-step%07d-end" % summary["global_step"]
+    steps = _steps_per_epoch(result, cfg)
     last = _ckpt(run_dir / "checkpoints" / "last.ckpt")
-    assert last["global_step"] == summary["global_step"] > 0
+    assert last["global_step"] == summary["global_step"] == 2 * steps
     assert _ckpt(Path(summary["last"]) / "checkpoint.ckpt")["global_step"] == last["global_step"]
     # The DataModule's position travels in the checkpoint, with the world size it ran with.
-    assert last["ShardDataModule"] == {"epoch": 1, "batches_done": last["global_step"] // 2, "seed": 0,
+    assert last["ShardDataModule"] == {"epoch": 1, "batches_done": steps, "seed": 0,
                                        "world_size": 2, "batch_size": cfg.data.batch_size}
 
     # The driver evaluates on one CPU process with the best checkpoint.
@@ -104,13 +130,6 @@ def test_ray_launcher_trains_checkpoints_and_evaluates(ray_local, prepared, fres
     assert again["test"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
 
 
-def _reported(storage: Path) -> list[dict]:
-    """Metrics of every checkpoint Ray still records (its checkpoint manager snapshot)."""
-    from ray.train import Result
-
-    return [m for _, m in Result.from_path(str(storage)).best_checkpoints]
-
-
 def test_killed_worker_resumes_from_last_checkpoint(ray_local, prepared, fresh_run, tmp_path):
     from cluster.ray_train import fit_with_ray
     from pipelines.train import check_shards, new_run_dir, shard_dirs
@@ -131,11 +150,11 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, prepared, fresh_r
     restored = summary["restored_step"]
     assert restored in (2, 4)
     assert Path(summary["restored_from"]).name == f"epoch0000-step{restored:07d}"
-    # ... and finished the epoch: the same step count as an uninterrupted epoch.
-    assert summary["epochs"] == 1 and summary["global_step"] > 5
+    # ... and finished the epoch with the step count of an uninterrupted one (no batch done twice).
+    steps = _steps_per_epoch(result, cfg)
+    assert summary["epochs"] == 1 and summary["global_step"] == steps > 5
     last = _ckpt(run_dir / "checkpoints" / "last.ckpt")
-    assert last["global_step"] == summary["global_step"]
-    assert last["ShardDataModule"]["batches_done"] == summary["global_step"]  # the whole epoch, once
+    assert last["global_step"] == steps and last["ShardDataModule"]["batches_done"] == steps
     assert Path(summary["storage"]) == storage / run_dir.name
     assert (storage / run_dir.name / f"epoch0000-step{summary['global_step']:07d}-end" / "checkpoint.ckpt").is_file()
     assert result.trainer.current_epoch == 1 and result.best_ckpt.endswith("best.ckpt")

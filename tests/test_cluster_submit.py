@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 
 from cluster import jobs
 from cluster.local import free_port
-from pipelines.cli import build_parser, main
+from pipelines.cli import build_parser
 from pipelines.errors import ShardtrainError
 from tests.conftest import REPO
 
@@ -24,12 +26,15 @@ def clean_env(monkeypatch, tmp_path):
     for var in AUTH_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    if "ray" in sys.modules:
-        # Ray caches the auth mode and token per process; make it re-read this environment.
-        from ray._private.authentication_test_utils import reset_auth_token_state
-
-        reset_auth_token_state()
     return monkeypatch
+
+
+def run_cli_env(*args: str, env: dict[str, str], timeout: int = 120) -> subprocess.CompletedProcess:
+    """``python -m pipelines.cli ARGS`` with exactly ``env`` (plus PYTHONPATH): unlike conftest's
+    ``run_cli`` nothing of this process's environment leaks in (a session Ray sets RAY_AUTH_MODE)."""
+    env = dict(env, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def _submit_args(*argv: str) -> argparse.Namespace:
@@ -134,13 +139,17 @@ def test_config_files_must_travel_with_the_working_dir(tmp_path):
     assert jobs._config_arg(str(outside), None) == str(outside.resolve())
 
 
-def test_cli_errors_are_one_line_and_exit_2(clean_env, capsys):
+def test_cli_errors_are_one_line_and_exit_2(tmp_path):
+    # In a fresh process: Ray caches the auth mode and token per process.
+    env = {k: v for k, v in os.environ.items() if k not in AUTH_VARS}
+    env["HOME"] = str(tmp_path)
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    assert main(["jobs", "--address", url]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: cannot reach the Ray job server at " + url) and "\n" not in err
+    down = run_cli_env("jobs", "--address", url, env=env)
+    err = down.stderr.strip()
+    assert down.returncode == 2 and err.startswith("error: cannot reach the Ray job server at " + url)
+    assert "\n" not in err
     # A bad config fails here, before anything is sent.
-    assert main(["submit", "demo", "--set", "model.nope=1", "--address", url]) == 2
-    assert "model.nope" in capsys.readouterr().err
-    assert main(["submit", "demo", "--working-dir", str(REPO / "missing"), "--address", url]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    bad = run_cli_env("submit", "demo", "--set", "model.nope=1", "--address", url, env=env)
+    assert bad.returncode == 2 and "model.nope" in bad.stderr
+    nodir = run_cli_env("submit", "demo", "--working-dir", str(tmp_path / "missing"), "--address", url, env=env)
+    assert nodir.returncode == 2 and "not a directory" in nodir.stderr
