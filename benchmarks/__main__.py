@@ -51,6 +51,8 @@ def _feed(mod: Any, quick: bool) -> list[dict]:
         else:
             out.append(row(r["name"], r["ours"], r["baseline"], r["unit"], r["ours"] / r["baseline"], "ratio >= 50",
                            threads=r.get("threads")))
+    if not any(r["name"] == "feed_gpu" for r in out):
+        out.append(skipped("feed_gpu", "no CUDA device here (torch.cuda.is_available() is False)"))
     return out
 
 
@@ -81,6 +83,7 @@ GROUPS: list[Group] = [
         "feed_cpu": "ShardDataModule (device_cache cpu) samples/s vs per-sample PIL+ToTensor DataLoader, batch 64",
         "feed_none": "same with device_cache none (memory-mapped views)",
         "rss_feed": "peak RSS growth feeding one epoch with device_cache none vs shard bytes",
+        "feed_gpu": "same with device_cache gpu (needs CUDA)",
     }, _feed),
     Group("benchmarks.bench_train", {
         "epoch_cpu_bs64": "one CPU epoch at batch 64, our stack vs the course's loop (CPU s)",

@@ -111,7 +111,7 @@ class _ResumeProbe(pl.Callback):
     """Remember the global step at ``on_train_start`` (after Lightning restored any checkpoint)."""
 
     def __init__(self) -> None:
-        self.start_step = 0
+        self.start_step: int | None = None  # stays None when the restored run had nothing left to do
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Record the step training starts from (0, or the restored checkpoint's)."""
@@ -182,9 +182,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     finally:
         if local is not None:
             shutil.rmtree(local, ignore_errors=True)
+    restored_step = None
+    if ckpt_path:  # a run restored with nothing left to do never starts training: its step is the restored one
+        restored_step = int(trainer.global_step if probe.start_step is None else probe.start_step)
     return {"epochs": int(trainer.current_epoch), "global_step": int(trainer.global_step),
-            "restored_step": probe.start_step if ckpt_path else None,
-            "restored_from": restore.path if restore is not None else ckpt_path,
+            "restored_step": restored_step, "restored_from": restore.path if restore is not None else ckpt_path,
             "worker_fit_seconds": fit_seconds, "world_size": int(trainer.world_size)}
 
 

@@ -158,7 +158,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and Trainer options (passed through to Lightning where they exist)."""
+    """Optimisation and Trainer options (passed through to Lightning where they exist).
+
+    ``cpu_threads`` is torch's intra-op thread count when training on CPU; 0 means the
+    machine's cores divided among the processes of this node (DDP ranks), so ranks never
+    oversubscribe the cores.
+    """
 
     max_epochs: int = 10
     max_steps: int = -1
@@ -176,6 +181,7 @@ class TrainConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     log_every_n_steps: int = 50
+    cpu_threads: int = 0
     checkpoint_every_n_steps: int = 0
     launcher: Literal["local", "ray"] = "local"
     num_workers: int = 2
