@@ -48,6 +48,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import ray.train
+import torch
 from pytorch_lightning.callbacks import Checkpoint
 from ray.train.lightning import RayTrainReportCallback
 
@@ -163,6 +164,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     cfg: Config = config["cfg"]
     run_dir = Path(config["run_dir"])
     dirs = {k: Path(v) if v is not None else None for k, v in config["dirs"].items()}
+    if cfg.train.cpu_threads > 0:  # else Ray's OMP_NUM_THREADS: the worker's CPUs (1), no oversubscription
+        torch.set_num_threads(cfg.train.cpu_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg, dirs, run_dir)
     module = build_module(cfg, config["index"])
@@ -222,12 +225,11 @@ def fit_with_ray(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | N
     callbacks for every worker (pickled to them; tests use it to inject faults). ``out`` is
     unused: every path the workers need is in ``run_dir`` and ``dirs``.
     """
-    import torch
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from pipelines.ray_exec import ensure_ray
-    from pipelines.train import TrainResult, _check_checkpoint, build_datamodule, build_module
+    from pipelines.train import TrainResult, check_checkpoint, build_datamodule, build_module
 
     if os.environ.get("RAY_TRAIN_V2_ENABLED", "1").lower() in ("0", "false"):
         raise ShardtrainError("train.launcher=ray needs Ray Train V2: unset RAY_TRAIN_V2_ENABLED=0")
@@ -237,7 +239,7 @@ def fit_with_ray(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | N
     has_val = dirs["val"] is not None or cfg.data.val_fraction > 0
     module = build_module(cfg, index)  # also fails fast on a bad model config, before any worker starts
     if ckpt_path:
-        _check_checkpoint(module, ckpt_path)
+        check_checkpoint(module, ckpt_path)
     ensure_ray(address)
     loop_config = {"cfg": cfg, "run_dir": str(run_dir.resolve()), "index": index, "has_val": has_val,
                    "dirs": {k: str(Path(v).resolve()) if v is not None else None for k, v in dirs.items()},

@@ -97,7 +97,7 @@ def run_stages(cfg: Config, stage: str, out: Path, *, executor: str = "ray", dat
         elif st == "train":
             from pipelines.train import train
 
-            results[st] = train(cfg, out)
+            results[st] = train(cfg, out, address=address)
         else:
             from pipelines.train import evaluate
 

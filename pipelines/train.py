@@ -91,8 +91,8 @@ def _check_label_counts(directory: Path, index: dict[str, Any]) -> None:
 
 def new_run_dir(cfg: Config, out: Path) -> Path:
     """A fresh ``O/runs/<YYYYmmdd-HHMMSS>-<name>`` (DDP children reuse rank 0's via the environment)."""
-    if os.environ.get(RUN_DIR_ENV):
-        return Path(os.environ[RUN_DIR_ENV])
+    if os.environ.get(RUN_DIR_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":
+        return Path(os.environ[RUN_DIR_ENV])  # a DDP child rank re-launched by Lightning
     base = out / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
     run_dir, i = base, 1
     while run_dir.exists():
@@ -195,7 +195,7 @@ def _resume_path(cfg: Config, out: Path) -> str | None:
     return str(path)
 
 
-def _check_checkpoint(module: Any, ckpt_path: str) -> None:
+def check_checkpoint(module: Any, ckpt_path: str) -> None:
     """Fail before training when a checkpoint's tensors do not fit the model built from the shards."""
     import torch
 
@@ -208,8 +208,12 @@ def _check_checkpoint(module: Any, ckpt_path: str) -> None:
                 f"needs {tuple(mine[key].shape)} (model input size or classes differ)")
 
 
-def train(cfg: Config, out: Path) -> TrainResult:
-    """Fit the configured model on the shards under ``out``; returns the run for ``evaluate``."""
+def train(cfg: Config, out: Path, address: str | None = None) -> TrainResult:
+    """Fit the configured model on the shards under ``out``; returns the run for ``evaluate``.
+
+    ``address`` is the Ray cluster for ``train.launcher: ray`` (default: ``$RAY_ADDRESS``
+    or a private local Ray).
+    """
     import pytorch_lightning as pl
 
     dirs = shard_dirs(cfg, out)
@@ -220,18 +224,20 @@ def train(cfg: Config, out: Path) -> TrainResult:
     if cfg.train.launcher == "ray":
         from cluster.ray_train import fit_with_ray
 
-        return fit_with_ray(cfg, out, run_dir, dirs, index, ckpt_path)
+        return fit_with_ray(cfg, out, run_dir, dirs, index, ckpt_path, address=address)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     set_cpu_threads(cfg)
     dm = build_datamodule(cfg, dirs, run_dir)
     module = build_module(cfg, index)
     if ckpt_path:
-        _check_checkpoint(module, ckpt_path)
+        check_checkpoint(module, ckpt_path)
     has_val = dirs["val"] is not None or cfg.data.val_fraction > 0
     trainer = pl.Trainer(**trainer_kwargs(cfg, run_dir, has_val))
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - t0
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        os.environ.pop(RUN_DIR_ENV, None)  # a later train() in this process gets its own run dir
     best = trainer.checkpoint_callback.best_model_path or None if trainer.checkpoint_callback else None
     if trainer.is_global_zero:
         log.info("fit: %.1f s, %d epochs, run dir %s", fit_seconds, trainer.current_epoch, run_dir)
@@ -253,7 +259,7 @@ def evaluate(cfg: Config, out: Path, result: TrainResult | None = None) -> dict[
         module = build_module(cfg, index)
         ckpt = run_dir / "checkpoints" / "best.ckpt"
         ckpt = ckpt if ckpt.exists() else run_dir / "checkpoints" / "last.ckpt"
-        _check_checkpoint(module, str(ckpt))
+        check_checkpoint(module, str(ckpt))
         trainer = pl.Trainer(accelerator=cfg.train.accelerator, devices=1, logger=False,
                              enable_progress_bar=False, enable_model_summary=False)
         ckpt_path = str(ckpt)
