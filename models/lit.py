@@ -74,6 +74,7 @@ class ShardTrainModule(pl.LightningModule):
         self._oob: list[float | None] | None = None  # per-member OOB accuracy of the last training epoch
         self._acc: dict[str, torch.Tensor] | None = None  # on-device training accumulators
         self._steps = 0
+        self.seed = int(getattr(model_cfg, "seed", 0))  # the train stage sets the run's seed
 
     # ----------------------------------------------------------------- losses
     def _resolve_loss(self, loss: str) -> str:
@@ -175,6 +176,15 @@ class ShardTrainModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         """Start fresh on-device accumulators for the epoch."""
         self._acc = None
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Seed the global RNG (dropout) from (seed, rank, step) before every step.
+
+        Dropout masks then depend only on where training is, not on what ran before, so
+        a run resumed mid-epoch from a checkpoint draws exactly the masks the
+        uninterrupted run drew, on every rank, without storing RNG states.
+        """
+        torch.manual_seed(((self.seed * 1_000_003 + self.global_rank) * 1_000_000_007 + self.global_step) % (1 << 63))
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         """Weighted loss + penalties for one batch; no host syncs."""

@@ -138,7 +138,9 @@ def build_module(cfg: Config, index: dict[str, Any]) -> Any:
 
         augment = BatchAugment(tuple(feature["shape"]), shift=ba.shift, flip=ba.flip, noise_std=ba.noise_std,
                                erase=ba.erase, seed=cfg.seed)
-    return ShardTrainModule(model, cfg.model, cfg.train, cfg.evaluate, labels, batch_augment=augment)
+    module = ShardTrainModule(model, cfg.model, cfg.train, cfg.evaluate, labels, batch_augment=augment)
+    module.seed = cfg.seed
+    return module
 
 
 def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
@@ -149,11 +151,14 @@ def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
     from pytorch_lightning.loggers import CSVLogger
 
     tc = cfg.train
-    ckpt = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor="val_loss" if has_val else None,
-        save_last=True, every_n_train_steps=tc.checkpoint_every_n_steps or None,
-    )
+    ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
+                           monitor="val_loss" if has_val else None, save_last=True)
     callbacks = [ckpt]
+    if tc.checkpoint_every_n_steps:
+        # Mid-epoch checkpoints (the DataModule's position is in them), the latest two kept.
+        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step-{step:07d}", auto_insert_metric_name=False,
+                                         every_n_train_steps=tc.checkpoint_every_n_steps, monitor="step",
+                                         mode="max", save_top_k=2))
     if tc.early_stopping_patience > 0:
         if not has_val:
             raise ShardtrainError("config key 'train.early_stopping_patience': needs a validation split (data.val_fraction > 0)")
