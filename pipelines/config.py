@@ -21,6 +21,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from pipelines.errors import ShardtrainError
+from pipelines.features.text import TextFeatureConfig  # prepare.text: one definition, in its module
 
 
 @dataclass(frozen=True)
@@ -46,22 +47,6 @@ class HandcraftedConfig:
 
 
 @dataclass(frozen=True)
-class TextFeaturesConfig:
-    """Hashed n-gram features for text: ``2**bits`` buckets, word and character n-gram ranges.
-
-    ``word_ngrams``/``char_ngrams`` are ``[lo, hi]`` (null switches a family off);
-    weights are log1p term frequencies (``sublinear_tf``), rows L2-normalised.
-    """
-
-    bits: int = 16
-    word_ngrams: tuple[int, int] | None = (1, 2)
-    char_ngrams: tuple[int, int] | None = (3, 5)
-    lowercase: bool = True
-    sublinear_tf: bool = True
-    norm: str | None = "l2"
-
-
-@dataclass(frozen=True)
 class PrepareConfig:
     """The prepare stage: read raw files, extract features, write shards.
 
@@ -72,7 +57,7 @@ class PrepareConfig:
 
     features: str = "pixels"
     handcrafted: HandcraftedConfig = field(default_factory=HandcraftedConfig)
-    text: TextFeaturesConfig = field(default_factory=TextFeaturesConfig)
+    text: TextFeatureConfig = field(default_factory=TextFeatureConfig)
     rows_per_shard: int = 10000
     batch_rows: int = 2048
     max_reject_fraction: float = 0.01

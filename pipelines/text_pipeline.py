@@ -32,13 +32,6 @@ def reader_options(cfg: Config) -> Any:
     return opts
 
 
-def _feature_cfg(cfg: Config) -> Any:
-    """The hashed n-gram settings as the feature module's own dataclass."""
-    from pipelines.features.text import TextFeatureConfig
-
-    return TextFeatureConfig(**dataclasses.asdict(cfg.prepare.text))
-
-
 def _synonyms_path(cfg: Config) -> str | None:
     """Resolve ``augment.text.synonyms: oewn`` through the dataset registry; pass others through."""
     spec = cfg.augment.text.synonyms
@@ -104,7 +97,7 @@ def prepare_jobs(cfg: Config, inputs: dict[str, Any]) -> list[SplitJob]:
     for i, split in enumerate(("train", "val", "test")):
         source = _split_source(table, i)
         pre = _rejects(table) if split == "train" else []
-        jobs.append(SplitJob(split, source, hashed_ngrams, _feature_cfg(cfg), describe=describe, pre_rejects=pre))
+        jobs.append(SplitJob(split, source, hashed_ngrams, cfg.prepare.text, describe=describe, pre_rejects=pre))
     return jobs
 
 
@@ -124,7 +117,7 @@ def augment_jobs(cfg: Config, prepare_dir: Path, target: Path) -> list[SplitJob]
     table = _read(cfg, prepare_inputs(cfg))
     text_cfg = dataclasses.replace(cfg.augment.text, synonyms=_synonyms_path(cfg))
     steps = [(augment_step, {"cfg": text_cfg, "seed": cfg.seed, "copies": cfg.augment.copies}),
-             (hashed_ngrams, _feature_cfg(cfg))]
+             (hashed_ngrams, cfg.prepare.text)]
     describe = _describe(cfg, table)
     describe["extra"]["copies"] = cfg.augment.copies
     describe["extra"]["augment"] = dataclasses.asdict(cfg.augment.text)
