@@ -4,7 +4,7 @@ A split's source rows are cut into shards by position alone (row ``i`` belongs t
 input shard ``i // rows_per_shard``); each shard is one task that applies the stage
 function to its rows in batches and writes exactly one output file. Because the
 boundaries come from the data and every random draw from (seed, sample_id, copy),
-the Ray executor (one Ray Data task per shard, retried if its node dies) and the
+the Ray executor (one Ray task per shard, retried if its node dies) and the
 in-process executor (no Ray import) write byte-identical shards.
 
 The index is written last, after every shard is durable, and the old index is removed
@@ -184,14 +184,14 @@ def _execute_local(tasks: list[dict], jobs: dict[str, SplitJob]) -> list[dict]:
 
 
 def _execute_ray(tasks: list[dict], jobs: dict[str, SplitJob]) -> list[dict]:
-    """Run shard tasks as Ray Data tasks (progress bars, retries when a node dies)."""
+    """Run shard tasks as Ray tasks, one per shard (retried when a node dies)."""
     import ray
 
-    from pipelines.ray_exec import run_tasks_with_ray_data
+    from pipelines.ray_exec import run_tasks_with_ray
 
     refs = {name: ray.put(job.source) for name, job in jobs.items()}
     fns = {name: (job.fn, job.ctx) for name, job in jobs.items()}
-    return run_tasks_with_ray_data(tasks, refs, fns)
+    return run_tasks_with_ray(tasks, refs, fns)
 
 
 def run_stage(

@@ -2,7 +2,7 @@
 
 The head has no CPUs, so every shard task runs on one of two worker nodes; a thread
 kills one of them (SIGKILL, no graceful shutdown) as soon as the first shard file
-appears, while both are busy. Ray Data re-runs the lost tasks on the surviving node,
+appears, while both are busy. Ray re-runs the lost tasks on the surviving node,
 and since a task rewrites its whole shard through a temporary file and a rename, the
 result is a complete, verifiable shard set with every sample id exactly once.
 """
