@@ -11,7 +11,9 @@ the cost of determinism is visible. Never run as a test.
 ``augment_scaling`` (``run``): the whole augment stage (``augment.copies=1`` over the
 60,000 training images: read, augment, pixel features, write shards) on a local Ray
 using every core, in augmented images per wall second, against the single-process
-seeded loop above in the same run. Goal: >= 0.8 x cores. A second row,
+seeded loop above in the same run, in images per CPU-second of its one core (what that
+core does when nothing else runs: other tenants' load can then only lower our ratio,
+never raise it). Goal: >= 0.8 x cores. A second row,
 ``augment_scaling.local_stage``, compares it with the same stage run in-process
 (``--executor local``), which isolates Ray's parallel efficiency from the stage's own
 extra work (features, shard writing). The Ray stage is run once untimed first (worker
@@ -54,14 +56,18 @@ def load_images(n: int, data_dir: Path) -> np.ndarray:
     return images[:n]
 
 
-def single_process_images_per_s(images: np.ndarray, pipeline: Any, seed: int = 0) -> float:
-    """Augmented images per second of one seeded copy per image, in this process (the baseline)."""
+def single_process_images_per_s(images: np.ndarray, pipeline: Any, seed: int = 0,
+                                clock: Any = time.perf_counter) -> float:
+    """Augmented images per second of one seeded copy per image, in this process (the baseline).
+
+    ``clock=time.process_time`` gives images per CPU-second instead of per wall second.
+    """
     aug = ImageAugmenter(pipeline, copies=1, seed=seed)
     batch = {"sample_id": np.arange(len(images), dtype=np.int64), "x": images}
     aug({"sample_id": batch["sample_id"][:16], "x": images[:16]})  # warm up (lazy imports, cv2 pools)
-    start = time.perf_counter()
+    start = clock()
     aug(batch)
-    return len(images) / (time.perf_counter() - start)
+    return len(images) / (clock() - start)
 
 
 def unseeded_images_per_s(images: np.ndarray, pipeline: Any) -> float:
@@ -140,8 +146,8 @@ def run(quick: bool, only: Sequence[str] | None = None, smoke: bool = False) -> 
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # a one-core baseline: OpenCV would otherwise spread warpAffine over every core
     try:
-        single = single_process_images_per_s(images, pipeline)
-        local, made, local_cpu = stage_images_per_s(out, "local")
+        single = single_process_images_per_s(images, pipeline, clock=time.process_time)
+        _, made, local_cpu = stage_images_per_s(out, "local")
     finally:
         cv2.setNumThreads(threads)
     start_ray(n_cores)
@@ -152,11 +158,12 @@ def run(quick: bool, only: Sequence[str] | None = None, smoke: bool = False) -> 
         ray.shutdown()
     best, _, ray_cpu = max(timed)
     goal = "ratio >= 0.8 * cores"
+    local = made / local_cpu
     extra = {"cores": n_cores, "images": made, "cold_s": round(made / cold, 2), "load_avg": load_avg()}
     return [
-        row("augment_scaling", best, single, "augmented images/s (wall)", best / single, goal,
+        row("augment_scaling", best, single, "images/s: ours wall, baseline per CPU s", best / single, goal,
             baseline_is=f"single-process seeded albumentations loop over {len(images)} images", **extra),
-        row("augment_scaling.local_stage", best, local, "augmented images/s (wall)", best / local, goal,
+        row("augment_scaling.local_stage", best, local, "images/s: ours wall, baseline per CPU s", best / local, goal,
             baseline_is="the same augment stage with --executor local", **extra),
         # Load-proof view: images per CPU-second of the whole process tree. On an idle machine
         # with enough tasks the speed-up is about cores x this ratio, hence the goal.

@@ -74,7 +74,7 @@ def run(quick: bool, only: Sequence[str] | None = None, smoke: bool = False, thr
     t = best_of({
         "ours": lambda: lightning_fit(overrides(steps), {"train": dirs["train"]}),
         "sequential": lambda: sequential_members(dirs["train"], steps),
-    }, 1 if (smoke or quick) else 2)
+    }, 1 if smoke else 2)
     ours, base = t["ours"], t["sequential"]
     unit = f"CPU s / {steps} steps" if steps is not None else "CPU s / epoch"
     return [row("ensemble_vmap_cpu", ours["cpu"], base["cpu"], unit, base["cpu"] / ours["cpu"], "ratio >= 1.0",
