@@ -151,8 +151,10 @@ def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
     from pytorch_lightning.loggers import CSVLogger
 
     tc = cfg.train
+    # Without validation there is no "best": keep only last.ckpt (one save per epoch, not two).
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
-                           monitor="val_loss" if has_val else None, save_last=True)
+                           monitor="val_loss" if has_val else None, save_last=True,
+                           save_top_k=1 if has_val else 0)
     callbacks = [ckpt]
     if tc.checkpoint_every_n_steps:
         # Mid-epoch checkpoints (the DataModule's position is in them), the latest two kept.
