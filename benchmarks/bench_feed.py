@@ -88,28 +88,16 @@ def feed_ours(directory: Path, cache: str, max_batches: int | None = None) -> fl
 def feed_course(directory: Path, max_batches: int | None) -> float:
     """Samples/s of the per-sample Dataset + DataLoader pipeline over the same images."""
     import torch
-    from PIL import Image
-    from torch.utils.data import DataLoader, Dataset
-    from torchvision.transforms import ToTensor
+    from torch.utils.data import DataLoader
 
     from pipelines.shards import ShardSet
 
     ss = ShardSet(directory)
     images, labels = ss.concat("x"), ss.concat("label")
 
-    class Course(Dataset):
-        """One PIL image per ``__getitem__``, converted by ``ToTensor`` (the slow path we replace)."""
+    from benchmarks.common import course_dataset
 
-        def __init__(self) -> None:
-            self.to_tensor = ToTensor()
-
-        def __len__(self) -> int:
-            return len(labels)
-
-        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-            return self.to_tensor(Image.fromarray(images[i])), int(labels[i])
-
-    loader = DataLoader(Course(), batch_size=BATCH, shuffle=True, num_workers=0,
+    loader = DataLoader(course_dataset(images, labels), batch_size=BATCH, shuffle=True, num_workers=0,
                         generator=torch.Generator().manual_seed(0))
     seen, t0 = 0, time.perf_counter()
     for i, (x, _) in enumerate(loader):

@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import best_of, fashion_dirs, load_avg, quiet_lightning, row, scratch_dir, set_threads
+from benchmarks.common import (best_of, course_dataset, fashion_dirs, load_avg, quiet_lightning, row, scratch_dir,
+                               set_threads)
 
 BATCH = 64
 NAMES = ("epoch_cpu_bs64", "lightning_overhead_cpu")
@@ -72,22 +73,8 @@ def lightning_fit(overrides: Sequence[str], dirs: dict[str, Path | None], callba
 def course_epoch(images: Any, labels: Any, max_steps: int | None) -> None:
     """The course's loop: per-sample PIL + ToTensor Dataset, DataLoader(64, shuffle), SGD(1e-3)."""
     import torch
-    from PIL import Image
     from torch import nn
-    from torch.utils.data import DataLoader, Dataset
-    from torchvision.transforms import ToTensor
-
-    class FashionImages(Dataset):
-        """One ``(ToTensor()(PIL image) (1, 28, 28), label)`` per ``__getitem__``."""
-
-        def __init__(self) -> None:
-            self.to_tensor = ToTensor()
-
-        def __len__(self) -> int:
-            return len(labels)
-
-        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-            return self.to_tensor(Image.fromarray(images[i])), int(labels[i])
+    from torch.utils.data import DataLoader
 
     class NeuralNetwork(nn.Module):
         """The course's 784-512-512-10 MLP."""
@@ -102,7 +89,7 @@ def course_epoch(images: Any, labels: Any, max_steps: int | None) -> None:
             return self.linear_relu_stack(self.flatten(x))
 
     torch.manual_seed(0)
-    dataloader = DataLoader(FashionImages(), batch_size=BATCH, shuffle=True)
+    dataloader = DataLoader(course_dataset(images, labels), batch_size=BATCH, shuffle=True)
     model, loss_fn = NeuralNetwork(), nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     model.train()

@@ -255,3 +255,28 @@ def fashion_dirs(features: str = "pixels") -> dict[str, Path]:
 def scratch_dir(prefix: str) -> Path:
     """A fresh directory under the per-process scratch dir (run dirs, checkpoints)."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir=_scratch()))
+
+
+def course_dataset(images: Any, labels: Any) -> Any:
+    """The course's per-sample Dataset: one ``ToTensor()(PIL image)`` (1, 28, 28) and label per item.
+
+    This is the slow path shardtrain replaces; the feed and training benchmarks both use it
+    as their baseline.
+    """
+    from PIL import Image
+    from torch.utils.data import Dataset
+    from torchvision.transforms import ToTensor
+
+    class CourseImages(Dataset):
+        """One PIL image per ``__getitem__``, converted by ``ToTensor``."""
+
+        def __init__(self) -> None:
+            self.to_tensor = ToTensor()
+
+        def __len__(self) -> int:
+            return len(labels)
+
+        def __getitem__(self, i: int) -> tuple[Any, int]:
+            return self.to_tensor(Image.fromarray(images[i])), int(labels[i])
+
+    return CourseImages()

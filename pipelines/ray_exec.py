@@ -6,7 +6,6 @@ never import Ray (the GPU machines have no Ray installed).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any
