@@ -1,6 +1,6 @@
 """build_model: which network a config and a shard index's feature/label description give."""
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,24 +12,13 @@ from models.inputs import SparseBatch
 from models.mlp import MLP
 from models.multitask import MultiTaskMLP
 from models.text import EmbeddingBagMLP
+from pipelines.config import ModelConfig
 from pipelines.errors import ShardtrainError
 
 
-@dataclass(frozen=True)
-class ModelCfg:
-    """Stand-in for pipelines.config's model section (same field names)."""
-
-    kind: str = "mlp"
-    hidden: tuple[int, ...] = (32, 16)
-    dropout: float = 0.0
-    activation: str = "relu"
-    members: int = 3
-    bootstrap: str = "poisson"
-    impl: str = "auto"
-    task_weighting: str = "equal"
-    task_weights: dict = field(default_factory=dict)
-    embed_dim: int = 8
-    seed: int = 0
+def model_cfg(**overrides) -> ModelConfig:
+    """The real ``model`` config section, with small test sizes."""
+    return ModelConfig(**{"hidden": (32, 16), "members": 3, "embed_dim": 8, **overrides})
 
 
 DENSE = {"kind": "dense", "shape": [28, 28], "dtype": "uint8", "scale": 1 / 255, "offset": 0.0}
@@ -39,42 +28,42 @@ MULTI = {"label_service": {"classes": ["http", "ftp", "smtp"]}, "label_bytes": {
 
 
 def test_dense_single_task_is_an_mlp():
-    model = build_model(ModelCfg(), DENSE, {"label": {"classes": list("abcdefghij")}})
+    model = build_model(model_cfg(), DENSE, {"label": {"classes": list("abcdefghij")}})
     assert isinstance(model, MLP) and (model.in_features, model.hidden, model.out_features) == (784, (32, 16), 10)
     assert model(torch.zeros(2, 784)).shape == (2, 10)
 
 
 def test_sparse_single_task_is_an_embedding_bag_mlp():
-    model = build_model(ModelCfg(), SPARSE, ONE)
+    model = build_model(model_cfg(), SPARSE, ONE)
     assert isinstance(model, EmbeddingBagMLP) and model.num_buckets == 1000 and model.embed_dim == 8
     assert model(SparseBatch.from_rows([[3, 999]], [[1.0, 1.0]])).shape == (1, 2)
 
 
 def test_regression_label_has_one_output():
-    assert build_model(ModelCfg(), DENSE, {"label": {"classes": None}}).out_features == 1
+    assert build_model(model_cfg(), DENSE, {"label": {"classes": None}}).out_features == 1
 
 
 def test_build_is_seeded_and_leaves_global_rng_alone():
     state = torch.random.get_rng_state()
-    a, b = build_model(ModelCfg(), DENSE, ONE), build_model(ModelCfg(), DENSE, ONE)
+    a, b = build_model(model_cfg(), DENSE, ONE), build_model(model_cfg(), DENSE, ONE)
     assert torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
-    c = build_model(ModelCfg(seed=1), DENSE, ONE)
+    c = build_model(model_cfg(seed=1), DENSE, ONE)
     assert not torch.equal(a.net[0].weight, c.net[0].weight)
 
 
 @pytest.mark.parametrize("feature", [DENSE, SPARSE])
 def test_bagging_builds_an_ensemble_of_the_single_task_network(feature):
-    model = build_model(ModelCfg(kind="bagging", members=4), feature, ONE)
+    model = build_model(model_cfg(kind="bagging", members=4), feature, ONE)
     assert isinstance(model, BaggingEnsemble) and model.members == 4
     assert isinstance(model.template, MLP if feature is DENSE else EmbeddingBagMLP)
 
 
 def test_multitask_labels_choose_multitask_automatically():
     assert task_specs(MULTI) == {"service": 3, "bytes": "regression"}
-    assert is_multitask(ModelCfg(), MULTI) and not is_multitask(ModelCfg(), ONE)
-    assert is_multitask(ModelCfg(), {"label_spam": {"classes": ["no", "yes"]}})  # y arrives as a dict
-    model = build_model(ModelCfg(task_weighting="uncertainty"), DENSE, MULTI)
+    assert is_multitask(model_cfg(), MULTI) and not is_multitask(model_cfg(), ONE)
+    assert is_multitask(model_cfg(), {"label_spam": {"classes": ["no", "yes"]}})  # y arrives as a dict
+    model = build_model(model_cfg(task_weighting="uncertainty"), DENSE, MULTI)
     assert isinstance(model, MultiTaskMLP) and model.log_vars is not None
     out = model(torch.zeros(2, 784))
     assert out["service"].shape == (2, 3) and out["bytes"].shape == (2,)
@@ -85,21 +74,21 @@ def test_multitask_labels_choose_multitask_automatically():
 
 @pytest.mark.parametrize("hidden", [(), (16,)])
 def test_multitask_on_sparse_features_and_without_hidden_layers(hidden):
-    model = build_model(ModelCfg(kind="multitask", hidden=hidden), SPARSE, MULTI)
+    model = build_model(model_cfg(kind="multitask", hidden=hidden), SPARSE, MULTI)
     out = model(SparseBatch.from_rows([[1], [2, 3]], [[1.0], [0.5, 0.5]]))
     assert out["service"].shape == (2, 3)
-    dense = build_model(ModelCfg(kind="multitask", hidden=()), DENSE, ONE)
+    dense = build_model(model_cfg(kind="multitask", hidden=()), DENSE, ONE)
     assert isinstance(dense.trunk, nn.Flatten) and dense(torch.zeros(1, 784))["label"].shape == (1, 2)
 
 
 def test_bad_configs_name_the_key():
     with pytest.raises(ShardtrainError, match="model.kind"):
-        build_model(ModelCfg(kind="transformer"), DENSE, ONE)
+        build_model(model_cfg(kind="transformer"), DENSE, ONE)
     with pytest.raises(ShardtrainError, match="model.kind"):
-        build_model(ModelCfg(kind="bagging"), DENSE, MULTI)
+        build_model(model_cfg(kind="bagging"), DENSE, MULTI)
     with pytest.raises(ShardtrainError, match="features.x.kind"):
-        build_model(ModelCfg(), {"kind": "graph"}, ONE)
+        build_model(model_cfg(), {"kind": "graph"}, ONE)
     with pytest.raises(ShardtrainError, match="labels.label.classes"):
-        build_model(ModelCfg(), DENSE, {"label": {"classes": ["only"]}})
+        build_model(model_cfg(), DENSE, {"label": {"classes": ["only"]}})
     with pytest.raises(ShardtrainError, match="model.task_weighting"):
-        build_model(replace(ModelCfg(), task_weighting="magic"), DENSE, MULTI)
+        build_model(replace(model_cfg(), task_weighting="magic"), DENSE, MULTI)

@@ -2,7 +2,7 @@
 
 import math
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,45 +14,19 @@ from models.build import build_model
 from models.lit import ShardTrainModule
 from models.metrics import classification_report
 from models.mlp import MLP
+from pipelines.config import EvaluateConfig, ModelConfig, TrainConfig
 from pipelines.errors import ShardtrainError
 
 
-@dataclass(frozen=True)
-class ModelCfg:
-    """Stand-in for pipelines.config's model section (same field names)."""
-
-    kind: str = "mlp"
-    hidden: tuple[int, ...] = (16,)
-    dropout: float = 0.0
-    activation: str = "relu"
-    members: int = 3
-    bootstrap: str = "poisson"
-    impl: str = "auto"
-    task_weighting: str = "equal"
-    task_weights: dict = field(default_factory=dict)
-    embed_dim: int = 8
-    seed: int = 0
+def model_cfg(**overrides) -> ModelConfig:
+    """The real ``model`` config section, with small test sizes."""
+    return ModelConfig(**{"hidden": (16,), "members": 3, "embed_dim": 8, **overrides})
 
 
-@dataclass(frozen=True)
-class TrainCfg:
-    """Stand-in for pipelines.config's train section (same field names)."""
-
-    optimizer: str = "adam"
-    lr: float = 0.05
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    l1: float = 0.0
-    l2: float = 0.0
-    schedule: str = "none"
-    max_epochs: int = 3
-    loss: str = "auto"
-    log_every_n_steps: int = 2
-
-
-@dataclass(frozen=True)
-class EvalCfg:
-    coverage_threshold: float = 0.9
+def train_cfg(**overrides) -> TrainConfig:
+    """The real ``train`` config section, tuned for tiny fast fits."""
+    return TrainConfig(**{"optimizer": "adam", "lr": 0.05, "momentum": 0.0, "max_epochs": 3,
+                          "log_every_n_steps": 2, **overrides})
 
 
 BINARY = {"label": {"classes": ["ham", "spam"]}}
@@ -99,8 +73,8 @@ def test_course_backprop_example_through_training_step():
         model = MLP(2, hidden=(), out_features=1, bias=False, output_activation="sigmoid")
         with torch.no_grad():
             model.net[0].weight.copy_(torch.tensor([[1.0, 2.0]]))
-        cfg = TrainCfg(optimizer="sgd", lr=0.1, momentum=0.0, loss="mse")
-        return ShardTrainModule(model, ModelCfg(), cfg, EvalCfg(), {"label": {"classes": ["0", "1"]}})
+        cfg = train_cfg(optimizer="sgd", lr=0.1, momentum=0.0, loss="mse")
+        return ShardTrainModule(model, model_cfg(), cfg, EvaluateConfig(), {"label": {"classes": ["0", "1"]}})
 
     batch = {"x": torch.tensor([[0.5, 1.0]]), "y": torch.tensor([0]), "w": torch.ones(1),
              "sample_id": torch.tensor([0]), "source_id": torch.tensor([0])}
@@ -123,7 +97,7 @@ def test_course_backprop_example_through_training_step():
 def test_zero_weight_row_changes_nothing():
     torch.manual_seed(0)
     model = MLP(4, (8,), 2)
-    module = ShardTrainModule(model, ModelCfg(), TrainCfg(l1=0.01, l2=0.01), EvalCfg(), BINARY)
+    module = ShardTrainModule(model, model_cfg(), train_cfg(l1=0.01, l2=0.01), EvaluateConfig(), BINARY)
     batch = _separable_batches(1)[0]
     (padded := dict(batch))["x"] = batch["x"].clone()
     padded["x"][-1] = 1e3  # the w = 0 row holds garbage
@@ -146,8 +120,8 @@ def test_zero_weight_row_changes_nothing():
 
 
 def test_bagging_loss_is_the_sum_of_bootstrap_weighted_member_losses():
-    model = build_model(ModelCfg(kind="bagging", hidden=(8,)), {"kind": "dense", "shape": [4]}, BINARY)
-    module = ShardTrainModule(model, ModelCfg(kind="bagging"), TrainCfg(), EvalCfg(), BINARY)
+    model = build_model(model_cfg(kind="bagging", hidden=(8,)), {"kind": "dense", "shape": [4]}, BINARY)
+    module = ShardTrainModule(model, model_cfg(kind="bagging"), train_cfg(), EvaluateConfig(), BINARY)
     batch = _separable_batches(1)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -160,9 +134,9 @@ def test_bagging_loss_is_the_sum_of_bootstrap_weighted_member_losses():
     torch.testing.assert_close(loss, expected)
 
 
-def _fit_and_test(model_cfg, labels, batches, train_cfg=TrainCfg(), **trainer_kwargs) -> ShardTrainModule:
+def _fit_and_test(model_cfg, labels, batches, train_cfg=train_cfg(), **trainer_kwargs) -> ShardTrainModule:
     feature = {"kind": "dense", "shape": [4]}
-    module = ShardTrainModule(build_model(model_cfg, feature, labels), model_cfg, train_cfg, EvalCfg(), labels)
+    module = ShardTrainModule(build_model(model_cfg, feature, labels), model_cfg, train_cfg, EvaluateConfig(), labels)
     trainer = _trainer(max_epochs=train_cfg.max_epochs, **trainer_kwargs)
     trainer.fit(module, train_dataloaders=_loader(batches), val_dataloaders=_loader(batches[:2]))
     assert "val_loss" in trainer.callback_metrics
@@ -171,7 +145,7 @@ def _fit_and_test(model_cfg, labels, batches, train_cfg=TrainCfg(), **trainer_kw
 
 
 def test_single_task_fit_gives_the_documented_metrics():
-    module = _fit_and_test(ModelCfg(), BINARY, _separable_batches(), TrainCfg(schedule="onecycle"))
+    module = _fit_and_test(model_cfg(), BINARY, _separable_batches(), train_cfg(schedule="onecycle"))
     m = module.metrics_dict("test")
     assert set(m) == COMMON_KEYS | {"precision_spam", "recall_spam", "f1_spam"}
     assert m["samples"] == 3 * 15  # padding rows are not counted
@@ -184,8 +158,8 @@ def test_single_task_fit_gives_the_documented_metrics():
 
 
 def test_bagging_fit_gives_ensemble_member_and_oob_metrics():
-    module = _fit_and_test(ModelCfg(kind="bagging", members=3), BINARY, _separable_batches(noise=1.5),
-                           TrainCfg(optimizer="sgd", lr=0.1, momentum=0.9, schedule="cosine"))
+    module = _fit_and_test(model_cfg(kind="bagging", members=3), BINARY, _separable_batches(noise=1.5),
+                           train_cfg(optimizer="sgd", lr=0.1, momentum=0.9, schedule="cosine"))
     m = module.metrics_dict("test")
     assert COMMON_KEYS <= set(m) and len(m["members"]) == 3 and len(m["oob_accuracy"]) == 3
     assert all(COMMON_KEYS <= set(member) for member in m["members"])
@@ -196,8 +170,8 @@ def test_bagging_fit_gives_ensemble_member_and_oob_metrics():
 
 
 def test_multitask_fit_gives_nested_per_task_metrics():
-    cfg = ModelCfg(kind="multitask", task_weighting="uncertainty")
-    module = _fit_and_test(cfg, MULTI, _separable_batches(multitask=True), TrainCfg(optimizer="adamw", l2=1e-4))
+    cfg = model_cfg(kind="multitask", task_weighting="uncertainty")
+    module = _fit_and_test(cfg, MULTI, _separable_batches(multitask=True), train_cfg(optimizer="adamw", l2=1e-4))
     m = module.metrics_dict("test")
     assert set(m) == {"colour", "spam", "size"}
     assert COMMON_KEYS | {"log_variance"} <= set(m["colour"]) and "f1_spam" in m["spam"]
@@ -214,7 +188,7 @@ def test_batch_augment_runs_in_training_only():
         return x + 0.01
 
     batches = _separable_batches(3)
-    module = ShardTrainModule(MLP(4, (8,), 2), ModelCfg(), TrainCfg(), EvalCfg(), BINARY, batch_augment=augment)
+    module = ShardTrainModule(MLP(4, (8,), 2), model_cfg(), train_cfg(), EvaluateConfig(), BINARY, batch_augment=augment)
     trainer = _trainer(max_epochs=1)
     trainer.fit(module, train_dataloaders=_loader(batches), val_dataloaders=_loader(batches))
     assert steps == [0, 1, 2]
@@ -243,10 +217,10 @@ def test_classification_report_matches_sklearn():
 
 
 def test_bad_train_config_names_the_key():
-    module = ShardTrainModule(MLP(4, (8,), 2), ModelCfg(), TrainCfg(optimizer="lbfgs-ish"), EvalCfg(), BINARY)
+    module = ShardTrainModule(MLP(4, (8,), 2), model_cfg(), train_cfg(optimizer="lbfgs-ish"), EvaluateConfig(), BINARY)
     with pytest.raises(ShardtrainError, match="train.optimizer"):
         module.configure_optimizers()
     with pytest.raises(ShardtrainError, match="train.loss"):
-        ShardTrainModule(MLP(4, (8,), 2), ModelCfg(), replace(TrainCfg(), loss="hinge"), EvalCfg(), BINARY)
+        ShardTrainModule(MLP(4, (8,), 2), model_cfg(), replace(train_cfg(), loss="hinge"), EvaluateConfig(), BINARY)
     with pytest.raises(ShardtrainError, match="multitask"):
-        ShardTrainModule(MLP(4, (8,), 2), ModelCfg(), TrainCfg(), EvalCfg(), MULTI)
+        ShardTrainModule(MLP(4, (8,), 2), model_cfg(), train_cfg(), EvaluateConfig(), MULTI)
