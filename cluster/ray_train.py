@@ -139,10 +139,11 @@ def worker_trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool,
     from pytorch_lightning.callbacks import ModelCheckpoint
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment
 
+    from pipelines.checkpoints import StepCheckpoint
     from pipelines.train import trainer_kwargs
 
     kw = trainer_kwargs(cfg, run_dir, has_val)
-    callbacks = [c for c in kw["callbacks"] if not isinstance(c, ModelCheckpoint)]
+    callbacks = [c for c in kw["callbacks"] if not isinstance(c, (ModelCheckpoint, StepCheckpoint))]
     callbacks += [StepReportCallback(cfg.train.checkpoint_every_n_steps, has_val), *extra_callbacks]
     kw.update(strategy=RayDDPStrategy(), plugins=[RayLightningEnvironment()], devices="auto",
               accelerator="gpu" if cfg.train.use_gpu else "cpu", callbacks=callbacks)

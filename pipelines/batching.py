@@ -65,6 +65,12 @@ class EpochPlan:
     padding: torch.Tensor
     steps: int
     start: int = 0
+    stop: int | None = None  # iteration ends before this batch (a max_steps budget); None = steps
+
+    @property
+    def end(self) -> int:
+        """The batch iteration stops before: ``stop`` capped at ``steps``."""
+        return self.steps if self.stop is None else max(self.start, min(self.stop, self.steps))
 
 
 def per_rank_rows(n: int, world: int) -> int:
@@ -339,20 +345,28 @@ class ShardBatches:
     """
 
     def __init__(self, split: SplitData, batch_size: int, rank: int, world: int,
-                 driver: Callable[[ShardBatches], Any] | None = None) -> None:
+                 driver: Callable[[ShardBatches], Any] | None = None, steps_per_call: int = 1) -> None:
         self.split, self.batch_size, self.rank, self.world = split, int(batch_size), rank, world
         self.driver = driver
         self.steps = math.ceil(per_rank_rows(split.rows, world) / self.batch_size)
+        if int(steps_per_call) < 1:
+            raise ShardtrainError(f"steps_per_call must be >= 1, got {steps_per_call}")
+        self.steps_per_call = int(steps_per_call)
 
-    def __len__(self) -> int:
-        """Steps per epoch, the same on every rank."""
+    @property
+    def optimizer_steps(self) -> int:
+        """Batches (optimizer steps) per epoch, the same on every rank."""
         return self.steps
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __len__(self) -> int:
+        """Items per epoch: batches, or groups of ``steps_per_call`` batches (the last may be shorter)."""
+        return math.ceil(self.steps / self.steps_per_call)
+
+    def __iter__(self) -> Iterator[dict[str, Any] | list[dict[str, Any]]]:
         """A fresh pass; the plan is made lazily at the first ``next()``, when the epoch is known."""
         return self._generate()
 
-    def _generate(self) -> Iterator[dict[str, Any]]:
+    def _generate(self) -> Iterator[dict[str, Any] | list[dict[str, Any]]]:
         if self.driver is None:
             plan = plan_epoch(self.split.rows, self.batch_size, self.rank, self.world, 0, 0, shuffle=False)
             on_batch = None
@@ -361,21 +375,33 @@ class ShardBatches:
         device = self.split.device
         idx = plan.indices.to(device)  # (per_rank,) one copy per epoch
         pad = plan.padding.to(device)
-        bs = self.batch_size
+        bs, group, end = self.batch_size, self.steps_per_call, plan.end
         # Dense rows are gathered a block of batches at a time in their stored dtype, then
         # sliced and converted per batch: the per-gather overhead (one np.take per shard, a
         # few index_selects) is paid once per block, the float conversion stays in cache.
         block = max(1, _BLOCK_ROWS // bs) if self.split.kind == "dense" else 1
-        for first in range(plan.start, plan.steps, block):
-            last = min(first + block, plan.steps)
+        block = max(block // group, 1) * group  # whole groups per gather
+        items: list[dict[str, Any]] = []
+        for first in range(plan.start, end, block):
+            last = min(first + block, end)
             rows = slice(first * bs, last * bs)
             gathered = self.split.gather(idx[rows], pad[rows])
             for step in range(first, last):
                 a = (step - first) * bs
-                batch = self.split.convert(gathered if block == 1 else _slice_batch(gathered, a, a + bs))
+                batch = self.split.convert(gathered if last - first == 1 else _slice_batch(gathered, a, a + bs))
+                if group > 1:
+                    # Groups are counted from the epoch's first batch (a resumed pass starts on
+                    # a group boundary), so every epoch has the same number of items.
+                    items.append(batch)
+                    if (step + 1) % group and step + 1 != end:
+                        continue
                 if on_batch is not None:
-                    on_batch(step + 1)  # before yielding: a checkpoint taken after this step counts it
-                yield batch
+                    on_batch(step + 1)  # before handing out: a checkpoint taken after this call counts it
+                if group > 1:
+                    yield items
+                    items = []
+                else:
+                    yield batch
 
 
 class TrainBatches(ShardBatches):
@@ -385,8 +411,9 @@ class TrainBatches(ShardBatches):
     thing, so it does not matter which of them Lightning calls.
     """
 
-    def __init__(self, split: SplitData, batch_size: int, rank: int, world: int, owner: Any) -> None:
-        super().__init__(split, batch_size, rank, world, driver=owner._begin_train_epoch)
+    def __init__(self, split: SplitData, batch_size: int, rank: int, world: int, owner: Any,
+                 steps_per_call: int = 1) -> None:
+        super().__init__(split, batch_size, rank, world, driver=owner._begin_train_epoch, steps_per_call=steps_per_call)
         self._owner = owner
 
     def state_dict(self) -> dict[str, Any]:

@@ -147,7 +147,9 @@ class TrainConfig:
 
     ``cpu_threads`` is torch's intra-op thread count when training on CPU; 0 means the
     machine's cores divided among the processes of this node (DDP ranks), so ranks never
-    oversubscribe the cores.
+    oversubscribe the cores. ``steps_per_call`` is how many batches (optimizer steps) one
+    Lightning ``training_step`` call takes: Lightning's per-call overhead is then paid
+    once per group; 0 means auto (16 on one local process, 1 with several ranks or Ray Train).
     """
 
     max_epochs: int = 10
@@ -168,6 +170,7 @@ class TrainConfig:
     log_every_n_steps: int = 50
     cpu_threads: int = 0
     checkpoint_every_n_steps: int = 0
+    steps_per_call: int = 0
     launcher: Literal["local", "ray"] = "local"
     num_workers: int = 2
     use_gpu: bool = False

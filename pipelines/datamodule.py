@@ -69,8 +69,11 @@ class ShardDataModule(pl.LightningDataModule):
     def __init__(self, train_dir: str | Path | None, val_dir: str | Path | None, test_dir: str | Path | None,
                  cfg: DataConfig, seed: int = 0, audit_dir: str | Path | None = None, *, rank: int | None = None,
                  world_size: int | None = None, device: str | torch.device | None = None,
-                 verify: bool = False) -> None:
+                 verify: bool = False, steps_per_call: int = 1) -> None:
         super().__init__()
+        if int(steps_per_call) < 1:
+            raise ShardtrainError(f"ShardDataModule: steps_per_call must be >= 1, got {steps_per_call}")
+        self.steps_per_call = int(steps_per_call)
         given = {"train": train_dir, "val": val_dir, "test": test_dir}
         self.dirs = {k: Path(v) for k, v in given.items() if v is not None}
         self.cfg, self.seed, self.verify = cfg, int(seed), verify
@@ -197,9 +200,18 @@ class ShardDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> TrainBatches:
-        """Shuffled training batches of this rank (stateful: resumes mid-epoch)."""
+        """Shuffled training batches of this rank (stateful: resumes mid-epoch).
+
+        With ``steps_per_call > 1`` each item is a list of that many consecutive batches
+        (``ShardTrainModule`` takes one optimizer step per batch of the list); that needs
+        a single process, because DDP synchronises gradients once per forward call.
+        """
         rank, world, _, _ = self._context()
-        return TrainBatches(self.split("train"), self.cfg.batch_size, rank, world, owner=self)
+        if self.steps_per_call > 1 and world > 1:
+            raise ShardtrainError(f"train.steps_per_call={self.steps_per_call} needs one process, this run has "
+                                  f"{world} ranks (DDP synchronises gradients once per Lightning step); use 1")
+        return TrainBatches(self.split("train"), self.cfg.batch_size, rank, world, owner=self,
+                            steps_per_call=self.steps_per_call)
 
     def _eval(self, name: str) -> ShardBatches | list:
         """Unshuffled batches of an evaluation split, or ``[]`` (no loader) when there is none."""
@@ -241,13 +253,21 @@ class ShardDataModule(pl.LightningDataModule):
         if pending is not None and int(pending["epoch"]) == epoch:
             plan.start = min(int(pending["batches_done"]), plan.steps)
             if 0 < plan.start < plan.steps:
-                saved = (pending.get("world_size", it.world), pending.get("batch_size", it.batch_size))
-                if saved != (it.world, it.batch_size):
+                saved = (pending.get("world_size", it.world), pending.get("batch_size", it.batch_size),
+                         pending.get("steps_per_call", 1))
+                if saved != (it.world, it.batch_size, it.steps_per_call):
+                    # Lightning counts the epoch's steps done in items; a different grouping
+                    # would make its count and ours disagree.
                     raise ShardtrainError(
                         f"cannot resume mid-epoch {epoch} (batch {plan.start}): the checkpoint ran with world size "
-                        f"{saved[0]} and batch size {saved[1]}, this run has {it.world} and {it.batch_size}; "
-                        "resume from an end-of-epoch checkpoint instead"
+                        f"{saved[0]}, batch size {saved[1]} and steps_per_call {saved[2]}, this run has {it.world}, "
+                        f"{it.batch_size} and {it.steps_per_call}; resume from an end-of-epoch checkpoint instead"
                     )
+        t = self.trainer
+        if t is not None and t.max_steps is not None and t.max_steps > 0:
+            # Hand out no batch past max_steps: with several steps per call Lightning would
+            # overshoot, and a batch fetched but never trained must not count as done.
+            plan.stop = plan.start + max(0, int(t.max_steps) - int(t.global_step))
         self._finish_records()
         self._epoch, self._batches_done, self._started = epoch, plan.start, True
         record = None
@@ -263,10 +283,10 @@ class ShardDataModule(pl.LightningDataModule):
         return plan, on_batch
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"epoch", "batches_done", "seed", "world_size", "batch_size"}`` of the training pass."""
+        """``{"epoch", "batches_done", "seed", "world_size", "batch_size", "steps_per_call"}`` of the training pass."""
         _, world, _, _ = self._context()
         return {"epoch": self._epoch, "batches_done": self._batches_done, "seed": self.seed,
-                "world_size": world, "batch_size": self.cfg.batch_size}
+                "world_size": world, "batch_size": self.cfg.batch_size, "steps_per_call": self.steps_per_call}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the state; the next training pass of that epoch skips the batches already done."""

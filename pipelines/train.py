@@ -110,12 +110,38 @@ def latest_run_dir(out: Path) -> Path:
     return runs[-1]
 
 
+AUTO_STEPS_PER_CALL = 16  # Lightning's ~1.5 ms per call is then < 0.1 ms per optimizer step
+
+
+def steps_per_call(cfg: Config) -> int:
+    """``train.steps_per_call`` resolved: optimizer steps per Lightning ``training_step`` call.
+
+    Several steps per call need one local process (DDP, also Ray Train's, synchronises
+    gradients once per call); ``auto`` (0) is 16 there and 1 otherwise. ``max_steps`` stays
+    exact (the DataModule hands out no batch past it) and step checkpoints are taken when a
+    call passes a multiple of ``checkpoint_every_n_steps`` (``pipelines.checkpoints``).
+    """
+    tc = cfg.train
+    devices = tc.devices if isinstance(tc.devices, int) else None
+    # Ray Train wraps even one worker in DDP, so it counts as several processes here.
+    single = tc.launcher == "local" and devices == 1 and "ddp" not in str(tc.strategy)
+    n = tc.steps_per_call
+    if n < 0:
+        raise ShardtrainError(f"config key 'train.steps_per_call': must be >= 0 (0 = auto), got {n}")
+    if n == 0:
+        return AUTO_STEPS_PER_CALL if single else 1
+    if n > 1 and not single:
+        raise ShardtrainError(f"config key 'train.steps_per_call': {n} needs one process (train.devices=1, no ddp, "
+                              "local launcher); DDP synchronises gradients once per call, use 0 or 1")
+    return n
+
+
 def build_datamodule(cfg: Config, dirs: dict[str, Path | None], audit_dir: Path | None) -> Any:
     """The ShardDataModule over the given split directories."""
     from pipelines.datamodule import ShardDataModule
 
     return ShardDataModule(dirs["train"], dirs["val"], dirs["test"], cfg.data, seed=cfg.seed,
-                           audit_dir=audit_dir if cfg.data.audit else None)
+                           audit_dir=audit_dir if cfg.data.audit else None, steps_per_call=steps_per_call(cfg))
 
 
 def build_module(cfg: Config, index: dict[str, Any]) -> Any:
@@ -150,6 +176,8 @@ def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
+    from pipelines.checkpoints import StepCheckpoint
+
     tc = cfg.train
     # Without validation there is no "best": keep only last.ckpt (one save per epoch, not two).
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
@@ -158,16 +186,16 @@ def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
     callbacks = [ckpt]
     if tc.checkpoint_every_n_steps:
         # Mid-epoch checkpoints (the DataModule's position is in them), the latest two kept.
-        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step-{step:07d}", auto_insert_metric_name=False,
-                                         every_n_train_steps=tc.checkpoint_every_n_steps, monitor="step",
-                                         mode="max", save_top_k=2))
+        callbacks.append(StepCheckpoint(run_dir / "checkpoints", tc.checkpoint_every_n_steps, keep=2))
     if tc.early_stopping_patience > 0:
         if not has_val:
             raise ShardtrainError("config key 'train.early_stopping_patience': needs a validation split (data.val_fraction > 0)")
         callbacks.append(EarlyStopping(monitor="val_loss", patience=tc.early_stopping_patience))
     return {
         "accelerator": tc.accelerator, "devices": tc.devices, "strategy": tc.strategy, "precision": tc.precision,
-        "max_epochs": tc.max_epochs, "max_steps": tc.max_steps, "log_every_n_steps": tc.log_every_n_steps,
+        "max_epochs": tc.max_epochs, "max_steps": tc.max_steps,
+        # Lightning counts calls; a call takes steps_per_call optimizer steps.
+        "log_every_n_steps": max(1, round(tc.log_every_n_steps / steps_per_call(cfg))) if tc.log_every_n_steps else 0,
         "logger": CSVLogger(save_dir=str(run_dir), name="", version="logs"), "callbacks": callbacks,
         "num_sanity_val_steps": 0, "enable_progress_bar": sys.stderr.isatty(),
         "default_root_dir": str(run_dir),

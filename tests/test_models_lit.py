@@ -82,7 +82,7 @@ def test_course_backprop_example_through_training_step():
     assert round(module.model(batch["x"]).item(), 3) == 0.924  # z
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # self.log without a trainer
-        loss = module.training_step(batch, 0)
+        loss = module.training_loss(batch)
     assert loss.item() == pytest.approx(0.924 ** 2, abs=1e-3)
     loss.backward()
     grad = module.model.net[0].weight.grad[0].tolist()
@@ -109,7 +109,7 @@ def test_zero_weight_row_changes_nothing():
         model.zero_grad()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            loss = module.training_step(b, 0)
+            loss = module.training_loss(b)
         loss.backward()
         losses.append(loss.detach())
         grads.append([p.grad.clone() for p in model.parameters()])
@@ -125,7 +125,7 @@ def test_bagging_loss_is_the_sum_of_bootstrap_weighted_member_losses():
     batch = _separable_batches(1)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        loss = module.training_step(batch, 0)
+        loss = module.training_loss(batch)
     counts = model.bootstrap_weights(batch["source_id"])  # (K, B)
     w = batch["w"]
     expected = sum(

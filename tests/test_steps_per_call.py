@@ -1,0 +1,162 @@
+"""Several optimizer steps per Lightning call (``train.steps_per_call``): the grouped batches,
+the fit and the resume are exactly those of one step per call."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from pipelines.checkpoints import StepCheckpoint
+from pipelines.config import Config, DataConfig, ModelConfig, TrainConfig
+from pipelines.datamodule import ShardDataModule
+from pipelines.errors import ShardtrainError
+from pipelines.train import build_module, steps_per_call
+from pipelines.shards.reader import read_index
+from tests.test_datamodule_core import data_cfg, make_shards
+
+# 203 rows, batch 8 -> 26 batches per epoch: groups of 4 leave a last group of 2.
+SIZES = [100, 100, 3]
+
+
+def _dm(train_dir: Path, group: int, **kw) -> ShardDataModule:
+    return ShardDataModule(train_dir, None, None, data_cfg(**kw), seed=3, steps_per_call=group)
+
+
+def _flat(items: list) -> list[dict]:
+    return [b for item in items for b in (item if isinstance(item, list) else [item])]
+
+
+def test_groups_are_the_single_batches_in_order(tmp_path: Path) -> None:
+    train = make_shards(tmp_path / "train", SIZES)
+    single, grouped = _dm(train, 1), _dm(train, 4)
+    for dm in (single, grouped):
+        dm.setup("fit")
+    for epoch in (0, 1):
+        single.set_epoch(epoch)
+        grouped.set_epoch(epoch)
+        ones, groups = list(single.train_dataloader()), list(grouped.train_dataloader())
+        assert len(groups) == len(grouped.train_dataloader()) == 7  # ceil(26 / 4)
+        assert [len(g) for g in groups] == [4] * 6 + [2]
+        assert grouped.train_dataloader().optimizer_steps == len(ones) == 26
+        flat = _flat(groups)
+        assert len(flat) == len(ones)
+        for a, b in zip(ones, flat):
+            for key in ("x", "y", "w", "sample_id"):
+                assert torch.equal(a[key], b[key]), key
+        assert grouped.state_dict()["batches_done"] == 26
+
+
+def test_state_counts_whole_groups_and_resumes_on_a_boundary(tmp_path: Path) -> None:
+    train = make_shards(tmp_path / "train", SIZES)
+    dm = _dm(train, 4)
+    dm.setup("fit")
+    dm.set_epoch(0)
+    it = iter(dm.train_dataloader())
+    first = [next(it), next(it)]
+    state = dm.state_dict()
+    assert state["batches_done"] == 8 and state["steps_per_call"] == 4
+    rest = list(it)
+
+    resumed = _dm(train, 4)
+    resumed.setup("fit")
+    resumed.load_state_dict(state)
+    again = list(resumed.train_dataloader())
+    assert [len(g) for g in again] == [len(g) for g in rest]
+    for a, b in zip(_flat(rest), _flat(again)):
+        assert torch.equal(a["sample_id"], b["sample_id"])
+    assert len(_flat(first)) == 8
+
+    other = _dm(train, 2)  # a different grouping cannot continue this epoch
+    other.setup("fit")
+    other.load_state_dict(state)
+    with pytest.raises(ShardtrainError, match="steps_per_call 4"):
+        list(other.train_dataloader())
+
+
+def test_several_ranks_refuse_grouping(tmp_path: Path) -> None:
+    train = make_shards(tmp_path / "train", SIZES)
+    dm = ShardDataModule(train, None, None, data_cfg(), steps_per_call=4, rank=0, world_size=2)
+    dm.setup("fit")
+    with pytest.raises(ShardtrainError, match="needs one process"):
+        dm.train_dataloader()
+
+
+def _cfg(**train) -> Config:
+    base = dict(optimizer="adamw", lr=0.05, weight_decay=0.01, schedule="onecycle", max_epochs=3,
+                log_every_n_steps=5, accelerator="cpu", devices=1)
+    return Config(model=ModelConfig(hidden=(16,), dropout=0.3), train=TrainConfig(**{**base, **train}),
+                  data=DataConfig(batch_size=8, device_cache="cpu", val_fraction=0.0), seed=5)
+
+
+def _fit(train_dir: Path, cfg: Config, callbacks=(), max_steps: int = -1):
+    pl.seed_everything(cfg.seed, verbose=False)
+    module = build_module(cfg, read_index(train_dir))
+    dm = ShardDataModule(train_dir, None, None, cfg.data, seed=cfg.seed, steps_per_call=steps_per_call(cfg))
+    trainer = pl.Trainer(max_epochs=cfg.train.max_epochs, max_steps=max_steps, accelerator="cpu", devices=1,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=list(callbacks))
+    trainer.fit(module, datamodule=dm)
+    return trainer, module, dm
+
+
+def _onecycle_lr_after(total: int) -> float:
+    """The LR of a OneCycle schedule over ``total`` steps after all of them were taken."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=total, cycle_momentum=False)
+    for _ in range(total):
+        opt.step()
+        sched.step()
+    return opt.param_groups[0]["lr"]
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_grouped_fit_equals_one_step_per_call(tmp_path: Path, schedule: str) -> None:
+    """Dropout, AdamW and the LR schedule: bit-identical weights, the same global step."""
+    train = make_shards(tmp_path / "train", SIZES, width=12)
+    results = []
+    for group in (1, 4):
+        trainer, module, _ = _fit(train, _cfg(steps_per_call=group, schedule=schedule))
+        results.append((trainer.global_step, module.state_dict(), trainer.optimizers[0].param_groups[0]["lr"]))
+    (step_a, weights_a, lr_a), (step_b, weights_b, lr_b) = results
+    assert step_a == step_b == 3 * 26
+    # The schedules ran to their ends: OneCycle over all 78 optimizer steps (it raises when
+    # stepped past its total), cosine (T_max = 3 epochs) stepped at the starts of epochs 1 and 2.
+    expected = _onecycle_lr_after(78) if schedule == "onecycle" else 0.05 * (1 + math.cos(math.pi * 2 / 3)) / 2
+    assert lr_a == lr_b == pytest.approx(expected, rel=1e-6)
+    for name, tensor in weights_a.items():
+        assert torch.equal(tensor, weights_b[name]), name
+
+
+def test_max_steps_is_exact_with_groups(tmp_path: Path) -> None:
+    train = make_shards(tmp_path / "train", SIZES, width=12)
+    trainer, _, dm = _fit(train, _cfg(steps_per_call=4, schedule="none"), max_steps=29)
+    assert trainer.global_step == 29  # 26, then the next group cut to 3 batches (not 30)
+    assert dm.state_dict()["batches_done"] == 29 - 26
+
+
+def test_step_checkpoints_when_a_call_passes_a_multiple(tmp_path: Path) -> None:
+    """Groups restart every epoch (26 = 6 x 4 + 2), so multiples of 10 are passed, not hit."""
+    train = make_shards(tmp_path / "train", SIZES, width=12)
+    ckpt = StepCheckpoint(tmp_path / "ckpt", every_n_steps=10, keep=2)
+    _fit(train, _cfg(steps_per_call=4, schedule="none", max_epochs=2), callbacks=[ckpt])
+    # global steps after each call: 4 8 12 16 20 24 26 | 30 34 38 42 46 50 52
+    names = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert names == ["step-0000042.ckpt", "step-0000050.ckpt"]  # 12 20 30 were pruned (keep 2)
+    state = torch.load(tmp_path / "ckpt" / "step-0000042.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 42 and state["ShardDataModule"]["batches_done"] == 42 - 26
+
+
+def test_resolution_of_auto_and_refusals() -> None:
+    assert steps_per_call(_cfg()) == 16
+    assert steps_per_call(_cfg(steps_per_call=3)) == 3
+    assert steps_per_call(_cfg(devices=2, strategy="ddp")) == 1
+    assert steps_per_call(_cfg(launcher="ray", num_workers=1)) == 1
+    with pytest.raises(ShardtrainError, match="train.steps_per_call"):
+        steps_per_call(_cfg(devices=2, strategy="ddp", steps_per_call=4))
+    with pytest.raises(ShardtrainError, match="train.steps_per_call"):
+        steps_per_call(replace(_cfg(), train=replace(_cfg().train, steps_per_call=-1)))
