@@ -228,6 +228,18 @@ class ShardDataModule(pl.LightningDataModule):
         """Test batches; padded rows have ``w = 0``."""
         return self._eval("test")
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Return batches that are already on ``device`` as they are (a resident split's always are).
+
+        Lightning's default walks every tensor of the batch (or of each batch of a group)
+        on every call; our batches are gathered wholly on one device, so one column tells.
+        """
+        first = batch[0] if isinstance(batch, list) and batch else batch
+        w = first.get("w") if isinstance(first, dict) else None
+        if isinstance(w, torch.Tensor) and w.device == torch.device(device):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     # ------------------------------------------------------------------ epochs and state
     def set_epoch(self, epoch: int) -> None:
         """Force the epoch of the next training pass (for use without a Trainer)."""

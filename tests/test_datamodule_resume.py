@@ -101,7 +101,8 @@ def check_resume(tmp_path: Path, stop_at: int, accelerator: str = "cpu", cache: 
         got = np.concatenate(b1.get(epoch, []) + b2.get(epoch, []))
         assert len(np.unique(got)) == len(got) == 63
         np.testing.assert_array_equal(np.sort(got), np.sort(ref))
-    assert dm2.state_dict() == {"epoch": 1, "batches_done": 8, "seed": 3, "world_size": 1, "batch_size": 8}
+    assert dm2.state_dict() == {"epoch": 1, "batches_done": 8, "seed": 3, "world_size": 1, "batch_size": 8,
+                                 "steps_per_call": 1}
 
 
 @pytest.mark.parametrize("stop_at", [3, 8, 11])  # mid epoch 0, end of epoch 0, mid epoch 1 (8 steps/epoch)

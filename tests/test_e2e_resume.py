@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.conftest import run_cli
@@ -15,17 +16,22 @@ def _weights(path):
     return state["global_step"], state["state_dict"]
 
 
-def test_resume_mid_epoch_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("steps_per_call, mid_step", [
+    (1, 60),   # one optimizer step per Lightning call: checkpoints at multiples of 30
+    (0, 73),   # auto = 16 per call, groups restart each epoch: calls end at 16 32 41 | 57 73 82
+])
+def test_resume_mid_epoch_matches_uninterrupted(tmp_path, steps_per_call, mid_step):
     out = tmp_path / "out"
-    full = run_cli("run", "demo", "--out", str(out), *COMMON, "train.checkpoint_every_n_steps=30")
+    common = [*COMMON, f"train.steps_per_call={steps_per_call}"]
+    full = run_cli("run", "demo", "--out", str(out), *common, "train.checkpoint_every_n_steps=30")
     assert full.returncode == 0, full.stderr[-3000:]
     (run_a,) = list((out / "runs").iterdir())
-    mid = run_a / "checkpoints" / "step-0000060.ckpt"   # inside the second epoch
+    mid = run_a / "checkpoints" / f"step-{mid_step:07d}.ckpt"   # inside the second epoch
     assert mid.exists(), sorted(p.name for p in (run_a / "checkpoints").iterdir())
     state = torch.load(mid, map_location="cpu", weights_only=False)
-    assert state["ShardDataModule"]["batches_done"] == 60 - 41
+    assert state["ShardDataModule"]["batches_done"] == mid_step - 41
 
-    resumed = run_cli("run", "demo", "--stage", "train", "--out", str(out), *COMMON, f"train.resume={mid}")
+    resumed = run_cli("run", "demo", "--stage", "train", "--out", str(out), *common, f"train.resume={mid}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     run_b = max((out / "runs").iterdir(), key=lambda p: p.name)
     assert run_b != run_a

@@ -160,3 +160,14 @@ def test_resolution_of_auto_and_refusals() -> None:
         steps_per_call(_cfg(devices=2, strategy="ddp", steps_per_call=4))
     with pytest.raises(ShardtrainError, match="train.steps_per_call"):
         steps_per_call(replace(_cfg(), train=replace(_cfg().train, steps_per_call=-1)))
+
+
+def test_batches_already_on_the_device_are_not_walked(tmp_path: Path) -> None:
+    train = make_shards(tmp_path / "train", SIZES)
+    dm = _dm(train, 4)
+    dm.setup("fit")
+    dm.set_epoch(0)
+    group = next(iter(dm.train_dataloader()))
+    assert dm.transfer_batch_to_device(group, torch.device("cpu"), 0) is group
+    moved = dm.transfer_batch_to_device(group, torch.device("meta"), 0)  # elsewhere: Lightning's move
+    assert moved is not group and moved[0]["x"].device.type == "meta" and moved[3]["sample_id"].device.type == "meta"
