@@ -296,17 +296,22 @@ class ShardTrainModule(pl.LightningModule):
         batches = [batch] if isinstance(batch, Mapping) else batch
         optimizer = self.optimizers()
         lean, raw = self.lean_steps, optimizer.optimizer
+        clip = float(getattr(self.train_cfg, "gradient_clip_norm", 0.0))
         for one in batches:
             self._seed_dropout()
             loss = self.training_loss(one)
             optimizer.zero_grad(set_to_none=True)
             if lean:  # what manual_backward + optimizer.step do when no hook listens
                 loss.backward()
+                if clip:
+                    torch.nn.utils.clip_grad_norm_(self.parameters(), clip)
                 optimizer._on_before_step()  # Lightning's step accounting (global_step)
                 raw.step()
                 optimizer._on_after_step()
             else:
                 self.manual_backward(loss)
+                if clip:  # Trainer(gradient_clip_val=...) is refused with manual optimisation
+                    self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
                 optimizer.step()
             for schedule in self._schedules["step"]:
                 schedule.step()

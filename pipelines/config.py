@@ -150,6 +150,8 @@ class TrainConfig:
     oversubscribe the cores. ``steps_per_call`` is how many batches (optimizer steps) one
     Lightning ``training_step`` call takes: Lightning's per-call overhead is then paid
     once per group; 0 means auto (16 on one local process, 1 with several ranks or Ray Train).
+    ``gradient_clip_norm`` > 0 clips the global gradient norm before every optimizer step
+    (optimisation is manual, so Lightning's ``gradient_clip_val`` does not apply).
     """
 
     max_epochs: int = 10
@@ -171,6 +173,7 @@ class TrainConfig:
     cpu_threads: int = 0
     checkpoint_every_n_steps: int = 0
     steps_per_call: int = 0
+    gradient_clip_norm: float = 0.0
     launcher: Literal["local", "ray"] = "local"
     num_workers: int = 2
     use_gpu: bool = False

@@ -171,3 +171,29 @@ def test_batches_already_on_the_device_are_not_walked(tmp_path: Path) -> None:
     assert dm.transfer_batch_to_device(group, torch.device("cpu"), 0) is group
     moved = dm.transfer_batch_to_device(group, torch.device("meta"), 0)  # elsewhere: Lightning's move
     assert moved is not group and moved[0]["x"].device.type == "meta" and moved[3]["sample_id"].device.type == "meta"
+
+
+@pytest.mark.parametrize("listen", [False, True])
+def test_gradient_clipping_bounds_every_step(tmp_path: Path, listen: bool) -> None:
+    """train.gradient_clip_norm, on the lean path and through Lightning's hooks alike."""
+    train = make_shards(tmp_path / "train", SIZES, width=12)
+    norms: list[float] = []
+
+    class Watch(pl.Callback):  # listening to a step hook turns the lean path off
+        def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
+            norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in module.parameters()]))))
+
+    cfg = _cfg(steps_per_call=4, schedule="none", optimizer="sgd", momentum=0.0, weight_decay=0.0, max_epochs=1,
+               gradient_clip_norm=0.01)
+    callbacks = [Watch()] if listen else []
+    trainer, module, _ = _fit(train, cfg, callbacks=callbacks)
+    assert module.lean_steps is (not listen)
+    if listen:
+        assert len(norms) == 26 and max(norms) <= 0.01 * (1 + 1e-4)
+    # SGD lr 0.05 with every gradient clipped to norm 0.01: each step moves the weights by <= 5e-4
+    unclipped = _fit(train, replace(cfg, train=replace(cfg.train, gradient_clip_norm=0.0)))[1]
+    pl.seed_everything(cfg.seed, verbose=False)
+    start = build_module(cfg, read_index(train))  # the same seeded initial weights
+    moved = torch.cat([(a - b).flatten() for a, b in zip(module.parameters(), start.parameters())]).norm()
+    moved_free = torch.cat([(a - b).flatten() for a, b in zip(unclipped.parameters(), start.parameters())]).norm()
+    assert moved <= 26 * 0.05 * 0.01 * (1 + 1e-4) < moved_free
