@@ -108,7 +108,7 @@ def test_ray_launcher_trains_checkpoints_and_evaluates(ray_local, prepared, fres
     assert _ckpt(Path(summary["last"]) / "checkpoint.ckpt")["global_step"] == last["global_step"]
     # The DataModule's position travels in the checkpoint, with the world size it ran with.
     assert last["ShardDataModule"] == {"epoch": 1, "batches_done": steps, "seed": 0,
-                                       "world_size": 2, "batch_size": cfg.data.batch_size}
+                                       "world_size": 2, "batch_size": cfg.data.batch_size, "steps_per_call": 1}
 
     # The driver evaluates on one CPU process with the best checkpoint.
     assert result.trainer.world_size == 1 and result.trainer.current_epoch == 2
