@@ -267,9 +267,12 @@ class ShardTrainModule(pl.LightningModule):
             out = self.model(x)  # (B, C)
             if out.shape[-1] != self._num_classes():
                 raise ShardtrainError(f"model: {out.shape[-1]} outputs for {self._num_classes()} classes with cross_entropy")
-            per = F.cross_entropy(out, y, ignore_index=-1, reduction="none")  # (B,), 0 where unlabelled
-            wv = w * (y >= 0)  # (B,) unlabelled rows weigh nothing
-            loss = (per * wv).sum() / wv.sum().clamp_min(_TINY)
+            if batch.get("unit_weights") is True:  # the DataModule vouches: every w == 1, every row labelled
+                loss = F.cross_entropy(out, y)
+            else:
+                per = F.cross_entropy(out, y, ignore_index=-1, reduction="none")  # (B,), 0 where unlabelled
+                wv = w * (y >= 0)  # (B,) unlabelled rows weigh nothing
+                loss = (per * wv).sum() / wv.sum().clamp_min(_TINY)
         else:
             y = self._single_target(batch["y"])
             out = self._head_outputs(x)  # (H, B, C)

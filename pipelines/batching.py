@@ -199,6 +199,10 @@ class SplitData:
         for col, spec in label_specs(ss).items():
             dtype = np.float32 if spec.get("classes", ()) is None else np.int64
             self.labels[col] = _tensor(small(col).astype(dtype), self.device)
+        # Every row weighs 1 and is labelled: then a batch without padding needs no
+        # weighting at all (the module takes the plain mean loss, fewer ops per step).
+        self.unit_weights = bool((self.cols["w"] == 1).all()) and all(
+            bool((~torch.isnan(t) if t.is_floating_point() else t >= 0).all()) for t in self.labels.values())
         if self.kind == "dense":
             self._init_dense(ss)
         else:
@@ -376,6 +380,8 @@ class ShardBatches:
         idx = plan.indices.to(device)  # (per_rank,) one copy per epoch
         pad = plan.padding.to(device)
         bs, group, end = self.batch_size, self.steps_per_call, plan.end
+        # Padding is a suffix of a rank's slice: batches ending before it are all real rows.
+        unpadded = len(plan.padding) - int(plan.padding.sum()) if self.split.unit_weights else 0
         # Dense rows are gathered a block of batches at a time in their stored dtype, then
         # sliced and converted per batch: the per-gather overhead (one np.take per shard, a
         # few index_selects) is paid once per block, the float conversion stays in cache.
@@ -389,6 +395,7 @@ class ShardBatches:
             for step in range(first, last):
                 a = (step - first) * bs
                 batch = self.split.convert(gathered if last - first == 1 else _slice_batch(gathered, a, a + bs))
+                batch["unit_weights"] = (step + 1) * bs <= unpadded  # every w == 1 and every row labelled
                 if group > 1:
                     # Groups are counted from the epoch's first batch (a resumed pass starts on
                     # a group boundary), so every epoch has the same number of items.

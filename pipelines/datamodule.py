@@ -6,8 +6,10 @@ features resident on the accelerator (``gpu``), in RAM (``cpu``) or as mapped vi
 depends only on ``(seed, epoch)``; rank ``r`` of ``W`` takes the contiguous slice
 ``[r * P, (r + 1) * P)`` with ``P = ceil(N / W)``, the permutation padded by repeating its
 first entries (padding rows carry ``w = 0``), so every rank takes the same number of
-steps and every sample is seen exactly once per epoch. Batches are dicts (see
-notes/INTERFACES.md): ``x``, ``y``, ``w``, ``sample_id``, ``source_id``. Evaluation
+steps and every sample is seen exactly once per epoch. Batches are dicts: ``x`` (B, F)
+float32 or a ``SparseBatch``, ``y`` (B,) or ``{task: (B,)}``, ``w`` (B,), ``sample_id`` and
+``source_id`` (B,), and ``unit_weights`` (a Python bool: every ``w`` is 1 and every row is
+labelled, so the loss needs no weighting). Evaluation
 batches are not shuffled but are split across ranks the same way: padded eval rows have
 ``w = 0`` and must be dropped (or weighted) by metrics.
 

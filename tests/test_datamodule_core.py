@@ -156,6 +156,8 @@ def test_cpu_and_none_caches_give_identical_batches(tmp_path: Path) -> None:
                 if key == "x" and sparse:
                     for ta, tb in zip(a[key], b[key]):
                         assert torch.equal(ta, tb)
+                elif key == "unit_weights":
+                    assert a[key] is b[key]
                 else:
                     assert torch.equal(a[key], b[key]), key
 

@@ -39,6 +39,8 @@ def test_gpu_cache_equals_cpu_cache(tmp_path: Path, sparse: bool) -> None:
             if sparse and key == "x":
                 assert isinstance(b[key], SparseBatch)
                 assert all(torch.equal(u, v) for u, v in zip(a[key], _cpu(b[key])))
+            elif key == "unit_weights":  # a Python flag, not a tensor
+                assert a[key] is b[key]
             else:
                 assert torch.equal(a[key], _cpu(b[key])), key
 

@@ -197,3 +197,34 @@ def test_gradient_clipping_bounds_every_step(tmp_path: Path, listen: bool) -> No
     moved = torch.cat([(a - b).flatten() for a, b in zip(module.parameters(), start.parameters())]).norm()
     moved_free = torch.cat([(a - b).flatten() for a, b in zip(unclipped.parameters(), start.parameters())]).norm()
     assert moved <= 26 * 0.05 * 0.01 * (1 + 1e-4) < moved_free
+
+
+def test_unit_weight_batches_are_flagged_only_when_true(tmp_path: Path) -> None:
+    """``unit_weights``: no padding row, no weight column, no missing label in the batch's split."""
+    plain = make_shards(tmp_path / "plain", SIZES)  # 203 rows
+    dm = ShardDataModule(plain, None, None, data_cfg(), rank=1, world_size=2)  # 102 per rank, 1 padding row last
+    dm.setup("fit")
+    dm.set_epoch(0)
+    batches = list(dm.train_dataloader())
+    assert [b["unit_weights"] for b in batches] == [True] * 12 + [False]  # 13 batches, padding in the last
+    assert all(bool((b["w"] == 1).all()) for b in batches[:12]) and not bool((batches[-1]["w"] == 1).all())
+    weighted = make_shards(tmp_path / "weighted", SIZES, weights=True)
+    dm = _dm(weighted, 1)
+    dm.setup("fit")
+    dm.set_epoch(0)
+    assert not any(b["unit_weights"] for b in dm.train_dataloader())
+
+
+def test_unit_weight_loss_equals_the_weighted_loss(tmp_path: Path) -> None:
+    train = make_shards(tmp_path / "train", SIZES, width=12)
+    module = build_module(_cfg(), read_index(train))
+    dm = _dm(train, 1)
+    dm.setup("fit")
+    dm.set_epoch(0)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["unit_weights"] is True
+    torch.manual_seed(0)  # the same dropout masks for both
+    plain = module.training_loss(batch)
+    torch.manual_seed(0)
+    weighted = module.training_loss({**batch, "unit_weights": False})
+    torch.testing.assert_close(plain, weighted)

@@ -6,7 +6,7 @@
 ``parse_clf`` parses one block with Arrow compute kernels and numpy, never a Python loop
 per line: one RE2 match decides which lines are well formed, space splits cut the
 fields, and the timestamp is decoded from its fixed-width bytes. Bad lines keep their
-row with a ``reject_reason`` (see INTERFACES.md) and the line itself in
+row with a ``reject_reason`` (the runner's rejects contract) and the line itself in
 ``reject_detail``. Blocks are independent, so the runner may parse them on Ray workers;
 ``build_http_dataset`` then sessionises the concatenated blocks
 (``pipelines.features.logs``) and cuts the splits.
