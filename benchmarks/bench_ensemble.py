@@ -1,8 +1,8 @@
 """A K=8 bagging ensemble on the CPU: our batched BaggingEnsemble vs K members trained one by one.
 
 ``ensemble_vmap_cpu``: one epoch (``--quick``: 20 batches) of the fashion-mnist preset
-with ``model.kind=bagging, members=8, impl=auto`` (``bmm`` on the CPU: one GEMM for the
-shared first layer, ``baddbmm`` after) through our Lightning stack, against the same
+with ``model.kind=bagging, members=8, impl=auto`` (``sequential`` on the CPU: the members'
+forward passes in one autograd graph, one fused AdamW step) through our Lightning stack, against the same
 eight members trained one after another by a plain PyTorch loop over the same batches
 (the epoch order of ``pipelines.batching.plan_epoch``), each with its own Poisson(1)
 bootstrap weights from ``models.bagging.bootstrap_weights`` and its own AdamW. Same
@@ -78,5 +78,5 @@ def run(quick: bool, only: Sequence[str] | None = None, smoke: bool = False, thr
     ours, base = t["ours"], t["sequential"]
     unit = f"CPU s / {steps} steps" if steps is not None else "CPU s / epoch"
     return [row("ensemble_vmap_cpu", ours["cpu"], base["cpu"], unit, base["cpu"] / ours["cpu"], "ratio >= 1.0",
-                members=MEMBERS, batch=BATCH, threads=threads, impl="bmm (auto on CPU)",
+                members=MEMBERS, batch=BATCH, threads=threads, impl="sequential (auto on CPU)",
                 ours_wall_s=round(ours["wall"], 3), baseline_wall_s=round(base["wall"], 3), load_avg=load_avg())]
