@@ -31,6 +31,20 @@ def read_metrics_csv(path: Path) -> list[dict[str, float]]:
     return rows
 
 
+def epoch_points(rows: list[dict[str, float]], key: str) -> list[tuple[float, float]]:
+    """``(epoch + 1, value)`` of ``key`` logged at the end of each *training* epoch.
+
+    The evaluate stage validates again after fit; Lightning logs that with the epoch
+    counter already past the last training epoch, and it is not a point of the curve.
+    """
+    trained = {int(r["epoch"]) for r in rows if "train_loss_epoch" in r}
+    seen: dict[int, float] = {}
+    for r in rows:
+        if key in r and "epoch" in r and int(r["epoch"]) in trained:
+            seen.setdefault(int(r["epoch"]), r[key])
+    return [(e + 1, v) for e, v in sorted(seen.items())]
+
+
 def plot_learning_curves(metrics_csv: Path, path: Path) -> Path | None:
     """Loss (train per logged step, validation per epoch) and validation accuracy against epochs."""
     rows = read_metrics_csv(metrics_csv)
@@ -52,13 +66,13 @@ def plot_learning_curves(metrics_csv: Path, path: Path) -> Path | None:
                 lo, hi = min(steps), max(steps) + 1
                 xs.append(r["epoch"] + (r["step"] - lo) / max(hi - lo, 1))
         ax_loss.plot(xs, [y for _, y in train], label="train loss", alpha=0.6)
-    val = [(r["epoch"] + 1, r["val_loss"]) for r in rows if "val_loss" in r]
+    val = epoch_points(rows, "val_loss")
     if val:
         ax_loss.plot(*zip(*val), marker="o", label="val loss")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.legend()
-    acc = [(r["epoch"] + 1, r[k]) for r in rows for k in r if k.startswith("val_acc")]
+    acc = epoch_points(rows, "val_accuracy")
     if acc:
         ax_acc.plot(*zip(*acc), marker="o", label="val accuracy")
         ax_acc.legend()
