@@ -27,6 +27,7 @@ Metrics are computed only in validation/test (DDP-synced ``torchmetrics`` states
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -47,6 +48,7 @@ SCHEDULES = ("none", "onecycle", "cosine")
 LOSSES = ("auto", "cross_entropy", "mse")
 SPLITS = ("val", "test")
 _TINY = torch.finfo(torch.float32).tiny
+log = logging.getLogger("shardtrain")
 _NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
 # Hooks Lightning dispatches around backward and the optimizer step in manual optimisation.
 _STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
@@ -89,6 +91,7 @@ class ShardTrainModule(pl.LightningModule):
         self._steps = 0
         self._schedules: dict[str, list[Any]] = {"step": [], "epoch": []}  # by interval, set in on_train_start
         self.lean_steps = False  # set in on_train_start: skip the per-step hook dispatch (nobody listens)
+        self.ranks_agree: bool | None = None  # set after a DDP fit: every rank ended with the same weights
         self.seed = int(getattr(model_cfg, "seed", 0))  # the train stage sets the run's seed
         self._uses_dropout = float(getattr(model_cfg, "dropout", 0.0)) > 0 or any(
             isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())
@@ -223,6 +226,20 @@ class ShardTrainModule(pl.LightningModule):
         if any(is_overridden(h, self, pl.LightningModule) for h in (*_STEP_HOOKS, "backward")):
             return False
         return not any(is_overridden(h, cb, pl.Callback) for cb in trainer.callbacks for h in _STEP_HOOKS)
+
+    def on_train_end(self) -> None:
+        """Under DDP, check once that every rank ends with the same weights (``ranks_agree``).
+
+        Ranks start equal and apply the same all-reduced gradients, so any difference means
+        a step was not synchronised; it is logged as an error and reported in ``run.json``.
+        """
+        if self.trainer.world_size <= 1:
+            return
+        checksum = torch.stack([p.detach().double().sum() for p in self.parameters()]).sum()
+        gathered = self.all_gather(checksum)  # (world,)
+        self.ranks_agree = bool((gathered == gathered[0]).all())
+        if not self.ranks_agree:
+            log.error("DDP ranks ended with different weights (parameter sums %s)", gathered.tolist())
 
     def on_train_epoch_start(self) -> None:
         """Start fresh on-device accumulators; bring per-epoch LR schedules to this epoch.

@@ -149,7 +149,7 @@ class TrainConfig:
     machine's cores divided among the processes of this node (DDP ranks), so ranks never
     oversubscribe the cores. ``steps_per_call`` is how many batches (optimizer steps) one
     Lightning ``training_step`` call takes: Lightning's per-call overhead is then paid
-    once per group; 0 means auto (16 on one local process, 1 with several ranks or Ray Train).
+    once per group; 0 means auto (16 with the local launcher, DDP included; 1 with Ray Train).
     ``gradient_clip_norm`` > 0 clips the global gradient norm before every optimizer step
     (optimisation is manual, so Lightning's ``gradient_clip_val`` does not apply).
     """

@@ -205,13 +205,10 @@ class ShardDataModule(pl.LightningDataModule):
         """Shuffled training batches of this rank (stateful: resumes mid-epoch).
 
         With ``steps_per_call > 1`` each item is a list of that many consecutive batches
-        (``ShardTrainModule`` takes one optimizer step per batch of the list); that needs
-        a single process, because DDP synchronises gradients once per forward call.
+        (``ShardTrainModule`` takes one optimizer step per batch of the list); every rank
+        has the same number of batches, so the same groups.
         """
         rank, world, _, _ = self._context()
-        if self.steps_per_call > 1 and world > 1:
-            raise ShardtrainError(f"train.steps_per_call={self.steps_per_call} needs one process, this run has "
-                                  f"{world} ranks (DDP synchronises gradients once per Lightning step); use 1")
         return TrainBatches(self.split("train"), self.cfg.batch_size, rank, world, owner=self,
                             steps_per_call=self.steps_per_call)
 

@@ -116,24 +116,23 @@ AUTO_STEPS_PER_CALL = 16  # Lightning's ~1.5 ms per call is then < 0.1 ms per op
 def steps_per_call(cfg: Config) -> int:
     """``train.steps_per_call`` resolved: optimizer steps per Lightning ``training_step`` call.
 
-    Several steps per call need one local process (DDP, also Ray Train's, synchronises
-    gradients once per call); ``auto`` (0) is 16 there and 1 otherwise. ``max_steps`` stays
-    exact (the DataModule hands out no batch past it) and step checkpoints are taken when a
-    call passes a multiple of ``checkpoint_every_n_steps`` (``pipelines.checkpoints``).
+    ``auto`` (0) is 16 with the local launcher (one process or Lightning DDP: every
+    backward goes through ``manual_backward``, which re-arms DDP's gradient all-reduce, so
+    each step is synchronised) and 1 with Ray Train, whose mid-epoch reports are taken at
+    exact multiples of ``checkpoint_every_n_steps``. ``max_steps`` stays exact (the
+    DataModule hands out no batch past it) and local step checkpoints are taken when a call
+    passes a multiple of ``checkpoint_every_n_steps`` (``pipelines.checkpoints``).
     """
     tc = cfg.train
-    devices = tc.devices if isinstance(tc.devices, int) else None
-    # Ray Train wraps even one worker in DDP, so it counts as several processes here.
-    single = tc.launcher == "local" and devices == 1 and "ddp" not in str(tc.strategy)
     n = tc.steps_per_call
     if n < 0:
         raise ShardtrainError(f"config key 'train.steps_per_call': must be >= 0 (0 = auto), got {n}")
-    if n == 0:
-        return AUTO_STEPS_PER_CALL if single else 1
-    if n > 1 and not single:
-        raise ShardtrainError(f"config key 'train.steps_per_call': {n} needs one process (train.devices=1, no ddp, "
-                              "local launcher); DDP synchronises gradients once per call, use 0 or 1")
-    return n
+    if tc.launcher == "ray":
+        if n > 1:
+            raise ShardtrainError(f"config key 'train.steps_per_call': {n} is not supported with train.launcher=ray "
+                                  "(its reports count single steps); use 0 or 1")
+        return 1
+    return n or AUTO_STEPS_PER_CALL
 
 
 def build_datamodule(cfg: Config, dirs: dict[str, Path | None], audit_dir: Path | None) -> Any:
@@ -315,7 +314,8 @@ def evaluate(cfg: Config, out: Path, result: TrainResult | None = None) -> dict[
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     info = {"fit_seconds": fit_seconds, "eval_seconds": time.perf_counter() - t0, "checkpoint": ckpt_path,
             "epochs": trainer.current_epoch, "device_cache": getattr(dm, "cache_modes", {}),
-            "padding_per_epoch": getattr(dm, "padding_per_epoch", 0), "carved_val": getattr(dm, "carve_report", None)}
+            "padding_per_epoch": getattr(dm, "padding_per_epoch", 0), "carved_val": getattr(dm, "carve_report", None),
+            "ranks_agree": getattr(module, "ranks_agree", None)}
     (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     plot_learning_curves(run_dir / "logs" / "metrics.csv", run_dir / "learning_curves.png")
     _plot_confusions(metrics.get("test", {}), dm.labels, run_dir, plot_confusion)

@@ -78,12 +78,16 @@ def test_state_counts_whole_groups_and_resumes_on_a_boundary(tmp_path: Path) -> 
         list(other.train_dataloader())
 
 
-def test_several_ranks_refuse_grouping(tmp_path: Path) -> None:
-    train = make_shards(tmp_path / "train", SIZES)
-    dm = ShardDataModule(train, None, None, data_cfg(), steps_per_call=4, rank=0, world_size=2)
-    dm.setup("fit")
-    with pytest.raises(ShardtrainError, match="needs one process"):
-        dm.train_dataloader()
+def test_ranks_get_the_same_groups(tmp_path: Path) -> None:
+    """Under DDP every rank has the same batch count, so the same number of groups (equal steps)."""
+    train = make_shards(tmp_path / "train", SIZES)  # 203 rows: 102 per rank, the last rank padded
+    lengths = []
+    for rank in (0, 1):
+        dm = ShardDataModule(train, None, None, data_cfg(), steps_per_call=4, rank=rank, world_size=2)
+        dm.setup("fit")
+        dm.set_epoch(0)
+        lengths.append([len(g) for g in dm.train_dataloader()])
+    assert lengths[0] == lengths[1] == [4, 4, 4, 1]  # 13 batches of 8
 
 
 def _cfg(**train) -> Config:
@@ -154,10 +158,10 @@ def test_step_checkpoints_when_a_call_passes_a_multiple(tmp_path: Path) -> None:
 def test_resolution_of_auto_and_refusals() -> None:
     assert steps_per_call(_cfg()) == 16
     assert steps_per_call(_cfg(steps_per_call=3)) == 3
-    assert steps_per_call(_cfg(devices=2, strategy="ddp")) == 1
-    assert steps_per_call(_cfg(launcher="ray", num_workers=1)) == 1
+    assert steps_per_call(_cfg(devices=2, strategy="ddp")) == 16
+    assert steps_per_call(_cfg(launcher="ray", num_workers=2)) == 1
     with pytest.raises(ShardtrainError, match="train.steps_per_call"):
-        steps_per_call(_cfg(devices=2, strategy="ddp", steps_per_call=4))
+        steps_per_call(_cfg(launcher="ray", num_workers=2, steps_per_call=4))
     with pytest.raises(ShardtrainError, match="train.steps_per_call"):
         steps_per_call(replace(_cfg(), train=replace(_cfg().train, steps_per_call=-1)))
 
