@@ -385,8 +385,11 @@ class ShardBatches:
         # Dense rows are gathered a block of batches at a time in their stored dtype, then
         # sliced and converted per batch: the per-gather overhead (one np.take per shard, a
         # few index_selects) is paid once per block, the float conversion stays in cache.
-        block = max(1, _BLOCK_ROWS // bs) if self.split.kind == "dense" else 1
-        block = max(block // group, 1) * group  # whole groups per gather
+        if self.split.kind == "dense":
+            block = max(1, _BLOCK_ROWS // bs)
+            block = max(block // group, 1) * group  # whole groups per gather
+        else:  # a SparseBatch cannot be sliced by rows: one gather per batch
+            block = 1
         items: list[dict[str, Any]] = []
         for first in range(plan.start, end, block):
             last = min(first + block, end)

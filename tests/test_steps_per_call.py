@@ -11,6 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from models.inputs import SparseBatch
 from pipelines.checkpoints import StepCheckpoint
 from pipelines.config import Config, DataConfig, ModelConfig, TrainConfig
 from pipelines.datamodule import ShardDataModule
@@ -31,8 +32,9 @@ def _flat(items: list) -> list[dict]:
     return [b for item in items for b in (item if isinstance(item, list) else [item])]
 
 
-def test_groups_are_the_single_batches_in_order(tmp_path: Path) -> None:
-    train = make_shards(tmp_path / "train", SIZES)
+@pytest.mark.parametrize("sparse", [False, True])
+def test_groups_are_the_single_batches_in_order(tmp_path: Path, sparse: bool) -> None:
+    train = make_shards(tmp_path / "train", SIZES, sparse=sparse)
     single, grouped = _dm(train, 1), _dm(train, 4)
     for dm in (single, grouped):
         dm.setup("fit")
@@ -46,7 +48,10 @@ def test_groups_are_the_single_batches_in_order(tmp_path: Path) -> None:
         flat = _flat(groups)
         assert len(flat) == len(ones)
         for a, b in zip(ones, flat):
-            for key in ("x", "y", "w", "sample_id"):
+            if sparse:
+                assert isinstance(b["x"], SparseBatch)
+                assert all(torch.equal(u, v) for u, v in zip(a["x"], b["x"]))
+            for key in ("y", "w", "sample_id") if sparse else ("x", "y", "w", "sample_id"):
                 assert torch.equal(a[key], b[key]), key
         assert grouped.state_dict()["batches_done"] == 26
 
@@ -134,6 +139,18 @@ def test_grouped_fit_equals_one_step_per_call(tmp_path: Path, schedule: str) -> 
     assert lr_a == lr_b == pytest.approx(expected, rel=1e-6)
     for name, tensor in weights_a.items():
         assert torch.equal(tensor, weights_b[name]), name
+
+
+def test_grouped_fit_on_sparse_features_equals_one_step_per_call(tmp_path: Path) -> None:
+    """Hashed n-gram shards (SparseBatch, EmbeddingBag model): the same weights either way."""
+    train = make_shards(tmp_path / "train", SIZES, sparse=True)
+    weights = []
+    for group in (1, 4):
+        trainer, module, _ = _fit(train, _cfg(steps_per_call=group, max_epochs=2))
+        assert trainer.global_step == 2 * 26
+        weights.append(module.state_dict())
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name]), name
 
 
 def test_max_steps_is_exact_with_groups(tmp_path: Path) -> None:
