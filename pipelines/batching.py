@@ -352,15 +352,8 @@ class ShardBatches:
                  driver: Callable[[ShardBatches], Any] | None = None, steps_per_call: int = 1) -> None:
         self.split, self.batch_size, self.rank, self.world = split, int(batch_size), rank, world
         self.driver = driver
-        self.steps = math.ceil(per_rank_rows(split.rows, world) / self.batch_size)
-        if int(steps_per_call) < 1:
-            raise ShardtrainError(f"steps_per_call must be >= 1, got {steps_per_call}")
-        self.steps_per_call = int(steps_per_call)
-
-    @property
-    def optimizer_steps(self) -> int:
-        """Batches (optimizer steps) per epoch, the same on every rank."""
-        return self.steps
+        self.steps = math.ceil(per_rank_rows(split.rows, world) / self.batch_size)  # batches = optimizer steps
+        self.steps_per_call = int(steps_per_call)  # checked by ShardDataModule
 
     def __len__(self) -> int:
         """Items per epoch: batches, or groups of ``steps_per_call`` batches (the last may be shorter)."""
@@ -399,19 +392,15 @@ class ShardBatches:
                 a = (step - first) * bs
                 batch = self.split.convert(gathered if last - first == 1 else _slice_batch(gathered, a, a + bs))
                 batch["unit_weights"] = (step + 1) * bs <= unpadded  # every w == 1 and every row labelled
-                if group > 1:
-                    # Groups are counted from the epoch's first batch (a resumed pass starts on
-                    # a group boundary), so every epoch has the same number of items.
-                    items.append(batch)
-                    if (step + 1) % group and step + 1 != end:
-                        continue
+                items.append(batch)
+                # Groups are counted from the epoch's first batch (a resumed pass starts on a
+                # group boundary), so every epoch has the same number of items.
+                if (step + 1) % group and step + 1 != end:
+                    continue
                 if on_batch is not None:
                     on_batch(step + 1)  # before handing out: a checkpoint taken after this call counts it
-                if group > 1:
-                    yield items
-                    items = []
-                else:
-                    yield batch
+                yield items if group > 1 else batch
+                items = []
 
 
 class TrainBatches(ShardBatches):

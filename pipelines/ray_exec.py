@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from pipelines import _offline  # noqa: F401  (usage stats off before ray is imported)
@@ -58,36 +59,16 @@ def run_tasks_with_ray(tasks: list[dict], refs: dict[str, Any], fns: dict[str, A
     argument, so every worker maps the same object-store copy (zero-copy numpy).
     """
     import ray
+    from tqdm import tqdm  # installed with pytorch-lightning
 
     from pipelines.runner import run_shard_task
 
     remote = ray.remote(num_cpus=1, max_retries=5)(run_shard_task)
     pending = [remote.remote(task, refs[task["split"]], *fns[task["split"]]) for task in tasks]
-    results, bar = [], _progress(len(pending))
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        results.extend(ray.get(done))
-        bar(len(results))
+    results: list[dict] = []
+    with tqdm(total=len(pending), unit="shard", desc="shards", file=sys.stderr, leave=False) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            results.extend(ray.get(done))
+            bar.update(len(done))
     return results
-
-
-def _progress(total: int) -> Any:
-    """A one-line shard progress bar on stderr (tqdm when installed, else a plain counter)."""
-    import sys
-
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
-    if tqdm is not None:
-        bar = tqdm(total=total, unit="shard", desc="shards", file=sys.stderr, leave=False)
-
-        def update(done: int) -> None:
-            bar.update(done - bar.n)
-            if done == total:
-                bar.close()
-        return update
-
-    def plain(done: int) -> None:
-        print(f"\rshards {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
-    return plain

@@ -44,7 +44,7 @@ def test_groups_are_the_single_batches_in_order(tmp_path: Path, sparse: bool) ->
         ones, groups = list(single.train_dataloader()), list(grouped.train_dataloader())
         assert len(groups) == len(grouped.train_dataloader()) == 7  # ceil(26 / 4)
         assert [len(g) for g in groups] == [4] * 6 + [2]
-        assert grouped.train_dataloader().optimizer_steps == len(ones) == 26
+        assert grouped.train_dataloader().steps == len(ones) == 26
         flat = _flat(groups)
         assert len(flat) == len(ones)
         for a, b in zip(ones, flat):
