@@ -1,3 +1,3 @@
-"""shardtrain `augment` package."""
-
-from pipelines import _offline  # noqa: F401  (must run before ray/albumentations import)
+"""Importable augmentation: ``shardtrain.augment.text`` (EDA, synonyms, nlpaug) and
+``shardtrain.augment.image`` (albumentations pipelines, seeded batch ops). Neither imports
+Ray or Lightning."""

@@ -8,7 +8,7 @@ numbers other copies used, and `copy_uniforms` computes any set of streams in on
 numpy pass. Stream 0 (the original row, which needs no randomness) holds per-row choices
 such as which EDA operation each copy gets.
 
-Sample ids (the same scheme as `augment.image`). An augmented row keeps its source's id in
+Sample ids (the same scheme as `shardtrain.augment.image`). An augmented row keeps its source's id in
 ``source_id`` and gets ``sample_id = source_id + aug_index * 2**32`` (aug_index 0 = the
 untouched original, which keeps its id); source ids must lie in [0, 2**32).
 """
@@ -20,27 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.core.seeding import chain_key, stream, to_unit
 
 AUG_ID_SHIFT = 32  # an augmented copy's sample_id is source_id + aug_index * 2**32
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _splitmix(z: np.ndarray) -> np.ndarray:
-    """SplitMix64's output function on uint64 (wrapping arithmetic)."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
 
 
 def stream_keys(seed: int, sample_ids: np.ndarray, copies: np.ndarray) -> np.ndarray:
     """Key (uint64) of the stream of each (seed, sample_id, copy); inputs broadcast."""
-    sid = np.atleast_1d(np.asarray(sample_ids, dtype=np.int64)).astype(np.uint64)
-    cop = np.atleast_1d(np.asarray(copies, dtype=np.int64)).astype(np.uint64)
-    seed_arr = np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64)   # (1,): arrays wrap silently
-    key = _splitmix(seed_arr + _GOLDEN)
-    key = _splitmix((key ^ sid) + _GOLDEN)
-    return _splitmix((key ^ cop) + _GOLDEN)
+    return chain_key(seed, sample_ids, copies)
 
 
 def copy_uniforms(seed: int, sample_ids: np.ndarray, copies: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -49,8 +37,7 @@ def copy_uniforms(seed: int, sample_ids: np.ndarray, copies: np.ndarray, counts:
     counts = np.asarray(counts, dtype=np.int64)
     keys = np.broadcast_to(stream_keys(seed, sample_ids, copies), counts.shape)
     j = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    z = np.repeat(keys, counts) + (j.astype(np.uint64) + np.uint64(1)) * _GOLDEN
-    return (_splitmix(z) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    return to_unit(stream(np.repeat(keys, counts), j))
 
 
 def texts_of(batch: dict[str, Any], text_col: str) -> list[str]:

@@ -29,7 +29,7 @@ per process) and the copies use swap and deletion.
 Sampling is split from applying: `draws_needed` says how many uniforms an operation uses and
 ``apply_*`` edits the words given them. The public operations (`synonym_replacement`, ...)
 draw those uniforms from an injected ``numpy.random.Generator``; `EDA` draws copy c of row s
-from the stream (seed, s, c) of `augment._textbatch.copy_uniforms`, for a whole batch at once.
+from the stream (seed, s, c) of `shardtrain.augment._textbatch.copy_uniforms`, for a whole batch at once.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from augment._textbatch import copy_uniforms, expand_batch, ids_of, texts_of
-from augment.synonyms import SynonymSource
+from shardtrain.augment._textbatch import copy_uniforms, expand_batch, ids_of, texts_of
+from shardtrain.augment.synonyms import SynonymSource
 
 log = logging.getLogger(__name__)
 _warned_no_synonyms = False  # log the "no synonym source" notice once per process
@@ -179,7 +179,7 @@ class EDA:
 
     ``EDA(synonyms=load_synonyms("oewn", data_dir))("Win a FREE car now!")`` returns `n_aug`
     augmented strings; `augment_batch` expands a Ray/numpy batch. Copy c (1..n_aug) of the row
-    with id s draws only from the uniform stream (seed, s, c) of `augment._textbatch`; the
+    with id s draws only from the uniform stream (seed, s, c) of `shardtrain.augment._textbatch`; the
     draws of a whole batch are computed in two vectorised passes (which operation each copy
     gets, then every operation's numbers), and only the word edits run in Python.
     """
@@ -269,7 +269,7 @@ class EDA:
         """Expand a batch: per row the original (aug_index 0, when asked) then n_aug copies.
 
         Other columns are repeated per copy; adds ``source_id`` and ``aug_index`` and gives
-        copies fresh unique sample ids (see augment._textbatch). The result for a row depends
+        copies fresh unique sample ids (see shardtrain.augment._textbatch). The result for a row depends
         only on (seed, its sample_id), never on the rest of the batch."""
         texts = texts_of(batch, text_col)
         ids = ids_of(batch, id_col, len(texts))
@@ -283,4 +283,4 @@ def _log_no_synonyms() -> None:
     if not _warned_no_synonyms:
         _warned_no_synonyms = True
         log.warning("EDA: no synonym source given; synonym replacement and random insertion "
-                    "are skipped (set augment.synonyms: oewn)")
+                    "are skipped (set shardtrain.augment.synonyms: oewn)")

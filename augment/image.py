@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.core.seeding import chain_key, stream
 
 if TYPE_CHECKING:
     import albumentations as A
     import torch
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 AUG_ID_SHIFT = 32  # an augmented copy's sample_id is source_id + aug_index * 2**32
 
 # The fashion-mnist preset's pipeline: garments are roughly left-right symmetric, so a
@@ -56,21 +56,9 @@ DEFAULT_PIPELINE: dict[str, Any] = {
 }
 
 
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser over a uint64 array (wrapping arithmetic, vectorised)."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
 def sample_seeds(seed: int, sample_ids: Any, copies: Any) -> np.ndarray:
     """64-bit seeds, one per (sample_id, copy) pair, from ``(seed, sample_id, copy)`` alone (uint64)."""
-    with np.errstate(over="ignore"):
-        sid = np.atleast_1d(np.asarray(sample_ids, dtype=np.int64)).astype(np.uint64)
-        cp = np.atleast_1d(np.asarray(copies, dtype=np.int64)).astype(np.uint64)
-        key = _mix64(np.full(1, seed & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64) + _GOLDEN)
-        key = _mix64((key ^ sid) + _GOLDEN)
-        return _mix64((key ^ cp) + _GOLDEN)
+    return chain_key(seed, sample_ids, copies)
 
 
 class _Reseeder:
@@ -88,8 +76,7 @@ class _Reseeder:
     @staticmethod
     def words(keys: np.ndarray) -> list[list[int]]:
         """Four well-mixed 64-bit words per key (uint64 (N,)), computed for a whole batch at once."""
-        with np.errstate(over="ignore"):
-            return _mix64(keys[:, None] + _GOLDEN * np.arange(1, 5, dtype=np.uint64)).tolist()  # (N, 4)
+        return stream(keys[:, None], np.arange(4)).tolist()  # (N, 4): numbers 0..3 of each key's stream
 
     def reset(self, key: int, words: list[int] | None = None) -> None:
         """Put both generators in the state that ``key`` (a uint64) determines; ``words`` = ``words(key)``."""

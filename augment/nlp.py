@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from augment._textbatch import copy_uniforms, expand_batch, ids_of, texts_of
-from augment.eda import STOP_WORDS, CleanedSynonyms
-from augment.synonyms import SynonymSource
-from pipelines.errors import ShardtrainError
+from shardtrain.augment._textbatch import copy_uniforms, expand_batch, ids_of, texts_of
+from shardtrain.augment.eda import STOP_WORDS, CleanedSynonyms
+from shardtrain.augment.synonyms import SynonymSource
+from shardtrain.core.errors import ShardtrainError
 
 _OFFLINE = {
     "keyboard": ("nlpaug.augmenter.char", "KeyboardAug"),
@@ -79,7 +79,7 @@ class NlpAug:
         if kind == "synonym":
             if synonyms is None:
                 raise ShardtrainError("augment kind 'synonym' needs a synonym source "
-                                      "(augment.synonyms: oewn)")
+                                      "(shardtrain.augment.synonyms: oewn)")
             if set(params) - {"aug_p"}:
                 raise ShardtrainError(f"augment kind 'synonym' takes only aug_p, got {sorted(params)}")
             self._synonyms = CleanedSynonyms(synonyms)
@@ -130,7 +130,7 @@ def _synonym_tokens(text: str, aug_p: float, synonyms: CleanedSynonyms, seed: in
                     sample_id: int, copy: int) -> str:
     """Replace up to max(1, int(aug_p * tokens)) distinct alphabetic non-stop whitespace tokens
     (matched lowercased) by a random synonym; every other token (digits, punctuation, case of
-    untouched words) stays as it was. Draws like `augment.eda.apply_sr`."""
+    untouched words) stays as it was. Draws like `shardtrain.augment.eda.apply_sr`."""
     tokens = text.split()
     keys = [t.lower() if t.isascii() and t.isalpha() else "" for t in tokens]
     cands = [k for k in dict.fromkeys(keys) if k and k not in STOP_WORDS and synonyms.synonyms(k)]

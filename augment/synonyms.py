@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
 
 OEWN_DIR = "oewn-2025"
 OEWN_FILE = "oewn-2025-synsets.tsv.gz"

@@ -2,7 +2,7 @@
 
 Importing this module imports neither Ray nor nlpaug (nlpaug loads when an `NlpAug` is built).
 
-    from augment.text import EDA, load_synonyms
+    from shardtrain.augment.text import EDA, load_synonyms
     eda = EDA(synonyms=load_synonyms("oewn", data_dir), seed=0, n_aug=4)
     eda("Free entry in 2 a wkly comp to win FA Cup final tkts")  # -> 4 strings
     eda.augment_batch({"sample_id": ids, "text": texts, "label": labels})  # Ray batch
@@ -17,15 +17,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from augment._textbatch import AUG_ID_SHIFT, copy_uniforms
-from augment.eda import (EDA, OPERATIONS, STOP_WORDS, CleanedSynonyms, apply_rd, apply_ri, apply_rs,
+from shardtrain.augment._textbatch import AUG_ID_SHIFT, copy_uniforms
+from shardtrain.augment.eda import (EDA, OPERATIONS, STOP_WORDS, CleanedSynonyms, apply_rd, apply_ri, apply_rs,
                          apply_sr, clean_text, draws_needed, random_deletion, random_insertion,
                          random_swap, synonym_replacement)
-from augment.nlp import KINDS as NLPAUG_KINDS
-from augment.nlp import NlpAug
-from augment.synonyms import (DictSynonyms, NLTKWordNetSynonyms, OEWNSynonyms, SynonymSource,
+from shardtrain.augment.nlp import KINDS as NLPAUG_KINDS
+from shardtrain.augment.nlp import NlpAug
+from shardtrain.augment.synonyms import (DictSynonyms, NLTKWordNetSynonyms, OEWNSynonyms, SynonymSource,
                               load_synonyms, read_synonym_dict)
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
 
 __all__ = [
     "apply_rd", "apply_ri", "apply_rs", "apply_sr", "AUG_ID_SHIFT", "augment_text",

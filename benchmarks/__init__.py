@@ -3,4 +3,4 @@
     PYTHONPATH=. python -m benchmarks run [--quick] [--json FILE] [--only NAME ...] [--list]
 """
 
-from pipelines import _offline  # noqa: F401  (must run before ray/albumentations import)
+from shardtrain import _offline  # noqa: F401  (must run before ray/albumentations import)

@@ -38,19 +38,19 @@ from typing import Any
 
 import numpy as np
 
-from augment.image import DEFAULT_PIPELINE, ImageAugmenter, load_pipeline
+from shardtrain.augment.image import DEFAULT_PIPELINE, ImageAugmenter, load_pipeline
 
 
 def preset_pipeline() -> dict[str, Any]:
     """The albumentations pipeline of the fashion-mnist preset (the module default if it has none)."""
-    from pipelines.config import load_config
+    from shardtrain.config import load_config
 
     return load_config("fashion-mnist").augment.pipeline or DEFAULT_PIPELINE
 
 
 def load_images(n: int, data_dir: Path) -> np.ndarray:
     """The first ``n`` Fashion-MNIST training images, uint8 (n, 28, 28)."""
-    from pipelines.readers.idx import find_idx_files, read_idx_pair
+    from shardtrain.readers.idx import find_idx_files, read_idx_pair
 
     images, _ = read_idx_pair(*find_idx_files(data_dir / "fashion-mnist", "train"))
     return images[:n]
@@ -103,8 +103,8 @@ def stage_images_per_s(out: Path, executor: str, copies: int = 1) -> tuple[float
     tree: the driver plus, under Ray, the raylet and its workers).
     """
     from benchmarks.common import data_dir
-    from pipelines.config import load_config
-    from pipelines.stages import run_stages
+    from shardtrain.config import load_config
+    from shardtrain.api import run_stages
 
     cfg = load_config("fashion-mnist", [f"augment.copies={copies}", "augment.preview=0"])
     cpu0, start = tree_cpu_seconds(), time.perf_counter()
@@ -117,7 +117,7 @@ def stage_images_per_s(out: Path, executor: str, copies: int = 1) -> tuple[float
 def start_ray(num_cpus: int) -> None:
     """A local Ray on ``num_cpus`` CPUs whose workers can import this checkout."""
     from benchmarks.common import REPO
-    from pipelines.ray_exec import ensure_ray
+    from shardtrain.stages.ray_exec import ensure_ray
 
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if str(REPO) not in paths:

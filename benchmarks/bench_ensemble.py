@@ -4,8 +4,8 @@
 with ``model.kind=bagging, members=8, impl=auto`` (``sequential`` on the CPU: the members'
 forward passes in one autograd graph, one fused AdamW step) through our Lightning stack, against the same
 eight members trained one after another by a plain PyTorch loop over the same batches
-(the epoch order of ``pipelines.batching.plan_epoch``), each with its own Poisson(1)
-bootstrap weights from ``models.bagging.bootstrap_weights`` and its own AdamW. Same
+(the epoch order of ``shardtrain.data.batching.plan_epoch``), each with its own Poisson(1)
+bootstrap weights from ``shardtrain.models.bagging.bootstrap_weights`` and its own AdamW. Same
 784-512-512-10 members, batch 512, no dropout, no schedule. CPU seconds of this process,
 one torch thread, best of N. Goal: ratio >= 1.0 (the ensemble is no slower than the loop).
 """
@@ -36,10 +36,10 @@ def sequential_members(train_dir: Path, max_steps: int | None, seed: int = 0) ->
     import torch
     from torch.nn import functional as F
 
-    from models.bagging import bootstrap_weights, member_seed
-    from models.mlp import MLP
-    from pipelines.batching import plan_epoch
-    from pipelines.shards import ShardSet
+    from shardtrain.models.bagging import bootstrap_weights, member_seed
+    from shardtrain.models.mlp import MLP
+    from shardtrain.data.batching import plan_epoch
+    from shardtrain.shards import ShardSet
 
     ss = ShardSet(train_dir)
     x = torch.from_numpy(ss.concat("x").reshape(ss.rows, -1).copy())  # (N, 784) uint8

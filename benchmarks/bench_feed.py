@@ -42,7 +42,7 @@ def read_idx(path: Path) -> np.ndarray:
 
 def write_fashion_shards(directory: Path, rows: int | None = None, per_shard: int = 10000) -> int:
     """Write the Fashion-MNIST train split as shards + index; returns the shard bytes."""
-    from pipelines.shards import shard_name, write_index, write_shard
+    from shardtrain.shards import shard_name, write_index, write_shard
 
     images = read_idx(FASHION / "train-images-idx3-ubyte.gz")[:rows]  # (N, 28, 28) uint8
     labels = read_idx(FASHION / "train-labels-idx1-ubyte.gz")[:rows].astype(np.int64)  # (N,)
@@ -68,8 +68,8 @@ def feed_ours(directory: Path, cache: str, max_batches: int | None = None) -> fl
     """Samples/s of one ShardDataModule pass (setup excluded, as it happens once per run)."""
     import torch
 
-    from pipelines.config import DataConfig
-    from pipelines.datamodule import ShardDataModule
+    from shardtrain.config import DataConfig
+    from shardtrain.data.datamodule import ShardDataModule
 
     device = "cuda" if cache == "gpu" else None
     dm = ShardDataModule(directory, None, None, DataConfig(batch_size=BATCH, device_cache=cache, val_fraction=0.0),
@@ -90,7 +90,7 @@ def feed_course(directory: Path, max_batches: int | None) -> float:
     import torch
     from torch.utils.data import DataLoader
 
-    from pipelines.shards import ShardSet
+    from shardtrain.shards import ShardSet
 
     ss = ShardSet(directory)
     images, labels = ss.concat("x"), ss.concat("label")
@@ -119,8 +119,8 @@ def rss_child(directory: Path) -> dict:
     """In this (fresh) process: peak-RSS growth while feeding one epoch with ``device_cache: none``."""
     import torch  # noqa: F401  (imports first, so their mappings are the baseline)
 
-    from pipelines.config import DataConfig
-    from pipelines.datamodule import ShardDataModule
+    from shardtrain.config import DataConfig
+    from shardtrain.data.datamodule import ShardDataModule
 
     try:  # reset VmHWM so the import phase's transient peak does not mask ours
         Path("/proc/self/clear_refs").write_text("5")

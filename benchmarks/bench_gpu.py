@@ -77,7 +77,7 @@ def resident(train_dir: Path, device: Any) -> tuple[Any, Any]:
     """The training split as float32 ``(N, 784)`` (scaled to [0, 1]) and int64 ``(N,)`` on ``device``."""
     import torch
 
-    from pipelines.shards import ShardSet
+    from shardtrain.shards import ShardSet
 
     ss = ShardSet(train_dir)
     x = torch.tensor(ss.concat("x").reshape(ss.rows, -1)).to(device).float().mul_(1 / 255)  # (N, 784)
@@ -94,7 +94,7 @@ def plain_fit(train_dir: Path, epochs: int, device: Any, marks: list[float] | No
     import torch
     from torch.nn import functional as F
 
-    from models.mlp import MLP
+    from shardtrain.models.mlp import MLP
 
     def sync_mark() -> None:
         if torch.device(device).type == "cuda":

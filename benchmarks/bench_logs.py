@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines.features import logs
-from pipelines.readers import httplog
+from shardtrain.features import logs
+from shardtrain.readers import httplog
 
 NASA = Path("nasa-http") / "NASA_access_log_Aug95.first20000.log"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from augment.eda import EDA, STOP_WORDS
-from augment.synonyms import OEWN_DIR, OEWN_FILE, OEWNSynonyms, _OEWN_CACHE
-from pipelines.features.text import TextFeatureConfig, hashed_ngrams, token_hash, word_ngram_hash
+from shardtrain.augment.eda import EDA, STOP_WORDS
+from shardtrain.augment.synonyms import OEWN_DIR, OEWN_FILE, OEWNSynonyms, _OEWN_CACHE
+from shardtrain.features.text import TextFeatureConfig, hashed_ngrams, token_hash, word_ngram_hash
 
 N_AUG = 9
 EDA_GOAL = 20_000  # augmented sentences per second per core
@@ -138,7 +138,7 @@ def naive_oewn_table(path: Path) -> dict[str, tuple[str, ...]]:
 
 def naive_hashed(texts: list[str], cfg: TextFeatureConfig) -> list[dict[int, float]]:
     """Fallback features baseline: the documented tokenisation and hash, one token at a time."""
-    from pipelines.features.text import NS_CHAR
+    from shardtrain.features.text import NS_CHAR
 
     rows = []
     for text in texts:

@@ -1,7 +1,7 @@
 """One CPU training epoch at batch 64: our stack vs the course's loop and a hand-written loop.
 
 ``epoch_cpu_bs64``: shards -> ShardDataModule -> ShardTrainModule -> Lightning
-``Trainer.fit`` (built exactly as ``pipelines.train`` builds it: ``build_datamodule``,
+``Trainer.fit`` (built exactly as ``shardtrain.training.stage`` builds it: ``build_datamodule``,
 ``build_module``, ``trainer_kwargs``), against the course's training loop: a per-sample
 ``Dataset`` returning ``ToTensor()(PIL image)``, ``DataLoader(batch_size=64, shuffle=True)``,
 the 784-512-512-10 MLP, ``CrossEntropyLoss`` and ``SGD(lr=1e-3)``. Goal: >= 2x.
@@ -39,9 +39,9 @@ COURSE_OVERRIDES = [
 
 def lightning_fit(overrides: Sequence[str], dirs: dict[str, Path | None], callbacks: Sequence[Any] = (),
                   test: bool = False) -> tuple[Any, Any, Any, float]:
-    """Fit the fashion-mnist preset with ``overrides`` the way ``pipelines.train.train`` does.
+    """Fit the fashion-mnist preset with ``overrides`` the way ``shardtrain.training.stage.train`` does.
 
-    Returns ``(trainer, module, datamodule, fit_seconds)``; like ``pipelines.train`` the
+    Returns ``(trainer, module, datamodule, fit_seconds)``; like ``shardtrain.training.stage`` the
     seconds are those of ``trainer.fit`` (wall, after a CUDA synchronise). ``dirs`` has
     ``train`` and optionally ``val`` / ``test``; ``callbacks`` are appended to the ones
     ``trainer_kwargs`` configures. With ``test`` the test split is attached for ``trainer.test``.
@@ -51,9 +51,9 @@ def lightning_fit(overrides: Sequence[str], dirs: dict[str, Path | None], callba
     import pytorch_lightning as pl
     import torch
 
-    from pipelines.config import load_config
-    from pipelines.train import build_datamodule, build_module, trainer_kwargs
-    from pipelines.shards.reader import read_index
+    from shardtrain.config import load_config
+    from shardtrain.training.stage import build_datamodule, build_module, trainer_kwargs
+    from shardtrain.shards.reader import read_index
 
     cfg = load_config("fashion-mnist", list(overrides))
     split_dirs = {"train": dirs["train"], "val": dirs.get("val"), "test": dirs.get("test") if test else None}
@@ -107,8 +107,8 @@ def hand_epoch(train_dir: Path, max_steps: int | None) -> None:
     import torch
     from torch.nn import functional as F
 
-    from models.mlp import MLP
-    from pipelines.shards import ShardSet
+    from shardtrain.models.mlp import MLP
+    from shardtrain.shards import ShardSet
 
     ss = ShardSet(train_dir)
     x = torch.from_numpy(ss.concat("x").reshape(ss.rows, -1).copy())  # (N, 784) uint8
@@ -128,14 +128,14 @@ def hand_epoch(train_dir: Path, max_steps: int | None) -> None:
 
 
 def ours_epoch(dirs: dict[str, Path], max_steps: int | None) -> None:
-    """Our stack, as ``pipelines.train`` runs it, for one epoch (or ``max_steps`` batches)."""
+    """Our stack, as ``shardtrain.training.stage`` runs it, for one epoch (or ``max_steps`` batches)."""
     steps = [f"train.max_steps={max_steps}"] if max_steps is not None else []
     lightning_fit(COURSE_OVERRIDES + steps, {"train": dirs["train"]})
 
 
 def measure(quick: bool, smoke: bool = False) -> dict[str, dict[str, float]]:
     """Best CPU / wall seconds of the three loops: ``{"ours", "hand", "course": {"cpu", "wall"}}``."""
-    from pipelines.shards import ShardSet
+    from shardtrain.shards import ShardSet
 
     quiet_lightning()
     dirs = fashion_dirs()

@@ -234,8 +234,8 @@ def fashion_out(features: str = "pixels") -> Path:
 
     Uses the real stage runner with the in-process executor, so no Ray is needed.
     """
-    from pipelines.config import load_config
-    from pipelines.stages import run_stages
+    from shardtrain.config import load_config
+    from shardtrain.api import run_stages
 
     data = data_dir()
     if not (data / "fashion-mnist").is_dir():

@@ -26,7 +26,7 @@ def _sparse_batch(cols: dict, rows: np.ndarray):
     """A SparseBatch of the given rows of hashed-n-gram columns (list arrays)."""
     import torch
 
-    from models.inputs import SparseBatch
+    from shardtrain.models.inputs import SparseBatch
 
     ids = cols["x_ids"].take(rows)
     weights = cols["x_weights"].take(rows)
@@ -38,7 +38,7 @@ def _sparse_batch(cols: dict, rows: np.ndarray):
 
 def featurize(texts: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> dict:
     """Hashed n-grams (the sms-spam preset's settings) of a set of messages."""
-    from pipelines.features.text import TextFeatureConfig, hashed_ngrams
+    from shardtrain.features.text import TextFeatureConfig, hashed_ngrams
 
     return hashed_ngrams({"sample_id": ids, "text": texts, "label": labels}, TextFeatureConfig())
 
@@ -47,7 +47,7 @@ def train_eval(train: dict, test: dict, seed: int, epochs: int = 20) -> dict[str
     """Train the preset's EmbeddingBag MLP with AdamW + OneCycle; return test accuracy and spam F1."""
     import torch
 
-    from models.text import EmbeddingBagMLP
+    from shardtrain.models.text import EmbeddingBagMLP
 
     torch.manual_seed(seed)
     model = EmbeddingBagMLP(2 ** 16, 64, (256,), 2)
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
     """Run the ablation and print/return mean and spread per arm."""
     import torch
 
-    from augment.text import EDA, load_synonyms
-    from pipelines.readers.text import TextReaderOptions, read_text
+    from shardtrain.augment.text import EDA, load_synonyms
+    from shardtrain.readers.text import TextReaderOptions, read_text
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train-size", type=int, default=500)

@@ -1,3 +1,1 @@
-"""shardtrain `cluster` package."""
-
-from pipelines import _offline  # noqa: F401  (must run before ray/albumentations import)
+"""Layer 5: running on a Ray cluster (Ray Train launcher, job submission, local multi-node helpers)."""

@@ -1,6 +1,6 @@
 """``shardtrain submit | status | logs | stop | jobs``: runs as Ray jobs, through ``JobSubmissionClient``.
 
-``submit`` validates the config here, then submits ``python -m pipelines.cli run CONFIG ...``
+``submit`` validates the config here, then submits ``python -m shardtrain.cli run CONFIG ...``
 with a runtime env built from ``cluster/runtime_env.yaml``:
 
 * from a source checkout (``pyproject.toml`` beside ``pipelines/``), the checkout is the
@@ -56,8 +56,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from pipelines import _offline  # noqa: F401
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
 
 log = logging.getLogger("shardtrain")
 
@@ -202,9 +201,9 @@ def connect(address: str | None) -> tuple[Any, str]:
 
 def source_checkout() -> Path | None:
     """The repository root when running from a source checkout (or an editable install)."""
-    import pipelines
+    import shardtrain
 
-    root = Path(pipelines.__file__).resolve().parents[1]
+    root = Path(shardtrain.__file__).resolve().parents[1]
     if (root / "pyproject.toml").is_file() and (root / "cluster" / "jobs.py").is_file() \
             and "site-packages" not in root.parts:
         return root
@@ -239,8 +238,8 @@ def _config_arg(config: str, working_dir: Path | None) -> str:
 
 
 def build_entrypoint(args: argparse.Namespace, config: str) -> str:
-    """``python -m pipelines.cli run CONFIG ...``, every argument shell-quoted."""
-    argv = ["python", "-m", "pipelines.cli", "run", config, "--stage", args.stage,
+    """``python -m shardtrain.cli run CONFIG ...``, every argument shell-quoted."""
+    argv = ["python", "-m", "shardtrain.cli", "run", config, "--stage", args.stage,
             "--executor", args.executor, "--out", args.out]
     if args.data_dir:
         argv += ["--data-dir", args.data_dir]
@@ -269,7 +268,7 @@ def _submission_id(name: str) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Validate the config locally, submit the run, print the job id; ``--wait`` follows it."""
-    from pipelines.config import load_config
+    from shardtrain.config import load_config
 
     cfg = load_config(args.config, [item for group in args.overrides for item in group])
     if args.working_dir:
@@ -402,7 +401,7 @@ COMMANDS = {"submit": cmd_submit, "status": cmd_status, "logs": cmd_logs, "stop"
 
 
 def main(args: argparse.Namespace) -> int:
-    """Dispatch ``shardtrain submit|status|logs|stop|jobs`` (called by ``pipelines.cli``)."""
+    """Dispatch ``shardtrain submit|status|logs|stop|jobs`` (called by ``shardtrain.cli``)."""
     if args.command not in COMMANDS:
         raise ShardtrainError(f"unknown cluster command {args.command!r}")
     return COMMANDS[args.command](args)

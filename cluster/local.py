@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipelines import _offline  # noqa: F401
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
 
 LOOPBACK = "127.0.0.1"
 # Read by ray._private.ray_constants at import; "0" keeps 127.0.0.1 as the node address.

@@ -1,6 +1,6 @@
 """``train.launcher: ray``: the same Lightning fit, run by Ray Train's ``TorchTrainer`` (Ray Train V2).
 
-``fit_with_ray`` (called by ``pipelines.train.train``) starts or joins Ray, then runs
+``fit_with_ray`` (called by ``shardtrain.training.stage.train``) starts or joins Ray, then runs
 ``train_loop_per_worker`` on ``train.num_workers`` workers (``ScalingConfig``; one GPU
 each with ``train.use_gpu``, else CPU DDP over gloo). Each worker builds the DataModule
 and the module exactly as the local launcher does (``build_datamodule``, ``build_module``,
@@ -52,9 +52,8 @@ import torch
 from pytorch_lightning.callbacks import Checkpoint
 from ray.train.lightning import RayTrainReportCallback
 
-from pipelines import _offline  # noqa: F401  (usage stats off before Ray starts workers)
-from pipelines.config import Config
-from pipelines.errors import ShardtrainError
+from shardtrain.config import Config
+from shardtrain.core.errors import ShardtrainError
 
 log = logging.getLogger("shardtrain")
 
@@ -129,7 +128,7 @@ def storage_path(cfg: Config, run_dir: Path) -> str:
 
 def worker_trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool,
                           extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
-    """``pipelines.train.trainer_kwargs`` adapted to a Ray Train worker.
+    """``shardtrain.training.stage.trainer_kwargs`` adapted to a Ray Train worker.
 
     Ray's strategy and environment replace ``train.strategy``/``devices``; one device per
     worker (``gpu`` with ``train.use_gpu`` else ``cpu``). Lightning's ``ModelCheckpoint`` is
@@ -139,8 +138,8 @@ def worker_trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool,
     from pytorch_lightning.callbacks import ModelCheckpoint
     from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment
 
-    from pipelines.checkpoints import StepCheckpoint
-    from pipelines.train import trainer_kwargs
+    from shardtrain.training.checkpoints import StepCheckpoint
+    from shardtrain.training.stage import trainer_kwargs
 
     kw = trainer_kwargs(cfg, run_dir, has_val)
     callbacks = [c for c in kw["callbacks"] if not isinstance(c, (ModelCheckpoint, StepCheckpoint))]
@@ -151,7 +150,7 @@ def worker_trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool,
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
-    """One Ray Train worker: build data, model and Trainer as ``pipelines.train`` does, resume, fit.
+    """One Ray Train worker: build data, model and Trainer as ``shardtrain.training.stage`` does, resume, fit.
 
     ``config``: ``cfg`` (Config), ``run_dir``, ``dirs`` ({split: path | None}), ``index`` (train's
     index.json), ``has_val``, ``ckpt_path`` (``train.resume``'s file or None), ``extra_callbacks``.
@@ -160,7 +159,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """
     from ray.train.lightning import prepare_trainer
 
-    from pipelines.train import build_datamodule, build_module
+    from shardtrain.training.stage import build_datamodule, build_module
 
     cfg: Config = config["cfg"]
     run_dir = Path(config["run_dir"])
@@ -207,7 +206,7 @@ def _copy_checkpoint(checkpoint: Any, dest: Path) -> Path:
 
 def _merge_audit(run_dir: Path) -> None:
     """Merge the workers' per-rank audit files (they are on the run dir's shared filesystem)."""
-    from pipelines.datamodule import AUDIT_NAME, merge_audit
+    from shardtrain.data.datamodule import AUDIT_NAME, merge_audit
 
     if not any(run_dir.glob("data_audit.rank*.json")):
         log.warning("data.audit: no data_audit.rank*.json in %s (is the run dir shared with the workers?)", run_dir)
@@ -222,15 +221,15 @@ def fit_with_ray(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | N
     """Fit on a Ray cluster with ``TorchTrainer``; returns a ``TrainResult`` whose objects live on the driver.
 
     ``address``: the Ray cluster (else ``$RAY_ADDRESS``, else a private local Ray on
-    127.0.0.1, see ``pipelines.ray_exec.ensure_ray``). ``extra_callbacks``: more Lightning
+    127.0.0.1, see ``shardtrain.stages.ray_exec.ensure_ray``). ``extra_callbacks``: more Lightning
     callbacks for every worker (pickled to them; tests use it to inject faults). ``out`` is
     unused: every path the workers need is in ``run_dir`` and ``dirs``.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipelines.ray_exec import ensure_ray
-    from pipelines.train import TrainResult, check_checkpoint, build_datamodule, build_module
+    from shardtrain.stages.ray_exec import ensure_ray
+    from shardtrain.training.stage import TrainResult, check_checkpoint, build_datamodule, build_module
 
     if os.environ.get("RAY_TRAIN_V2_ENABLED", "1").lower() in ("0", "false"):
         raise ShardtrainError("train.launcher=ray needs Ray Train V2: unset RAY_TRAIN_V2_ENABLED=0")

@@ -23,47 +23,14 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from models.mlp import MLP
-from pipelines.errors import ShardtrainError
+from shardtrain.models.mlp import MLP
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.core.seeding import MASK64, shr_torch, signed64, splitmix64_int, splitmix64_torch
 
 BOOTSTRAPS = ("poisson", "none")
 IMPLS = ("auto", "vmap", "bmm", "sequential")
 
-_MASK64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
-_MUL1 = 0xBF58476D1CE4E5B9
-_MUL2 = 0x94D049BB133111EB
 _POISSON_TABLE = 13  # P(X > 12) ~ 1e-10 is below the 2**-24 resolution of the uniforms
-
-
-def _signed(c: int) -> int:
-    """The int64 two's-complement value of the unsigned 64-bit constant ``c``."""
-    return c - (1 << 64) if c >= (1 << 63) else c
-
-
-def _shr(z: torch.Tensor, s: int) -> torch.Tensor:
-    """Logical (unsigned) right shift of an int64 tensor: torch's ``>>`` is arithmetic."""
-    return (z >> s) & ((1 << (64 - s)) - 1)
-
-
-def splitmix64(z: torch.Tensor) -> torch.Tensor:
-    """SplitMix64 finaliser on an int64 tensor, with int64 wraparound standing in for mod 2**64.
-
-    Bit-for-bit equal to the reference on unsigned 64-bit integers (see
-    :func:`splitmix64_int`); works on any device that has int64 multiply and shifts.
-    """
-    z = z + _signed(_GOLDEN)
-    z = (z ^ _shr(z, 30)) * _signed(_MUL1)
-    z = (z ^ _shr(z, 27)) * _signed(_MUL2)
-    return z ^ _shr(z, 31)
-
-
-def splitmix64_int(z: int) -> int:
-    """Pure-Python SplitMix64 on an unsigned 64-bit integer (returns the signed int64 value)."""
-    z = (z + _GOLDEN) & _MASK64
-    z = ((z ^ (z >> 30)) * _MUL1) & _MASK64
-    z = ((z ^ (z >> 27)) * _MUL2) & _MASK64
-    return _signed(z ^ (z >> 31))
 
 
 def bootstrap_weights(
@@ -91,10 +58,10 @@ def bootstrap_weights(
     member_ids = member_ids.to(device=device, dtype=torch.int64)
     if kind == "none":
         return torch.ones(member_ids.shape[0], sample_ids.shape[0], dtype=torch.float32, device=device)
-    seed_t = torch.full((1, 1), _signed(seed & _MASK64), dtype=torch.int64, device=device)
-    member_key = splitmix64(splitmix64(seed_t) + member_ids[:, None])  # (K, 1)
-    h = splitmix64(member_key + sample_ids.to(torch.int64)[None, :])  # (K, B)
-    u = (_shr(h, 40).to(torch.float32) + 0.5) * (2.0**-24)  # (K, B) in (0, 1)
+    seed_t = torch.full((1, 1), signed64(seed), dtype=torch.int64, device=device)
+    member_key = splitmix64_torch(splitmix64_torch(seed_t) + member_ids[:, None])  # (K, 1)
+    h = splitmix64_torch(member_key + sample_ids.to(torch.int64)[None, :])  # (K, B)
+    u = (shr_torch(h, 40).to(torch.float32) + 0.5) * (2.0**-24)  # (K, B) in (0, 1)
     k = torch.arange(_POISSON_TABLE, device=device, dtype=torch.float64)
     cdf = torch.cumsum(torch.exp(-1.0 - torch.lgamma(k + 1.0)), 0).to(torch.float32)  # (T,) P(X <= j)
     return (u[..., None] >= cdf).sum(-1).to(torch.float32)  # (K, B) #{j : P(X <= j) <= u}
@@ -102,7 +69,7 @@ def bootstrap_weights(
 
 def member_seed(seed: int, member: int) -> int:
     """The torch seed member ``member``'s parameters are initialised from (a pure function of both)."""
-    return splitmix64_int((splitmix64_int(seed & _MASK64) + member) & _MASK64) & ((1 << 63) - 1)
+    return splitmix64_int(splitmix64_int(seed & MASK64) + member) & ((1 << 63) - 1)
 
 
 def ensemble_probs(member_logits: torch.Tensor) -> torch.Tensor:

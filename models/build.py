@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.bagging import BaggingEnsemble
-from models.mlp import MLP
-from models.multitask import REGRESSION, MultiTaskMLP
-from models.text import EmbeddingBagMLP
-from pipelines.errors import ShardtrainError
+from shardtrain.models.bagging import BaggingEnsemble
+from shardtrain.models.mlp import MLP
+from shardtrain.models.multitask import REGRESSION, MultiTaskMLP
+from shardtrain.models.text import EmbeddingBagMLP
+from shardtrain.core.errors import ShardtrainError
 
 KINDS = ("mlp", "bagging", "multitask")
 

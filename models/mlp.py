@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
 
 #: Hidden-layer activations by config name.
 ACTIVATIONS: dict[str, type[nn.Module]] = {

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
 
 REGRESSION = "regression"
 WEIGHTINGS = ("equal", "static", "uncertainty")

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from models.inputs import SparseBatch
-from models.mlp import MLP, make_activation
-from pipelines.errors import ShardtrainError
+from shardtrain.models.inputs import SparseBatch
+from shardtrain.models.mlp import MLP, make_activation
+from shardtrain.core.errors import ShardtrainError
 
 
 class EmbeddingBagMLP(nn.Module):

@@ -12,8 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipelines import _offline  # noqa: F401
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
 
 STAGES = ("prepare", "augment", "train", "evaluate", "all")
 
@@ -75,8 +74,8 @@ def _flatten(overrides: list[list[str]]) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``shardtrain run`` / ``demo``: load the config, then run the asked stages."""
-    from pipelines.config import load_config
-    from pipelines.stages import run_stages
+    from shardtrain.config import load_config
+    from shardtrain.api import run_stages
 
     overrides = _flatten(args.overrides)
     cfg = load_config(args.config, overrides)
@@ -87,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """``shardtrain inspect``: print what a shard directory holds; ``--verify`` re-hashes."""
-    from pipelines.inspection import describe, format_text
+    from shardtrain.shards.inspection import describe, format_text
 
     report = describe(Path(args.dir), verify=args.verify)
     print(json.dumps(report, indent=2) if args.json else format_text(report))
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "inspect":
             return cmd_inspect(args)
-        from cluster import jobs
+        from shardtrain.cluster import jobs
 
         return jobs.main(args)
     except ShardtrainError as exc:

@@ -20,8 +20,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from pipelines.errors import ShardtrainError
-from pipelines.features.text import TextFeatureConfig  # prepare.text: one definition, in its module
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.features.text import TextFeatureConfig  # prepare.text: one definition, in its module
 
 
 @dataclass(frozen=True)
@@ -341,7 +341,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def preset_path(name: str) -> Path:
     """The YAML file of a preset shipped inside the package."""
-    return Path(str(resources.files("pipelines") / "presets" / f"{name}.yaml"))
+    return Path(str(resources.files("shardtrain") / "presets" / f"{name}.yaml"))
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -9,7 +9,6 @@ ever downloaded at import time, and ``SHARDTRAIN_OFFLINE=1`` forbids downloads.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -18,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.core.hashing import file_digest
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ REGISTRY: dict[str, DatasetSpec] = {
         "fashion-mnist", "fashion-mnist",
         _idx_files(_FMNIST, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
                              "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310")),
-        "pipelines.images", layouts=("FashionMNIST/raw",),
+        "shardtrain.stages.images", layouts=("FashionMNIST/raw",),
         description="Zalando Fashion-MNIST, 60,000 + 10,000 28x28 grayscale images, 10 classes",
         extra={"classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                            "Sneaker", "Bag", "Ankle boot"]},
@@ -81,30 +81,30 @@ REGISTRY: dict[str, DatasetSpec] = {
         "mnist", "mnist",
         _idx_files(_MNIST, ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
                             "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c")),
-        "pipelines.images", layouts=("MNIST/raw",),
+        "shardtrain.stages.images", layouts=("MNIST/raw",),
         description="LeCun et al. MNIST handwritten digits, 60,000 + 10,000 28x28 images",
         extra={"classes": [str(i) for i in range(10)]},
     ),
     "image-folder": DatasetSpec(
-        "image-folder", "", (), "pipelines.images",
+        "image-folder", "", (), "shardtrain.stages.images",
         description="PNG/JPEG files under a root folder listed in an annotations CSV (path, label)",
     ),
     "digits": DatasetSpec(
-        "digits", "", (), "pipelines.images",
+        "digits", "", (), "shardtrain.stages.images",
         description="scikit-learn's bundled 8x8 handwritten digits (1,797 images; offline)",
         extra={"classes": [str(i) for i in range(10)]},
     ),
     "sms-spam": DatasetSpec(
         "sms-spam", "sms-spam",
         (FileSpec("SMSSpamCollection", "sha256:7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"),),
-        "pipelines.text_pipeline",
+        "shardtrain.stages.text",
         description="SMS Spam Collection v.1 (UCI 228): 5,574 messages, ham/spam",
     ),
     "oewn-2025": DatasetSpec(
         "oewn-2025", "oewn-2025",
         (FileSpec("oewn-2025-synsets.tsv.gz",
                   "sha256:82aa26cee4acc0dd407c631a3d2ca8c34a60d19812f7540c224ffdd10edd6e3c"),),
-        "pipelines.text_pipeline",
+        "shardtrain.stages.text",
         description="Open English WordNet 2025 synset table: the offline synonym source for EDA",
     ),
     "kdd99": DatasetSpec(
@@ -116,13 +116,13 @@ REGISTRY: dict[str, DatasetSpec] = {
             FileSpec("corrected.gz", None, (f"{_KDD}corrected.gz",)),
             FileSpec("training_attack_types", None, (f"{_KDD}training_attack_types",)),
         ),
-        "pipelines.logs_pipeline",
+        "shardtrain.stages.logs",
         description="KDD Cup 1999 connection records: 10% training file and the labelled 'corrected' test set",
     ),
     "nasa-http": DatasetSpec(
         "nasa-http", "nasa-http",
         (FileSpec("NASA_access_log_Aug95.first20000.log"),),
-        "pipelines.logs_pipeline",
+        "shardtrain.stages.logs",
         description="NASA Kennedy Space Center HTTP access log (Common Log Format), August 1995 excerpt",
     ),
 }
@@ -170,11 +170,7 @@ def _checksum_ok(path: Path, checksum: str | None) -> bool:
     if not checksum:
         return True
     algo, _, expected = checksum.partition(":")
-    h = hashlib.new(algo)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest() == expected
+    return file_digest(path, algo) == expected
 
 
 def _download(spec: DatasetSpec, f: FileSpec, dest_dir: Path) -> Path:
@@ -228,8 +224,4 @@ def locate(name: str, data_dir: str | None = None) -> dict[str, Path]:
 
 def file_fingerprint(path: Path) -> str:
     """A cheap identity of an input file for stage fingerprints: name, size and sha256."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(8 << 20), b""):
-            h.update(chunk)
-    return f"{path.name}:{path.stat().st_size}:{h.hexdigest()[:16]}"
+    return f"{path.name}:{path.stat().st_size}:{file_digest(path)[:16]}"

@@ -29,7 +29,7 @@ def ray_local():
     """One local Ray for the whole session, bound to 127.0.0.1, 2 CPUs, no dashboard."""
     import ray
 
-    from pipelines.ray_exec import ensure_ray
+    from shardtrain.stages.ray_exec import ensure_ray
 
     ensure_ray(num_cpus=2)
     yield ray
@@ -37,11 +37,11 @@ def ray_local():
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
-    """Run ``python -m pipelines.cli ARGS`` in a subprocess; returns the CompletedProcess."""
+    """Run ``python -m shardtrain.cli ARGS`` in a subprocess; returns the CompletedProcess."""
     import subprocess
 
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=cwd or REPO,
+    return subprocess.run([sys.executable, "-m", "shardtrain.cli", *args], cwd=cwd or REPO,
                           capture_output=True, text=True, timeout=timeout, env=full_env)

@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.nn.functional as F
 
-    from pipelines.config import DataConfig
-    from pipelines.datamodule import ShardDataModule
+    from shardtrain.config import DataConfig
+    from shardtrain.data.datamodule import ShardDataModule
 
     class Linear(pl.LightningModule):
         """Softmax regression on the dense features; loss weighted by ``w`` (padding counts 0)."""

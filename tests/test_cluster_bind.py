@@ -15,15 +15,15 @@ import textwrap
 
 import pytest
 
-from cluster.local import is_loopback
+from shardtrain.cluster.local import is_loopback
 from tests.conftest import REPO
 
 PROBE = textwrap.dedent("""
     import json, time
-    from pipelines.ray_exec import ensure_ray
+    from shardtrain.stages.ray_exec import ensure_ray
     ensure_ray(num_cpus=1)
     import ray
-    from cluster.local import listening_addresses, ray_process_tree
+    from shardtrain.cluster.local import listening_addresses, ray_process_tree
 
     @ray.remote
     def pid():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.cli import build_parser
+from shardtrain.cli import build_parser
 from tests.conftest import REPO
 
 CLUSTER = REPO / "cluster"

@@ -1,6 +1,6 @@
 """End to end on a private local Ray head with token auth: submit, status, logs, stop, jobs.
 
-One head for the module (``cluster.local.local_head``: 127.0.0.1 only, its own temp dir
+One head for the module (``shardtrain.cluster.local.local_head``: 127.0.0.1 only, its own temp dir
 and a fresh token). Every command runs as the real CLI in a subprocess with a timeout.
 The job gets the code from the shipped working dir: the head does not inherit PYTHONPATH.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.local import is_loopback, listening_addresses
+from shardtrain.cluster.local import is_loopback, listening_addresses
 from tests.conftest import run_cli
 from tests.test_cluster_submit import run_cli_env
 
@@ -24,7 +24,7 @@ AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDR
 
 @pytest.fixture(scope="module")
 def head():
-    from cluster.local import local_head
+    from shardtrain.cluster.local import local_head
 
     with local_head(num_cpus=2, auth=True, timeout=180) as h:
         yield h
@@ -57,7 +57,7 @@ def test_submit_wait_runs_the_demo_and_every_command_reports_it(head, tmp_path):
     assert (status.returncode, status.stdout.strip()) == (0, "SUCCEEDED")
     logs = cli(head, tmp_path, "logs", job_id)
     assert logs.returncode == 0
-    assert "python -m pipelines.cli run demo" in logs.stdout and "train.max_epochs=2" in logs.stdout
+    assert "python -m shardtrain.cli run demo" in logs.stdout and "train.max_epochs=2" in logs.stdout
     assert "stage augment:" in logs.stdout and "test " in logs.stdout and "accuracy" in logs.stdout
     listing = cli(head, tmp_path, "jobs")
     assert listing.returncode == 0

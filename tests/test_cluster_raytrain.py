@@ -22,10 +22,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from pipelines.batching import per_rank_rows
-from pipelines.config import Config, load_config
-from pipelines.stages import run_stages
-from pipelines.train import RUN_DIR_ENV, evaluate, train
+from shardtrain.data.batching import per_rank_rows
+from shardtrain.config import Config, load_config
+from shardtrain.api import run_stages
+from shardtrain.training.stage import RUN_DIR_ENV, evaluate, train
 
 pytestmark = [pytest.mark.cluster, pytest.mark.ray]
 
@@ -92,7 +92,7 @@ def _reported(storage: Path) -> list[dict]:
 
 def test_ray_launcher_trains_checkpoints_and_evaluates(ray_local, prepared, fresh_run):
     cfg = _cfg("train.max_epochs=2", "data.audit=true")
-    result = train(cfg, prepared)
+    result = run_stages(cfg, "train", prepared)["train"]  # the entry point picks Ray Train
     run_dir = result.run_dir
     summary = json.loads((run_dir / "ray_train.json").read_text())
     assert summary["world_size"] == 2 and summary["epochs"] == 2 and summary["restored_step"] is None
@@ -131,8 +131,8 @@ def test_ray_launcher_trains_checkpoints_and_evaluates(ray_local, prepared, fres
 
 
 def test_killed_worker_resumes_from_last_checkpoint(ray_local, prepared, fresh_run, tmp_path):
-    from cluster.ray_train import fit_with_ray
-    from pipelines.train import check_shards, new_run_dir, shard_dirs
+    from shardtrain.cluster.ray_train import fit_with_ray
+    from shardtrain.training.stage import check_shards, new_run_dir, shard_dirs
 
     marker = tmp_path / "killed"
     storage = tmp_path / "storage"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from cluster import jobs
-from cluster.local import free_port
-from pipelines.cli import build_parser
-from pipelines.errors import ShardtrainError
+from shardtrain.cluster import jobs
+from shardtrain.cluster.local import free_port
+from shardtrain.cli import build_parser
+from shardtrain.core.errors import ShardtrainError
 from tests.conftest import REPO
 
 AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
@@ -30,10 +30,10 @@ def clean_env(monkeypatch, tmp_path):
 
 
 def run_cli_env(*args: str, env: dict[str, str], timeout: int = 120) -> subprocess.CompletedProcess:
-    """``python -m pipelines.cli ARGS`` with exactly ``env`` (plus PYTHONPATH): unlike conftest's
+    """``python -m shardtrain.cli ARGS`` with exactly ``env`` (plus PYTHONPATH): unlike conftest's
     ``run_cli`` nothing of this process's environment leaks in (a session Ray sets RAY_AUTH_MODE)."""
     env = dict(env, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "shardtrain.cli", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -79,7 +79,7 @@ def test_entrypoint_quotes_every_argument():
                         "--set", "name=a b", "--force")
     entry = jobs.build_entrypoint(args, "demo")
     assert shlex.split(entry) == [
-        "python", "-m", "pipelines.cli", "run", "demo", "--stage", "prepare", "--executor", "local",
+        "python", "-m", "shardtrain.cli", "run", "demo", "--stage", "prepare", "--executor", "local",
         "--out", "/shared/my out", "--data-dir", "/data/it's here",
         "--set", "model.hidden=[64, 32]", "train.lr=0.01", "name=a b", "--force"]
     # The job's own parser reads it back to the same values.
@@ -89,7 +89,7 @@ def test_entrypoint_quotes_every_argument():
 
 
 def test_driver_asks_for_gpus_only_when_lightning_trains_on_gpus_in_it():
-    from pipelines.config import load_config
+    from shardtrain.config import load_config
 
     gpu = load_config("demo", ["train.accelerator=gpu", "train.devices=2"])
     assert jobs.entrypoint_gpus(gpu, "all") == 2

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.config import PRESETS, Config, from_dict, load_config, preset_path, to_dict
-from pipelines.errors import ShardtrainError
+from shardtrain.config import PRESETS, Config, from_dict, load_config, preset_path, to_dict
+from shardtrain.core.errors import ShardtrainError
 
 
 @pytest.mark.parametrize("name", PRESETS)

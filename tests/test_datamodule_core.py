@@ -10,13 +10,13 @@ import pyarrow as pa
 import pytest
 import torch
 
-from models.inputs import SparseBatch
-from pipelines.batching import plan_epoch
-from pipelines.config import DataConfig
-from pipelines.datamodule import ShardDataModule, merge_audit
-from pipelines.errors import ShardtrainError
-from pipelines.shards import shard_name, write_index, write_shard
-from pipelines.shards.format import AUG_ID_STRIDE
+from shardtrain.models.inputs import SparseBatch
+from shardtrain.data.batching import plan_epoch
+from shardtrain.config import DataConfig
+from shardtrain.data.datamodule import ShardDataModule, merge_audit
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.shards import shard_name, write_index, write_shard
+from shardtrain.shards.format import AUG_ID_STRIDE
 
 
 def make_shards(directory: Path, sizes: list[int], *, width: int = 6, n_classes: int = 3, copies: int = 0,
@@ -166,7 +166,7 @@ def test_sparse_batches_follow_embeddingbag_convention(tmp_path: Path) -> None:
     """Rows of a SparseBatch equal the shard's lists of those sample ids."""
     d = make_shards(tmp_path / "train", [11, 9], sparse=True)
     table = {}
-    from pipelines.shards import ShardSet
+    from shardtrain.shards import ShardSet
 
     ss = ShardSet(d)
     for (off, ids), (_, wts), sid in zip(ss.sparse_column("x_ids"), ss.sparse_column("x_weights"), ss.column("sample_id")):

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.inputs import SparseBatch
-from pipelines.datamodule import ShardDataModule
+from shardtrain.models.inputs import SparseBatch
+from shardtrain.data.datamodule import ShardDataModule
 from tests.test_datamodule_core import data_cfg, epoch_batches, make_shards
 from tests.test_datamodule_resume import check_resume
 

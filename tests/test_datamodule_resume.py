@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from pipelines.datamodule import ShardDataModule, load_audit
+from shardtrain.data.datamodule import ShardDataModule, load_audit
 from tests.test_datamodule_core import data_cfg, make_shards
 
 

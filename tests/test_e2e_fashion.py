@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from pipelines.shards import ShardSet
+from shardtrain.shards import ShardSet
 from tests.conftest import run_cli
 
 

@@ -41,12 +41,12 @@ def source() -> dict:
 DRIVER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from pipelines.runner import SplitJob, run_stage
+    from shardtrain.stages.runner import SplitJob, run_stage
     from tests.test_faults_driver import ROWS_PER_SHARD, BATCH_ROWS, slow_square, source
 
     out, executor, sleep_s = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
     if executor == "ray":
-        from pipelines.ray_exec import ensure_ray
+        from shardtrain.stages.ray_exec import ensure_ray
         ensure_ray(num_cpus=1)
     job = SplitJob("train", source(), slow_square, {"sleep_s": sleep_s},
                    describe={"labels": {"label": {"classes": ["a", "b", "c", "d"]}},
@@ -134,7 +134,7 @@ def test_driver_killed_mid_stage_leaves_no_index_and_rerun_completes(tmp_path, e
     assert check.returncode == 0, check.stdout + check.stderr
     assert "verified every shard's sha256: OK" in check.stdout
 
-    from pipelines.shards import ShardSet
+    from shardtrain.shards import ShardSet
 
     ss = ShardSet(split, verify=True)
     assert np.array_equal(ss.concat("sample_id"), np.arange(ROWS))

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cluster.local import is_loopback
-from pipelines.runner import SplitJob, run_stage
-from pipelines.shards import ShardSet
-from pipelines.shards.reader import verify_shards
+from shardtrain.cluster.local import is_loopback
+from shardtrain.stages.runner import SplitJob, run_stage
+from shardtrain.shards import ShardSet
+from shardtrain.shards.reader import verify_shards
 from tests.conftest import REPO
 
 ROWS, ROWS_PER_SHARD, BATCH_ROWS = 240, 20, 10  # 12 shard tasks of 2 batches each
@@ -54,7 +54,7 @@ def _node_running(cluster, pid: int):
     """The worker node whose raylet started process ``pid`` (a Ray worker), or None."""
     from ray._private import ray_constants
 
-    from cluster.local import ray_process_tree
+    from shardtrain.cluster.local import ray_process_tree
 
     for node in cluster.worker_nodes:
         raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
@@ -90,7 +90,7 @@ def run_with_kill(tmp: Path) -> dict:
     """
     import ray
 
-    from cluster.local import listening_addresses, local_cluster, ray_process_tree
+    from shardtrain.cluster.local import listening_addresses, local_cluster, ray_process_tree
 
     log, stage_dir = tmp / "batches.log", tmp / "shards" / "prepare"
     seen: dict = {}

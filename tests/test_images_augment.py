@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from augment.image import (
+from shardtrain.augment.image import (
     DEFAULT_PIPELINE, BatchAugment, ImageAugmenter, augment_images, load_pipeline, preview_batch, preview_grid,
     sample_seeds,
 )
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
 
 PIPELINES = {
     "default": DEFAULT_PIPELINE,
@@ -90,7 +90,7 @@ def test_transforms_are_not_correlated() -> None:
 
 
 def test_augment_images_accepts_config_and_mapping() -> None:
-    from pipelines.config import from_dict
+    from shardtrain.config import from_dict
 
     batch = make_batch(n=4)
     cfg = from_dict({"seed": 3, "augment": {"copies": 1, "pipeline": DEFAULT_PIPELINE}})

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from pipelines.errors import ShardtrainError
-from pipelines.features.image import (
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.features.image import (
     HandcraftedOptions, describe_features, feature_names, get_extractor, handcrafted, handcrafted_features,
     handcrafted_options, pixels,
 )
@@ -104,7 +104,7 @@ def test_bad_inputs() -> None:
 
 
 def test_options_from_the_project_config() -> None:
-    from pipelines.config import from_dict
+    from shardtrain.config import from_dict
 
     cfg = from_dict({"prepare": {"features": "handcrafted", "handcrafted": {"cells": 3, "orientation_bins": 6}}})
     assert handcrafted_options(cfg) == HandcraftedOptions(16, 6, 3)

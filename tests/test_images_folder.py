@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.errors import ShardtrainError
-from pipelines.readers.imagefolder import (
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.readers.imagefolder import (
     ImageFolderOptions, decode_images, probe_image_size, read_annotations, resolve_options,
 )
 

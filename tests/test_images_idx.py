@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.errors import ShardtrainError
-from pipelines.readers.idx import find_idx_files, parse_idx, read_idx, read_idx_pair
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.readers.idx import find_idx_files, parse_idx, read_idx, read_idx_pair
 from tests.conftest import DATA_DIR
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.errors import ShardtrainError
-from pipelines.readers import kdd99
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.readers import kdd99
 
 TYPES = "back dos\nsmurf dos\nneptune dos\nsatan probe\nguess_passwd r2l\nrootkit u2r\n"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.errors import ShardtrainError
-from pipelines.features import logs
-from pipelines.readers import httplog
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.features import logs
+from shardtrain.readers import httplog
 
 NASA = Path("nasa-http") / "NASA_access_log_Aug95.first20000.log"
 T0 = 807249600  # 1995-08-01 00:00:00 -0400

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.errors import ShardtrainError
-from pipelines.readers import httplog
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.readers import httplog
 
 NASA = Path("nasa-http") / "NASA_access_log_Aug95.first20000.log"
 _ORACLE = re.compile(r'^(\S+) \S+ \S+ \[([^\]]+)\] "(\S+) (.*?)(?: (HTTP/\d\.\d))?" (\d{3}) (\d+|-)$')

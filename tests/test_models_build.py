@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from models.bagging import BaggingEnsemble
-from models.build import build_model, is_multitask, task_specs
-from models.inputs import SparseBatch
-from models.mlp import MLP
-from models.multitask import MultiTaskMLP
-from models.text import EmbeddingBagMLP
-from pipelines.config import ModelConfig
-from pipelines.errors import ShardtrainError
+from shardtrain.models.bagging import BaggingEnsemble
+from shardtrain.models.build import build_model, is_multitask, task_specs
+from shardtrain.models.inputs import SparseBatch
+from shardtrain.models.mlp import MLP
+from shardtrain.models.multitask import MultiTaskMLP
+from shardtrain.models.text import EmbeddingBagMLP
+from shardtrain.config import ModelConfig
+from shardtrain.core.errors import ShardtrainError
 
 
 def model_cfg(**overrides) -> ModelConfig:

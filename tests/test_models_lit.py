@@ -10,12 +10,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from models.build import build_model
-from models.lit import ShardTrainModule
-from models.metrics import classification_report
-from models.mlp import MLP
-from pipelines.config import EvaluateConfig, ModelConfig, TrainConfig
-from pipelines.errors import ShardtrainError
+from shardtrain.models.build import build_model
+from shardtrain.training.module import ShardTrainModule
+from shardtrain.models.metrics import classification_report
+from shardtrain.models.mlp import MLP
+from shardtrain.config import EvaluateConfig, ModelConfig, TrainConfig
+from shardtrain.core.errors import ShardtrainError
 
 
 def model_cfg(**overrides) -> ModelConfig:

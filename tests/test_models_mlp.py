@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from models.inputs import SparseBatch
-from models.mlp import MLP
-from models.text import EmbeddingBagMLP
-from pipelines.errors import ShardtrainError
+from shardtrain.models.inputs import SparseBatch
+from shardtrain.models.mlp import MLP
+from shardtrain.models.text import EmbeddingBagMLP
+from shardtrain.core.errors import ShardtrainError
 
 
 def test_default_mlp_is_the_course_network():

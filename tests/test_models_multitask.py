@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from models.multitask import MultiTaskMLP, masked_task_loss
-from pipelines.errors import ShardtrainError
+from shardtrain.models.multitask import MultiTaskMLP, masked_task_loss
+from shardtrain.core.errors import ShardtrainError
 
 
 def _model(weighting="equal", static_weights=None) -> MultiTaskMLP:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.report import epoch_points, plot_learning_curves, read_metrics_csv
+from shardtrain.training.report import epoch_points, plot_learning_curves, read_metrics_csv
 
 # The CSV Lightning wrote for a 2-epoch fashion-mnist run; the last two rows are the evaluate stage.
 CSV = """epoch,step,test_accuracy,test_loss,train_loss,train_loss_epoch,val_accuracy,val_loss

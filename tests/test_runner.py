@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from pipelines.errors import ShardtrainError
-from pipelines.runner import SplitJob, fingerprint, is_up_to_date, run_stage
-from pipelines.shards import ShardSet
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.core.hashing import fingerprint
+from shardtrain.stages.runner import SplitJob, is_up_to_date, run_stage
+from shardtrain.shards import ShardSet
 
 
 def double_and_reject_sevens(batch, ctx):

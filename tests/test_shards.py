@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.errors import ShardtrainError
-from pipelines.shards import ShardSet, shard_name, verify_shards, write_index, write_shard
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.shards import ShardSet, shard_name, verify_shards, write_index, write_shard
 from tests.conftest import run_cli
 
 

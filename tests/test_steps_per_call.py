@@ -11,13 +11,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from models.inputs import SparseBatch
-from pipelines.checkpoints import StepCheckpoint
-from pipelines.config import Config, DataConfig, ModelConfig, TrainConfig
-from pipelines.datamodule import ShardDataModule
-from pipelines.errors import ShardtrainError
-from pipelines.train import build_module, steps_per_call
-from pipelines.shards.reader import read_index
+from shardtrain.models.inputs import SparseBatch
+from shardtrain.training.checkpoints import StepCheckpoint
+from shardtrain.config import Config, DataConfig, ModelConfig, TrainConfig
+from shardtrain.data.datamodule import ShardDataModule
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.training.stage import build_module, steps_per_call
+from shardtrain.shards.reader import read_index
 from tests.test_datamodule_core import data_cfg, make_shards
 
 # 203 rows, batch 8 -> 26 batches per epoch: groups of 4 leave a last group of 2.

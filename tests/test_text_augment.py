@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from augment import eda as eda_module
-from augment.text import (AUG_ID_SHIFT, EDA, STOP_WORDS, DictSynonyms, NlpAug, TextAugmentConfig,
+from shardtrain.augment import eda as eda_module
+from shardtrain.augment.text import (AUG_ID_SHIFT, EDA, STOP_WORDS, DictSynonyms, NlpAug, TextAugmentConfig,
                           TextAugmentStage, apply_sr, clean_text, copy_uniforms, draws_needed,
                           random_deletion, random_insertion, random_swap, synonym_replacement)
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
 
 REPO = Path(__file__).resolve().parents[1]
 try:
@@ -36,7 +36,7 @@ def sms_texts() -> list[str]:
 
 
 def test_import_without_ray_or_nlpaug():
-    code = ("import sys; from augment.text import EDA; "
+    code = ("import sys; from shardtrain.augment.text import EDA; "
             "assert 'ray' not in sys.modules, 'ray imported'; "
             "assert 'nlpaug' not in sys.modules, 'nlpaug imported'; print('ok')")
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -142,7 +142,7 @@ def test_eda_same_seed_same_output_different_seed_differs(sms_texts):
 
 def test_eda_without_synonyms_logs_once_and_uses_swap_and_delete(caplog, monkeypatch):
     monkeypatch.setattr(eda_module, "_warned_no_synonyms", False)
-    with caplog.at_level(logging.WARNING, logger="augment.eda"):
+    with caplog.at_level(logging.WARNING, logger="shardtrain.augment.eda"):
         first, second = EDA(seed=0), EDA(seed=1)
     assert len([r for r in caplog.records if "no synonym source" in r.message]) == 1
     assert first.ops == ("rs", "rd") and second.ops == ("rs", "rd")
@@ -232,7 +232,7 @@ def test_stage_accepts_a_config_with_only_eda_fields(sms_texts):
     from dataclasses import dataclass
 
     @dataclass(frozen=True)
-    class EdaOnly:  # the shape of pipelines.config.TextAugmentConfig
+    class EdaOnly:  # the shape of shardtrain.config.TextAugmentConfig
         alpha_sr: float = 0.1
         alpha_ri: float = 0.1
         alpha_rs: float = 0.1

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipelines.errors import ShardtrainError
-from pipelines.features.text import (NS_CHAR, TextFeatureConfig, hashed_ngrams, token_hash,
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.features.text import (NS_CHAR, TextFeatureConfig, hashed_ngrams, token_hash,
                                      word_ngram_hash)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def test_empty_text_gives_empty_row_and_split_independence(sms_texts):
 
 
 def test_identical_across_processes():
-    code = ("from pipelines.features.text import hashed_ngrams, TextFeatureConfig; import numpy as np; "
+    code = ("from shardtrain.features.text import hashed_ngrams, TextFeatureConfig; import numpy as np; "
             "o = hashed_ngrams({'sample_id': np.arange(2), 'text': np.array(['Free entry in 2 a wkly comp!', "
             "'Ok lar... Joking wif u oni'], dtype=object)}, TextFeatureConfig()); "
             "print(o['x_ids'].to_pylist())")

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.errors import ShardtrainError
-from pipelines.readers.text import SPLITS, TextReaderOptions, read_text, stratified_split
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.readers.text import SPLITS, TextReaderOptions, read_text, stratified_split
 
 try:
     from tests.conftest import DATA_DIR

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from augment.synonyms import (DictSynonyms, NLTKWordNetSynonyms, OEWNSynonyms, SynonymSource,
+from shardtrain.augment.synonyms import (DictSynonyms, NLTKWordNetSynonyms, OEWNSynonyms, SynonymSource,
                               load_synonyms)
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
 
 try:
     from tests.conftest import DATA_DIR

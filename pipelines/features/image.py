@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
 
 FEATURE_KINDS = ("pixels", "handcrafted")
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as PIL's convert("L")

@@ -24,6 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shardtrain.core.seeding import GOLDEN, as_uint64, mix64, seed_array, to_unit
+
 FEATURE_NAMES: tuple[str, ...] = (
     "n_seen",  # requests in the window: min(n, k)
     "log1p_duration_s",  # first -> last request of the window
@@ -63,14 +65,9 @@ def hash_unit(seed: int, ids: np.ndarray) -> np.ndarray:
 
     Used for seeded splits that do not depend on row order, block size or worker.
     """
-    z = np.asarray(ids, dtype=np.int64).astype(np.uint64)
+    # One SplitMix64 step from the state id + seed * G.
     with np.errstate(over="ignore"):
-        z = z + np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+        return to_unit(mix64(as_uint64(ids) + seed_array(seed) * np.uint64(GOLDEN) + np.uint64(GOLDEN)))
 
 
 def as_arrow(col: Any) -> pa.Array:

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.core.hashing import fmix64, fmix64_int
 
 B = 1099511628211
 K_LEN = 0x9E3779B97F4A7C15
@@ -57,15 +58,6 @@ class TextFeatureConfig:
     text_col: str = "text"
 
 
-def fmix64_int(k: int) -> int:
-    """MurmurHash3's fmix64 on a Python int (reference for the vectorised version)."""
-    k ^= k >> 33
-    k = (k * 0xFF51AFD7ED558CCD) & _M64
-    k ^= k >> 33
-    k = (k * 0xC4CEB9FE1A85EC53) & _M64
-    return k ^ (k >> 33)
-
-
 def token_hash(token: str, namespace: int = NS_WORD) -> int:
     """The 64-bit hash of one token or character n-gram (pure Python definition)."""
     poly = 0
@@ -80,15 +72,6 @@ def word_ngram_hash(tokens: list[str]) -> int:
     for tok in tokens[1:]:
         g = fmix64_int((g * B + token_hash(tok, NS_WORD) + NS_SEQ) & _M64)
     return g
-
-
-def _fmix64(k: np.ndarray) -> np.ndarray:
-    """Vectorised fmix64 on uint64 (wrapping multiply)."""
-    k = k ^ (k >> np.uint64(33))
-    k = k * np.uint64(0xFF51AFD7ED558CCD)
-    k = k ^ (k >> np.uint64(33))
-    k = k * np.uint64(0xC4CEB9FE1A85EC53)
-    return k ^ (k >> np.uint64(33))
 
 
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +90,7 @@ def _window_hash(prefix: np.ndarray, fwd: np.ndarray, starts: np.ndarray, ends: 
     """h(namespace, s) for the windows [starts, ends) of the code point array behind `prefix`."""
     poly = (prefix[ends] - prefix[starts]) * fwd[ends - 1]           # (W,) sum cp_j B**(end-1-j)
     lengths = (ends - starts).astype(np.uint64)
-    return _fmix64(poly + lengths * np.uint64(K_LEN) + np.uint64(namespace))
+    return fmix64(poly + lengths * np.uint64(K_LEN) + np.uint64(namespace))
 
 
 def _codepoints(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +143,7 @@ def _word_grams(cp: np.ndarray, rows: np.ndarray, space: np.ndarray, word: np.nd
     g = th.copy()
     for n in range(1, hi + 1):
         if n > 1:   # fold token n onto every (n-1)-gram that has one in the same row
-            g = _fmix64(g[:-1] * np.uint64(B) + th[n - 1:] + np.uint64(NS_SEQ))
+            g = fmix64(g[:-1] * np.uint64(B) + th[n - 1:] + np.uint64(NS_SEQ))
         if n >= lo:
             ok = trow[:len(g)] == trow[n - 1:]
             hashes.append(g[ok])

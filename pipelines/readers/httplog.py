@@ -9,7 +9,7 @@ fields, and the timestamp is decoded from its fixed-width bytes. Bad lines keep 
 row with a ``reject_reason`` (the runner's rejects contract) and the line itself in
 ``reject_detail``. Blocks are independent, so the runner may parse them on Ray workers;
 ``build_http_dataset`` then sessionises the concatenated blocks
-(``pipelines.features.logs``) and cuts the splits.
+(``shardtrain.features.logs``) and cuts the splits.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.errors import ShardtrainError
-from pipelines.features import logs
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.features import logs
 
 _STRICT_RX = (
     r'^\S+ \S+ \S+ \[\d{2}/[A-Za-z]{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] '
@@ -101,7 +101,7 @@ class HttpLogOptions:
     @classmethod
     def from_mapping(cls, data: dict[str, Any], prefix: str = "dataset.options") -> HttpLogOptions:
         """Build from ``dataset.options``; unknown keys and wrong types fail naming the key."""
-        from pipelines.config import build_dataclass  # the config module's validator
+        from shardtrain.config import build_dataclass  # the config module's validator
 
         return build_dataclass(cls, data, prefix)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
 
 GZIP_MAGIC = b"\x1f\x8b"
 IMAGES_MAGIC = 2051  # 0x00000803: uint8, 3 dims

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 COLOR_MODES = {"grayscale": "L", "rgb": "RGB"}

@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from pipelines.errors import ShardtrainError
-from pipelines.features.logs import hash_unit
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.features.logs import hash_unit
 
 COLUMNS: tuple[str, ...] = (
     "duration", "protocol_type", "service", "flag", "src_bytes", "dst_bytes", "land", "wrong_fragment",
@@ -91,7 +91,7 @@ class Kdd99Options:
     @classmethod
     def from_mapping(cls, data: dict[str, Any], prefix: str = "dataset.options") -> Kdd99Options:
         """Build from ``dataset.options``; unknown keys and wrong types fail naming the key."""
-        from pipelines.config import build_dataclass  # the config module's validator
+        from shardtrain.config import build_dataclass  # the config module's validator
 
         return build_dataclass(cls, data, prefix)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.errors import ShardtrainError
+from shardtrain.core.errors import ShardtrainError
 
 SPLITS = ("train", "val", "test")
 

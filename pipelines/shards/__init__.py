@@ -1,13 +1,13 @@
 """The shardtrain shard format: Arrow IPC files plus an ``index.json`` (see FORMAT.md)."""
 
-from pipelines.shards.format import (
+from shardtrain.shards.format import (
     FORMAT_NAME,
     INDEX_NAME,
     SUPPORTED_VERSIONS,
     shard_name,
 )
-from pipelines.shards.reader import ShardSet, verify_shards
-from pipelines.shards.writer import write_index, write_shard
+from shardtrain.shards.reader import ShardSet, verify_shards
+from shardtrain.shards.writer import write_index, write_shard
 
 __all__ = [
     "FORMAT_NAME",

@@ -7,7 +7,6 @@ or, with ``verify=True``, a shard whose size or sha256 differs from the index.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,17 +14,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines.errors import ShardtrainError
-from pipelines.shards import format as fmt
-
-
-def _sha256(path: Path) -> str:
-    """The sha256 of a file, read in 8 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(8 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.core.hashing import file_digest
+from shardtrain.shards import format as fmt
 
 
 def read_index(directory: str | Path) -> dict[str, Any]:
@@ -67,7 +58,7 @@ def verify_shards(directory: str | Path) -> list[str]:
         size = path.stat().st_size
         if size != entry["bytes"]:
             problems.append(f"{path}: {size} bytes, index says {entry['bytes']}")
-        elif _sha256(path) != entry["sha256"]:
+        elif file_digest(path) != entry["sha256"]:
             problems.append(f"{path}: sha256 mismatch")
         total += entry["rows"]
     if total != index.get("rows") and not problems:

@@ -7,7 +7,6 @@ in-process executors call this same function and produce byte-identical files.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import uuid
@@ -17,7 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipelines.shards import format as fmt
+from shardtrain.core.hashing import bytes_digest
+from shardtrain.shards import format as fmt
 
 
 def _to_arrow(name: str, values: Any) -> tuple[pa.Array, list[int] | None]:
@@ -95,7 +95,7 @@ def write_shard(path: str | Path, columns: dict[str, Any], shard: tuple[int, int
         "file": path.name,
         "rows": table.num_rows,
         "bytes": buf.size,
-        "sha256": hashlib.sha256(view).hexdigest(),
+        "sha256": bytes_digest(view),
     }
 
 

@@ -13,7 +13,6 @@ before any shard is touched: a crashed or killed stage leaves no index behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -25,9 +24,10 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from pipelines.errors import ShardtrainError
-from pipelines.shards import format as fmt
-from pipelines.shards.writer import _atomic_write, build_table, write_index, write_shard
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.core.hashing import fingerprint
+from shardtrain.shards import format as fmt
+from shardtrain.shards.writer import _atomic_write, build_table, write_index, write_shard
 
 log = logging.getLogger("shardtrain")
 
@@ -145,12 +145,6 @@ def plan_tasks(job: SplitJob, out_dir: Path, rows_per_shard: int, batch_rows: in
     ]
 
 
-def fingerprint(*parts: Any) -> str:
-    """A stable sha256 over JSON-serialisable parts (config sections, input hashes, version)."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
 def is_up_to_date(stage_dir: Path, splits: list[str], fp: str) -> bool:
     """True when every split of the stage has an index with fingerprint ``fp``."""
     for split in splits:
@@ -187,11 +181,11 @@ def _execute_ray(tasks: list[dict], jobs: dict[str, SplitJob]) -> list[dict]:
     """Run shard tasks as Ray tasks, one per shard (retried when a node dies)."""
     import ray
 
-    from pipelines.ray_exec import run_tasks_with_ray
+    from shardtrain.stages.ray_exec import run_tasks_with_ray
 
     refs = {name: ray.put(job.source) for name, job in jobs.items()}
     fns = {name: (job.fn, job.ctx) for name, job in jobs.items()}
-    return run_tasks_with_ray(tasks, refs, fns)
+    return run_tasks_with_ray(run_shard_task, tasks, refs, fns)
 
 
 def run_stage(

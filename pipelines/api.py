@@ -2,7 +2,7 @@
 
 Data stages (prepare, augment) ask the dataset's pipeline module for their split
 jobs and hand them to the runner; a data stage whose output indexes already carry
-the same fingerprint is skipped. Train and evaluate live in ``pipelines.train``.
+the same fingerprint is skipped. Train and evaluate live in ``shardtrain.training.stage``.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipelines import __version__
-from pipelines.config import Config, replace, to_dict
-from pipelines.datasets import get_spec
-from pipelines.errors import ShardtrainError
-from pipelines.runner import fingerprint, is_up_to_date, run_stage
-from pipelines.shards import format as fmt
+from shardtrain import __version__
+from shardtrain.config import Config, replace, to_dict
+from shardtrain.datasets import get_spec
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.core.hashing import fingerprint
+from shardtrain.stages.runner import is_up_to_date, run_stage
+from shardtrain.shards import format as fmt
 
 log = logging.getLogger("shardtrain")
 
@@ -63,7 +64,7 @@ def run_data_stage(stage: str, cfg: Config, out: Path, executor: str, address: s
         log.info("stage %s: up to date (%s), skipped", stage, target)
         return None
     if executor == "ray":
-        from pipelines.ray_exec import ensure_ray
+        from shardtrain.stages.ray_exec import ensure_ray
 
         ensure_ray(address)
     if stage == "prepare":
@@ -95,14 +96,25 @@ def run_stages(cfg: Config, stage: str, out: Path, *, executor: str = "ray", dat
                 continue
             results[st] = run_data_stage(st, cfg, out, executor, address, force)
         elif st == "train":
-            from pipelines.train import train
+            from shardtrain.training.stage import train
 
-            results[st] = train(cfg, out, address=address)
+            results[st] = train(cfg, out, launcher=_launcher(cfg, address))
         else:
-            from pipelines.train import evaluate
+            from shardtrain.training.stage import evaluate
 
             results[st] = evaluate(cfg, out, results.get("train"))
     return results
+
+
+def _launcher(cfg: Config, address: str | None) -> Any:
+    """Ray Train's fit for ``train.launcher: ray`` (bound to ``address``), else None (in-process)."""
+    if cfg.train.launcher != "ray":
+        return None
+    import functools
+
+    from shardtrain.cluster.ray_train import fit_with_ray
+
+    return functools.partial(fit_with_ray, address=address)
 
 
 def _augments(cfg: Config) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ShardtrainError
-from pipelines.shards.reader import read_index, verify_shards
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.shards.reader import read_index, verify_shards
 
 
 def describe(directory: Path, verify: bool = False) -> dict[str, Any]:

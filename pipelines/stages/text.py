@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.config import Config, build_dataclass
-from pipelines.datasets import file_fingerprint, locate
-from pipelines.errors import ShardtrainError
-from pipelines.images import chain
-from pipelines.runner import SplitJob
+from shardtrain.config import Config, build_dataclass
+from shardtrain.datasets import file_fingerprint, locate
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.stages.images import chain
+from shardtrain.stages.runner import SplitJob
 
 
 def reader_options(cfg: Config) -> Any:
     """``dataset.options`` validated as ``TextReaderOptions`` (the file path resolved via the registry)."""
-    from pipelines.readers.text import TextReaderOptions
+    from shardtrain.readers.text import TextReaderOptions
 
     opts = build_dataclass(TextReaderOptions, dict(cfg.dataset.options), "dataset.options")
     if "path" not in cfg.dataset.options and cfg.dataset.name == "sms-spam":
@@ -54,7 +54,7 @@ def prepare_inputs(cfg: Config) -> dict[str, Any]:
 
 def _read(cfg: Config, inputs: dict[str, Any]) -> Any:
     """Read and split the whole file (cheap: a few MB at most)."""
-    from pipelines.readers.text import read_text
+    from shardtrain.readers.text import read_text
 
     return read_text(inputs["options"], cfg.dataset.data_dir, seed=cfg.seed)
 
@@ -89,7 +89,7 @@ def _rejects(table: Any) -> list[dict[str, Any]]:
 
 def prepare_jobs(cfg: Config, inputs: dict[str, Any]) -> list[SplitJob]:
     """One job per split: text -> hashed n-grams. Reader rejects are counted on the train split."""
-    from pipelines.features.text import hashed_ngrams
+    from shardtrain.features.text import hashed_ngrams
 
     table = _read(cfg, inputs)
     describe = _describe(cfg, table)
@@ -103,14 +103,14 @@ def prepare_jobs(cfg: Config, inputs: dict[str, Any]) -> list[SplitJob]:
 
 def augment_step(batch: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     """Stage function: each row followed by its augmented copies (the augmenter is cached per process)."""
-    from augment.text import augment_text
+    from shardtrain.augment.text import augment_text
 
     return augment_text(batch, ctx["cfg"], ctx["seed"], None, ctx["copies"])
 
 
 def augment_jobs(cfg: Config, prepare_dir: Path, target: Path) -> list[SplitJob]:
     """The training split -> originals + copies -> hashed n-grams."""
-    from pipelines.features.text import hashed_ngrams
+    from shardtrain.features.text import hashed_ngrams
 
     if cfg.augment.copies < 1:
         raise ShardtrainError("config key 'augment.copies': the augment stage needs copies >= 1")

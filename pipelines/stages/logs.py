@@ -3,7 +3,7 @@
 HTTP logs: lines are parsed block by block (on Ray workers with ``--executor ray``,
 in process otherwise: same result), then sessionised into connections per host
 globally in the driver, so a session cut by a block boundary is joined again; the
-connection features and forward-looking labels come from ``pipelines.features.logs``.
+connection features and forward-looking labels come from ``shardtrain.features.logs``.
 KDD Cup 99: both files are read columnar; vocabularies and standardisation statistics
 come from the training file only. Both produce standardised float32 ``x`` and two
 label columns, so the multitask model trains on them.
@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.config import Config
-from pipelines.datasets import file_fingerprint, locate
-from pipelines.errors import ShardtrainError
-from pipelines.runner import SplitJob
+from shardtrain.config import Config
+from shardtrain.datasets import file_fingerprint, locate
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.stages.runner import SplitJob
 
 
 def passthrough(batch: dict[str, Any], ctx: Any) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def passthrough(batch: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
 def _http_options(cfg: Config) -> Any:
     """``dataset.options`` as ``HttpLogOptions`` (the stage's reject limit applies unless set)."""
-    from pipelines.readers.httplog import HttpLogOptions
+    from shardtrain.readers.httplog import HttpLogOptions
 
     opts = dict(cfg.dataset.options)
     opts.setdefault("max_reject_fraction", cfg.prepare.max_reject_fraction)
@@ -38,7 +38,7 @@ def _http_options(cfg: Config) -> Any:
 
 def _kdd_options(cfg: Config) -> Any:
     """``dataset.options`` as ``Kdd99Options``."""
-    from pipelines.readers.kdd99 import Kdd99Options
+    from shardtrain.readers.kdd99 import Kdd99Options
 
     opts = dict(cfg.dataset.options)
     opts.setdefault("max_reject_fraction", cfg.prepare.max_reject_fraction)
@@ -68,7 +68,7 @@ def prepare_inputs(cfg: Config) -> dict[str, Any]:
 
 def _parse_http(path: Path, options: Any, executor: str) -> dict[str, Any]:
     """Parse every line of a CLF file into columns; blocks go to Ray workers when asked."""
-    from pipelines.readers.httplog import concat_parsed, iter_line_blocks, parse_clf
+    from shardtrain.readers.httplog import concat_parsed, iter_line_blocks, parse_clf
 
     blocks = iter_line_blocks(path, options.block_lines)
     if executor != "ray":
@@ -105,7 +105,7 @@ def _jobs(splits: dict[str, dict[str, np.ndarray]], meta: dict[str, Any], extra:
 def prepare_jobs(cfg: Config, inputs: dict[str, Any]) -> list[SplitJob]:
     """Read, parse and featurise, then hand each split's rows to the runner to shard."""
     if cfg.dataset.name == "nasa-http":
-        from pipelines.readers.httplog import build_http_dataset
+        from shardtrain.readers.httplog import build_http_dataset
 
         options = _http_options(cfg)
         path = inputs["files"]["log"]
@@ -115,7 +115,7 @@ def prepare_jobs(cfg: Config, inputs: dict[str, Any]) -> list[SplitJob]:
         rejects = {"train": _rejects(meta["rejects"]["rows"])}
         n_train = len(splits["train"]["sample_id"])
         return _jobs(splits, meta, extra, rejects, {"train": n_train + len(rejects["train"])})
-    from pipelines.readers.kdd99 import prepare_kdd99
+    from shardtrain.readers.kdd99 import prepare_kdd99
 
     files = inputs["files"]
     splits, meta = prepare_kdd99(files["kddcup.data_10_percent.gz"], files["corrected.gz"],

@@ -18,36 +18,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.inputs import SparseBatch
-from pipelines.errors import ShardtrainError
-from pipelines.shards import ShardSet
+from shardtrain.models.inputs import SparseBatch
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.core.seeding import as_uint64, mix64, seed_array, to_unit
+from shardtrain.shards import ShardSet
 
 _RESIDENT_CHUNK = 1 << 16  # rows copied per step while building a resident split
 _BLOCK_ROWS = 4096  # dense rows gathered at once by an iterator (sliced into batches)
 
 
 # ----------------------------------------------------------------------------- hashing
-def mix64(values: np.ndarray) -> np.ndarray:
-    """The splitmix64 finaliser applied element-wise to uint64 values (wraps mod 2**64)."""
-    x = np.asarray(values).astype(np.uint64, copy=True)
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return x
-
-
 def unit_hash(seed: int, keys: np.ndarray, salt: int = 0) -> np.ndarray:
     """A float64 in [0, 1) per key, a pure function of (seed, salt, key)."""
-    base = mix64(np.array([seed & (2**64 - 1)], dtype=np.uint64) ^ mix64(np.array([salt], dtype=np.uint64)))
-    h = mix64(np.asarray(keys).astype(np.int64).view(np.uint64) ^ base)
-    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    base = mix64(seed_array(seed) ^ mix64(seed_array(salt)))
+    return to_unit(mix64(as_uint64(keys) ^ base))
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """The torch generator seed of an epoch's permutation: a hash of (seed, epoch)."""
-    h = mix64(mix64(np.array([seed & (2**64 - 1)], dtype=np.uint64)) ^ np.uint64(epoch & (2**64 - 1)))
+    h = mix64(mix64(seed_array(seed)) ^ seed_array(epoch))
     return int(h[0] & np.uint64(2**63 - 1))
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from pipelines.batching import (
+from shardtrain.data.batching import (
     EpochPlan,
     ShardBatches,
     SplitData,
@@ -51,10 +51,10 @@ from pipelines.batching import (
     per_rank_rows,
     plan_epoch,
 )
-from pipelines.config import DataConfig
-from pipelines.errors import ShardtrainError
-from pipelines.shards import ShardSet
-from pipelines.shards.reader import read_index
+from shardtrain.config import DataConfig
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.shards import ShardSet
+from shardtrain.shards.reader import read_index
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ is then paid once per list instead of once per batch, which is most of a small m
 step time. ``global_step`` still counts optimizer steps; LR schedules are stepped here
 (per batch) or in ``on_train_epoch_start`` (per epoch).
 Metrics are computed only in validation/test (DDP-synced ``torchmetrics`` states, see
-``models.metrics``) and come back as JSON-ready dicts from :meth:`ShardTrainModule.metrics_dict`.
+``shardtrain.models.metrics``) and come back as JSON-ready dicts from :meth:`ShardTrainModule.metrics_dict`.
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.bagging import BaggingEnsemble
-from models.build import task_specs
-from models.metrics import ClassificationSummary, RegressionSummary, summary_reports
-from models.multitask import REGRESSION, MultiTaskMLP, per_sample_task_loss
-from pipelines.errors import ShardtrainError
+from shardtrain.models.bagging import BaggingEnsemble
+from shardtrain.models.build import task_specs
+from shardtrain.models.metrics import ClassificationSummary, RegressionSummary, summary_reports
+from shardtrain.models.multitask import REGRESSION, MultiTaskMLP, per_sample_task_loss
+from shardtrain.core.errors import ShardtrainError
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adadelta")
 SCHEDULES = ("none", "onecycle", "cosine")
@@ -433,7 +433,7 @@ class ShardTrainModule(pl.LightningModule):
     def metrics_dict(self, split: str) -> dict:
         """JSON-ready metrics of the last ``"val"`` or ``"test"`` epoch.
 
-        Single task: a flat dict (see ``models.metrics.classification_report`` /
+        Single task: a flat dict (see ``shardtrain.models.metrics.classification_report`` /
         ``regression_report``). Multitask: ``{task: {...}}``. Bagging: the ensemble's metrics
         at top level plus ``"members"`` (one dict per member) and ``"oob_accuracy"`` (per
         member, from the last training epoch; ``None`` where unknown).

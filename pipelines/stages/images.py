@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.config import Config
-from pipelines.datasets import file_fingerprint, get_spec, locate
-from pipelines.errors import ShardtrainError
-from pipelines.runner import SplitJob
+from shardtrain.config import Config
+from shardtrain.datasets import file_fingerprint, get_spec, locate
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.stages.runner import SplitJob
 
 log = logging.getLogger("shardtrain")
 
@@ -60,15 +60,15 @@ def chain(batch: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
 
 def _steps(cfg: Config, decode: Any, augment: bool) -> list[tuple[Any, Any]]:
     """The stage functions for prepare (decode? + extract) or augment (decode? + augment + extract)."""
-    from pipelines.features.image import get_extractor
+    from shardtrain.features.image import get_extractor
 
     steps = []
     if decode is not None:
-        from pipelines.readers.imagefolder import decode_images
+        from shardtrain.readers.imagefolder import decode_images
 
         steps.append((decode_images, decode))
     if augment:
-        from augment.image import augment_images
+        from shardtrain.augment.image import augment_images
 
         steps.append((augment_images, {"pipeline": cfg.augment.pipeline, "copies": cfg.augment.copies,
                                        "seed": cfg.seed}))
@@ -95,7 +95,7 @@ def prepare_inputs(cfg: Config) -> dict[str, Any]:
         opts = _options(cfg, {"test_fraction": 0.2})
         return {"files": {}, "splits": ["train", "test"], "fingerprint": [f"sklearn-{sklearn.__version__}", opts]}
     if name == "image-folder":
-        from pipelines.readers.imagefolder import ImageFolderOptions
+        from shardtrain.readers.imagefolder import ImageFolderOptions
 
         opts = dict(cfg.dataset.options)
         test_csv = opts.pop("test_csv", None)
@@ -114,7 +114,7 @@ def read_split(cfg: Config, inputs: dict[str, Any], split: str) -> tuple[dict[st
     name = cfg.dataset.name
     classes = get_spec(name).extra.get("classes")
     if name in ("fashion-mnist", "mnist"):
-        from pipelines.readers.idx import read_idx_pair
+        from shardtrain.readers.idx import read_idx_pair
 
         prefix = "train" if split == "train" else "t10k"
         files = inputs["files"]
@@ -123,7 +123,7 @@ def read_split(cfg: Config, inputs: dict[str, Any], split: str) -> tuple[dict[st
         return {"sample_id": np.arange(len(images), dtype=np.int64), "x": images, **cols}, label_desc, None
     if name == "digits":
         return _digits_split(cfg, split, classes)
-    from pipelines.readers.imagefolder import read_annotations, resolve_options
+    from shardtrain.readers.imagefolder import read_annotations, resolve_options
 
     opts = inputs["options"]
     ann = read_annotations(inputs["files"][split], opts.root, opts.path_col, opts.label_col,
@@ -154,7 +154,7 @@ def _digits_split(cfg: Config, split: str, classes: list[str]) -> tuple[dict, di
 
 def _describe(cfg: Config, source: dict[str, Any], label_desc: dict, decode: Any) -> dict[str, Any]:
     """Index metadata for a split: the feature description and the label classes."""
-    from pipelines.features.image import describe_features
+    from shardtrain.features.image import describe_features
 
     if decode is not None:
         shape = tuple(decode.size) + ((3,) if decode.color == "rgb" else ())
@@ -191,8 +191,8 @@ def after_augment(cfg: Config, target: Path, indexes: dict[str, Any]) -> None:
     """Write ``preview.png``: a few originals beside their augmented copies (pixel features only)."""
     if cfg.augment.preview <= 0 or cfg.prepare.features != "pixels":
         return
-    from augment.image import preview_grid
-    from pipelines.shards import ShardSet
+    from shardtrain.augment.image import preview_grid
+    from shardtrain.shards import ShardSet
 
     ss = ShardSet(target / "train")
     x = ss.column("x")[0]

@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
-from pipelines import _offline  # noqa: F401  (usage stats off before ray is imported)
 
 log = logging.getLogger("shardtrain")
 
@@ -48,7 +47,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     )
 
 
-def run_tasks_with_ray(tasks: list[dict], refs: dict[str, Any], fns: dict[str, Any]) -> list[dict]:
+def run_tasks_with_ray(task_fn: Callable[..., dict], tasks: list[dict], refs: dict[str, Any],
+                       fns: dict[str, Any]) -> list[dict]:
     """Run one Ray task per shard and collect the index entries, with a progress bar.
 
     Plain tasks rather than Ray Data: on a 2-core machine Ray Data's own actors (stats,
@@ -61,9 +61,9 @@ def run_tasks_with_ray(tasks: list[dict], refs: dict[str, Any], fns: dict[str, A
     import ray
     from tqdm import tqdm  # installed with pytorch-lightning
 
-    from pipelines.runner import run_shard_task
-
-    remote = ray.remote(num_cpus=1, max_retries=5)(run_shard_task)
+    # task_fn is the runner's run_shard_task, passed in so that this module never imports
+    # the runner (the runner imports this one only when --executor ray asks for it).
+    remote = ray.remote(num_cpus=1, max_retries=5)(task_fn)
     pending = [remote.remote(task, refs[task["split"]], *fns[task["split"]]) for task in tasks]
     results: list[dict] = []
     with tqdm(total=len(pending), unit="shard", desc="shards", file=sys.stderr, leave=False) as bar:

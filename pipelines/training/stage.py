@@ -16,14 +16,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from pipelines.config import Config, from_dict, to_dict
-from pipelines.errors import ShardtrainError
-from pipelines.shards import format as fmt
-from pipelines.shards.reader import read_index, verify_shards
+from shardtrain.config import Config, from_dict, to_dict
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.shards import format as fmt
+from shardtrain.shards.reader import read_index, verify_shards
 
 log = logging.getLogger("shardtrain")
 
@@ -121,7 +121,7 @@ def steps_per_call(cfg: Config) -> int:
     each step is synchronised) and 1 with Ray Train, whose mid-epoch reports are taken at
     exact multiples of ``checkpoint_every_n_steps``. ``max_steps`` stays exact (the
     DataModule hands out no batch past it) and local step checkpoints are taken when a call
-    passes a multiple of ``checkpoint_every_n_steps`` (``pipelines.checkpoints``).
+    passes a multiple of ``checkpoint_every_n_steps`` (``shardtrain.training.checkpoints``).
     """
     tc = cfg.train
     n = tc.steps_per_call
@@ -137,7 +137,7 @@ def steps_per_call(cfg: Config) -> int:
 
 def build_datamodule(cfg: Config, dirs: dict[str, Path | None], audit_dir: Path | None) -> Any:
     """The ShardDataModule over the given split directories."""
-    from pipelines.datamodule import ShardDataModule
+    from shardtrain.data.datamodule import ShardDataModule
 
     return ShardDataModule(dirs["train"], dirs["val"], dirs["test"], cfg.data, seed=cfg.seed,
                            audit_dir=audit_dir if cfg.data.audit else None, steps_per_call=steps_per_call(cfg))
@@ -145,8 +145,8 @@ def build_datamodule(cfg: Config, dirs: dict[str, Path | None], audit_dir: Path 
 
 def build_module(cfg: Config, index: dict[str, Any]) -> Any:
     """The model named by ``cfg.model`` wrapped in the LightningModule, sized from the shard index."""
-    from models.build import build_model
-    from models.lit import ShardTrainModule
+    from shardtrain.models.build import build_model
+    from shardtrain.training.module import ShardTrainModule
 
     feature = index.get("features", {}).get("x", {})
     labels = {c["name"]: dict(index.get("labels", {}).get(c["name"], {})) for c in index.get("schema", [])
@@ -159,7 +159,7 @@ def build_module(cfg: Config, index: dict[str, Any]) -> Any:
     if ba.enabled:
         if feature.get("kind") != "dense" or len(feature.get("shape", [])) not in (2, 3):
             raise ShardtrainError("config key 'data.batch_augment.enabled': needs image features (prepare.features=pixels)")
-        from augment.image import BatchAugment
+        from shardtrain.augment.image import BatchAugment
 
         augment = BatchAugment(tuple(feature["shape"]), shift=ba.shift, flip=ba.flip, noise_std=ba.noise_std,
                                erase=ba.erase, seed=cfg.seed)
@@ -175,7 +175,7 @@ def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
-    from pipelines.checkpoints import StepCheckpoint
+    from shardtrain.training.checkpoints import StepCheckpoint
 
     tc = cfg.train
     # Without validation there is no "best": keep only last.ckpt (one save per epoch, not two).
@@ -242,23 +242,26 @@ def check_checkpoint(module: Any, ckpt_path: str) -> None:
                 f"needs {tuple(mine[key].shape)} (model input size or classes differ)")
 
 
-def train(cfg: Config, out: Path, address: str | None = None) -> TrainResult:
+def train(cfg: Config, out: Path, launcher: Callable[..., TrainResult] | None = None) -> TrainResult:
     """Fit the configured model on the shards under ``out``; returns the run for ``evaluate``.
 
-    ``address`` is the Ray cluster for ``train.launcher: ray`` (default: ``$RAY_ADDRESS``
-    or a private local Ray).
+    ``launcher`` replaces the in-process fit (same arguments as :func:`fit`): the entry
+    points pass Ray Train's for ``train.launcher: ray``, which keeps this layer free of
+    any import of the cluster layer above it.
     """
-    import pytorch_lightning as pl
-
     dirs = shard_dirs(cfg, out)
     index = check_shards(dirs)
     ckpt_path = _resume_path(cfg, out)
     run_dir = latest_run_dir(out) if cfg.train.resume == "last" else new_run_dir(cfg, out)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    if cfg.train.launcher == "ray":
-        from cluster.ray_train import fit_with_ray
+    return (launcher or fit)(cfg, out, run_dir, dirs, index, ckpt_path)
 
-        return fit_with_ray(cfg, out, run_dir, dirs, index, ckpt_path, address=address)
+
+def fit(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | None], index: dict[str, Any],
+        ckpt_path: str | None) -> TrainResult:
+    """The in-process fit: Lightning on this machine's devices (one process, or DDP ranks)."""
+    import pytorch_lightning as pl
+
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     set_cpu_threads(cfg)
     dm = build_datamodule(cfg, dirs, run_dir)
@@ -282,7 +285,7 @@ def evaluate(cfg: Config, out: Path, result: TrainResult | None = None) -> dict[
     """Validate and test the trained model; write metrics.json, plots and print the summary table."""
     import pytorch_lightning as pl
 
-    from pipelines.report import plot_confusion, plot_learning_curves, summary_table
+    from shardtrain.training.report import plot_confusion, plot_learning_curves, summary_table
 
     if result is None:
         run_dir = latest_run_dir(out)

@@ -1,0 +1,1 @@
+"""Layer 1 of shardtrain: errors, seeding, hashing and file access; imports nothing above it."""
