@@ -1,4 +1,6 @@
-"""Run the stages of a config in order: prepare -> augment -> train -> evaluate.
+"""The entry point from Python: run the stages of a config in order, prepare -> augment -> train -> evaluate.
+
+:func:`run` is ``shardtrain.run``; the CLI's ``shardtrain run`` calls it too.
 
 Data stages (prepare, augment) ask the dataset's pipeline module for their split
 jobs and hand them to the runner; a data stage whose output indexes already carry
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shardtrain import __version__
-from shardtrain.config import Config, replace, to_dict
+from shardtrain.config import Config, apply_overrides, from_dict, load_config, replace, to_dict
 from shardtrain.datasets import get_spec
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.core.hashing import fingerprint
@@ -21,6 +23,8 @@ from shardtrain.stages.runner import is_up_to_date, run_stage
 from shardtrain.shards import format as fmt
 
 log = logging.getLogger("shardtrain")
+
+STAGES = ("prepare", "augment", "train", "evaluate", "all")
 
 
 def stage_dir(out: Path, stage: str) -> Path:
@@ -121,3 +125,38 @@ def _augments(cfg: Config) -> bool:
     """Whether the config asks for offline augmentation copies."""
     return cfg.augment.copies > 0
 
+
+
+def run(config: Any, stage: str = "all", out: str | Path = "shardtrain-out", overrides: list[str] | None = None,
+        *, executor: str = "local", data_dir: str | None = None, address: str | None = None,
+        force: bool = False) -> dict[str, Any]:
+    """Run the pipeline in this process and return what each stage produced.
+
+    ``config`` is a preset name, a YAML file path, a mapping in the YAML's shape, or a
+    :class:`~shardtrain.config.Config`; ``overrides`` are ``key=value`` strings, exactly
+    as ``--set`` takes them. The result maps each stage that ran to its output:
+    ``prepare``/``augment`` to ``{split: index}`` (None when up to date),
+    ``train`` to a :class:`~shardtrain.training.stage.TrainResult` (``run_dir``, the
+    trainer, module and DataModule), ``evaluate`` to the metrics written to
+    ``metrics.json``. ``executor`` defaults to ``"local"`` (no Ray); ``"ray"`` runs
+    the data stages as Ray tasks, as the CLI does by default. A bad config raises
+    :class:`~shardtrain.core.errors.ShardtrainError` before anything is written.
+    """
+    if stage not in STAGES:
+        raise ShardtrainError(f"stage: unknown stage {stage!r}; expected one of {list(STAGES)}")
+    if executor not in ("local", "ray"):
+        raise ShardtrainError(f"executor: unknown executor {executor!r}; expected 'local' or 'ray'")
+    cfg = resolve_config(config, overrides)
+    return run_stages(cfg, stage, Path(out), executor=executor, data_dir=data_dir, address=address, force=force)
+
+
+def resolve_config(config: Any, overrides: list[str] | None = None) -> Config:
+    """A validated ``Config`` from a preset name, a file path, a raw mapping or a ``Config``, plus overrides."""
+    overrides = list(overrides or [])
+    if isinstance(config, Config):
+        return from_dict(apply_overrides(to_dict(config), overrides)) if overrides else config
+    if isinstance(config, dict):
+        return from_dict(apply_overrides(config, overrides))
+    if isinstance(config, (str, Path)):
+        return load_config(str(config), overrides)
+    raise ShardtrainError(f"config: expected a preset name, a path, a mapping or a Config, got {type(config).__name__}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from shardtrain.core.errors import ShardtrainError
 
-STAGES = ("prepare", "augment", "train", "evaluate", "all")
+from shardtrain.api import STAGES
 
 
 def _add_run_args(p: argparse.ArgumentParser, config: bool = True) -> None:
@@ -74,13 +74,10 @@ def _flatten(overrides: list[list[str]]) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``shardtrain run`` / ``demo``: load the config, then run the asked stages."""
-    from shardtrain.config import load_config
-    from shardtrain.api import run_stages
+    from shardtrain.api import run
 
-    overrides = _flatten(args.overrides)
-    cfg = load_config(args.config, overrides)
-    run_stages(cfg, args.stage, Path(args.out), executor=args.executor, data_dir=args.data_dir,
-               address=args.address, force=args.force)
+    run(args.config, args.stage, args.out, _flatten(args.overrides), executor=args.executor,
+        data_dir=args.data_dir, address=args.address, force=args.force)
     return 0
 
 
