@@ -72,7 +72,7 @@ def feed_ours(directory: Path, cache: str, max_batches: int | None = None) -> fl
     from shardtrain.data.datamodule import ShardDataModule
 
     device = "cuda" if cache == "gpu" else None
-    dm = ShardDataModule(directory, None, None, DataConfig(batch_size=BATCH, device_cache=cache, val_fraction=0.0),
+    dm = ShardDataModule.from_config(directory, None, None, DataConfig(batch_size=BATCH, device_cache=cache, val_fraction=0.0),
                          seed=0, device=device)
     dm.setup("fit")
     seen, t0 = 0, time.perf_counter()
@@ -127,7 +127,7 @@ def rss_child(directory: Path) -> dict:
     except OSError:
         pass
     base = _status("VmRSS")
-    dm = ShardDataModule(directory, None, None, DataConfig(batch_size=BATCH, device_cache="none", val_fraction=0.0))
+    dm = ShardDataModule.from_config(directory, None, None, DataConfig(batch_size=BATCH, device_cache="none", val_fraction=0.0))
     dm.setup("fit")
     rows = sum(b["x"].shape[0] for b in dm.train_dataloader())
     return {"rows": rows, "base_rss": base, "peak_rss": _status("VmHWM")}

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     cfg = DataConfig(batch_size=args.batch_size, device_cache=args.cache, val_fraction=0.0, audit=True)
-    dm = ShardDataModule(args.train, None, None, cfg, seed=11, audit_dir=args.audit)
+    dm = ShardDataModule.from_config(args.train, None, None, cfg, seed=11, audit_dir=args.audit)
     classes = len(dm.labels["label"]["classes"])
     trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=args.devices, strategy="ddp",
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,

@@ -68,10 +68,14 @@ def make_shards(directory: Path, sizes: list[int], *, width: int = 6, n_classes:
     return directory
 
 
+def dm_kwargs(**kw) -> dict:
+    """ShardDataModule keywords: small batches, no carving and the CPU cache unless overridden."""
+    return {"batch_size": 8, "eval_batch_size": 16, "device_cache": "cpu", "val_fraction": 0.0, **kw}
+
+
 def data_cfg(**kw) -> DataConfig:
-    """A DataConfig with small batches, no carving and the CPU cache unless overridden."""
-    base = {"batch_size": 8, "eval_batch_size": 16, "device_cache": "cpu", "val_fraction": 0.0}
-    return DataConfig(**{**base, **kw})
+    """The same as a DataConfig (for ``ShardDataModule.from_config``)."""
+    return DataConfig(**dm_kwargs(**kw))
 
 
 def epoch_batches(dm: ShardDataModule, epoch: int) -> list[dict]:
@@ -90,7 +94,7 @@ def test_ranks_partition_every_epoch(tmp_path: Path, world: int, sizes: list[int
     for epoch in (0, 1):
         seen, steps, pads = [], set(), 0
         for rank in range(world):
-            dm = ShardDataModule(d, None, None, data_cfg(), seed=3, rank=rank, world_size=world)
+            dm = ShardDataModule(d, **dm_kwargs(), seed=3, rank=rank, world_size=world)
             dm.setup("fit")
             assert dm.padding_per_epoch == per_rank * world - n
             batches = epoch_batches(dm, epoch)
@@ -119,7 +123,7 @@ def test_permutation_depends_on_seed_and_epoch_only() -> None:
 def test_batches_match_the_shards(tmp_path: Path) -> None:
     """x is scaled float32 (B, F) of the right rows; y int64; w from the weight column."""
     d = make_shards(tmp_path / "train", [30, 20], weights=True)
-    dm = ShardDataModule(d, None, None, data_cfg(), seed=0)
+    dm = ShardDataModule(d, **dm_kwargs(), seed=0)
     dm.setup("fit")
     assert dm.feature_dim == 6 and list(dm.labels) == ["label"]
     b = next(iter(dm.train_dataloader()))
@@ -133,7 +137,7 @@ def test_batches_match_the_shards(tmp_path: Path) -> None:
 def test_multitask_labels_become_a_dict(tmp_path: Path) -> None:
     """``label_<task>`` columns are yielded as ``{task: (B,) int64}``."""
     d = make_shards(tmp_path / "train", [20], tasks=("kind", "size"))
-    dm = ShardDataModule(d, None, None, data_cfg(), seed=0)
+    dm = ShardDataModule(d, **dm_kwargs(), seed=0)
     dm.setup("fit")
     b = next(iter(dm.train_dataloader()))
     assert set(b["y"]) == {"kind", "size"}
@@ -146,7 +150,7 @@ def test_cpu_and_none_caches_give_identical_batches(tmp_path: Path) -> None:
         d = make_shards(tmp_path / f"train{sparse}", [13, 0, 29, 4], sparse=sparse)
         got = []
         for cache in ("cpu", "none"):
-            dm = ShardDataModule(d, None, None, data_cfg(device_cache=cache, val_fraction=0.2), seed=5,
+            dm = ShardDataModule(d, **dm_kwargs(device_cache=cache, val_fraction=0.2), seed=5,
                                  rank=1, world_size=2)
             dm.setup("fit")
             assert dm.cache_modes["train"] == cache
@@ -172,7 +176,7 @@ def test_sparse_batches_follow_embeddingbag_convention(tmp_path: Path) -> None:
     for (off, ids), (_, wts), sid in zip(ss.sparse_column("x_ids"), ss.sparse_column("x_weights"), ss.column("sample_id")):
         for r, s in enumerate(sid):
             table[int(s)] = (ids[off[r]:off[r + 1]].tolist(), wts[off[r]:off[r + 1]].tolist())
-    dm = ShardDataModule(d, None, None, data_cfg(batch_size=7), seed=0)
+    dm = ShardDataModule(d, **dm_kwargs(batch_size=7), seed=0)
     assert dm.feature_dim == 64
     dm.setup("fit")
     for b in dm.train_dataloader():
@@ -187,7 +191,7 @@ def test_sparse_batches_follow_embeddingbag_convention(tmp_path: Path) -> None:
 def test_validation_carved_by_source_never_leaks(tmp_path: Path) -> None:
     """All copies of a val source leave train; val holds only originals; deterministic by seed."""
     d = make_shards(tmp_path / "train", [60, 40], copies=2)
-    dm = ShardDataModule(d, None, None, data_cfg(val_fraction=0.25), seed=7)
+    dm = ShardDataModule(d, **dm_kwargs(val_fraction=0.25), seed=7)
     dm.setup("fit")
     train_src = set(dm.split("train").cols["source_id"].tolist())
     val = dm.split("val")
@@ -198,10 +202,10 @@ def test_validation_carved_by_source_never_leaks(tmp_path: Path) -> None:
     rep = dm.carve_report
     assert rep["val_rows"] == len(val_src) and rep["dropped_copies"] == 2 * len(val_src)
     assert rep["train_rows"] == 3 * len(train_src)
-    again = ShardDataModule(d, None, None, data_cfg(val_fraction=0.25), seed=7)
+    again = ShardDataModule(d, **dm_kwargs(val_fraction=0.25), seed=7)
     again.setup("fit")
     assert again.split("val").cols["sample_id"].tolist() == val.cols["sample_id"].tolist()
-    other = ShardDataModule(d, None, None, data_cfg(val_fraction=0.25), seed=8)
+    other = ShardDataModule(d, **dm_kwargs(val_fraction=0.25), seed=8)
     other.setup("fit")
     assert other.split("val").cols["sample_id"].tolist() != val.cols["sample_id"].tolist()
 
@@ -209,7 +213,7 @@ def test_validation_carved_by_source_never_leaks(tmp_path: Path) -> None:
 def test_label_outside_declared_classes_is_refused(tmp_path: Path) -> None:
     """A label >= n_classes fails at setup naming the shard file and the column."""
     d = make_shards(tmp_path / "train", [5, 6], bad_label=True)
-    dm = ShardDataModule(d, None, None, data_cfg(), seed=0)
+    dm = ShardDataModule(d, **dm_kwargs(), seed=0)
     with pytest.raises(ShardtrainError, match=r"part-00001-of-00002\.arrow.*'label'"):
         dm.setup("fit")
 
@@ -217,28 +221,28 @@ def test_label_outside_declared_classes_is_refused(tmp_path: Path) -> None:
 def test_missing_directory_and_version_propagate(tmp_path: Path) -> None:
     """ShardSet's refusals (no index, unknown version) come through unchanged."""
     with pytest.raises(ShardtrainError, match="no such shard directory"):
-        ShardDataModule(tmp_path / "nope", None, None, data_cfg()).setup("fit")
+        ShardDataModule(tmp_path / "nope", **dm_kwargs()).setup("fit")
     d = make_shards(tmp_path / "train", [3])
     text = (d / "index.json").read_text().replace('"version": 1', '"version": 99')
     (d / "index.json").write_text(text)
     with pytest.raises(ShardtrainError, match="unknown shard format version"):
-        ShardDataModule(d, None, None, data_cfg()).setup("fit")
+        ShardDataModule(d, **dm_kwargs()).setup("fit")
 
 
 def test_state_dict_resume_skips_done_batches(tmp_path: Path) -> None:
     """Stop after k batches of epoch 1, restore into a fresh module: the rest follows exactly."""
     d = make_shards(tmp_path / "train", [40, 23])
-    full = ShardDataModule(d, None, None, data_cfg(), seed=4)
+    full = ShardDataModule(d, **dm_kwargs(), seed=4)
     full.setup("fit")
     ref = [b["sample_id"] for b in epoch_batches(full, 0)] + [b["sample_id"] for b in epoch_batches(full, 1)]
-    first = ShardDataModule(d, None, None, data_cfg(), seed=4)
+    first = ShardDataModule(d, **dm_kwargs(), seed=4)
     first.setup("fit")
     got = [b["sample_id"] for b in epoch_batches(first, 0)]
     it = iter(first.train_dataloader())
     got += [next(it)["sample_id"] for _ in range(3)]  # epoch 1, 3 batches
     state = first.state_dict()
     assert state["epoch"] == 1 and state["batches_done"] == 3 and state["seed"] == 4
-    resumed = ShardDataModule(d, None, None, data_cfg(), seed=999)
+    resumed = ShardDataModule(d, **dm_kwargs(), seed=999)
     resumed.setup("fit")
     resumed.load_state_dict(state)
     got += [b["sample_id"] for b in resumed.train_dataloader()]
@@ -253,7 +257,7 @@ def test_audit_of_simulated_ranks_merges(tmp_path: Path) -> None:
     d = make_shards(tmp_path / "train", [10, 10, 1])
     audit = tmp_path / "audit"
     for rank in range(2):
-        dm = ShardDataModule(d, None, None, data_cfg(audit=True), seed=1, audit_dir=audit, rank=rank, world_size=2)
+        dm = ShardDataModule(d, **dm_kwargs(audit=True), seed=1, audit_dir=audit, rank=rank, world_size=2)
         dm.setup("fit")
         for epoch in range(2):
             epoch_batches(dm, epoch)
@@ -269,7 +273,7 @@ def test_audit_flags_overlapping_ranks(tmp_path: Path) -> None:
     d = make_shards(tmp_path / "train", [10, 10, 1])
     audit = tmp_path / "audit"
     for rank in range(2):
-        dm = ShardDataModule(d, None, None, data_cfg(audit=True), seed=rank, audit_dir=audit, rank=rank, world_size=2)
+        dm = ShardDataModule(d, **dm_kwargs(audit=True), seed=rank, audit_dir=audit, rank=rank, world_size=2)
         dm.setup("fit")
         epoch_batches(dm, 0)
         dm.write_audit()

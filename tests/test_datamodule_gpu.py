@@ -9,7 +9,7 @@ import torch
 
 from shardtrain.models.inputs import SparseBatch
 from shardtrain.data.datamodule import ShardDataModule
-from tests.test_datamodule_core import data_cfg, epoch_batches, make_shards
+from tests.test_datamodule_core import dm_kwargs, epoch_batches, make_shards
 from tests.test_datamodule_resume import check_resume
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -28,7 +28,7 @@ def test_gpu_cache_equals_cpu_cache(tmp_path: Path, sparse: bool) -> None:
     d = make_shards(tmp_path / "train", [13, 0, 29, 4], sparse=sparse, copies=1)
     got = {}
     for cache in ("cpu", "gpu"):
-        dm = ShardDataModule(d, None, None, data_cfg(device_cache=cache, val_fraction=0.2), seed=5,
+        dm = ShardDataModule(d, **dm_kwargs(device_cache=cache, val_fraction=0.2), seed=5,
                              rank=1, world_size=2, device="cuda")
         dm.setup("fit")
         assert dm.cache_modes["train"] == cache
@@ -48,7 +48,7 @@ def test_gpu_cache_equals_cpu_cache(tmp_path: Path, sparse: bool) -> None:
 def test_auto_picks_gpu_for_a_small_split(tmp_path: Path) -> None:
     """``auto`` keeps a small split resident on the CUDA device."""
     d = make_shards(tmp_path / "train", [50])
-    dm = ShardDataModule(d, None, None, data_cfg(device_cache="auto"), seed=0, device="cuda")
+    dm = ShardDataModule(d, **dm_kwargs(device_cache="auto"), seed=0, device="cuda")
     dm.setup("fit")
     assert dm.cache_modes["train"] == "gpu"
     assert next(iter(dm.train_dataloader()))["x"].device.type == "cuda"

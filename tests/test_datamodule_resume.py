@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from shardtrain.data.datamodule import ShardDataModule, load_audit
-from tests.test_datamodule_core import data_cfg, make_shards
+from tests.test_datamodule_core import dm_kwargs, make_shards
 
 
 class TinyClassifier(pl.LightningModule):
@@ -75,18 +75,18 @@ def audit_ids(audit_dir: Path) -> dict[int, list[np.ndarray]]:
 def check_resume(tmp_path: Path, stop_at: int, accelerator: str = "cpu", cache: str = "cpu") -> None:
     """Stopped at step k and resumed from its checkpoint == uninterrupted: weights and samples."""
     d = make_shards(tmp_path / "train", [40, 23])  # 63 rows, batch 8 -> 8 steps per epoch
-    cfg = data_cfg(audit=True, device_cache=cache)
+    cfg = dm_kwargs(audit=True, device_cache=cache)
 
     full = TinyClassifier()
     trainer(2, accelerator=accelerator).fit(
-        full, datamodule=ShardDataModule(d, None, None, cfg, seed=3, audit_dir=tmp_path / "a"))
+        full, datamodule=ShardDataModule(d, **cfg, seed=3, audit_dir=tmp_path / "a"))
 
     ckpt = tmp_path / "step.ckpt"
     part1 = TinyClassifier()
     trainer(2, [SaveAndStop(stop_at, ckpt)], accelerator=accelerator).fit(
-        part1, datamodule=ShardDataModule(d, None, None, cfg, seed=3, audit_dir=tmp_path / "b1"))
+        part1, datamodule=ShardDataModule(d, **cfg, seed=3, audit_dir=tmp_path / "b1"))
     part2 = TinyClassifier()
-    dm2 = ShardDataModule(d, None, None, cfg, seed=123, audit_dir=tmp_path / "b2")  # seed comes from the ckpt
+    dm2 = ShardDataModule(d, **cfg, seed=123, audit_dir=tmp_path / "b2")  # seed comes from the ckpt
     trainer(2, accelerator=accelerator).fit(part2, datamodule=dm2, ckpt_path=ckpt)
 
     assert len(part1.trained) == stop_at
@@ -114,7 +114,7 @@ def test_resume_mid_epoch_matches_uninterrupted(tmp_path: Path, stop_at: int) ->
 def test_fit_with_carved_validation(tmp_path: Path) -> None:
     """Lightning validates on the carved split: every val row once per epoch, none trained on."""
     d = make_shards(tmp_path / "train", [50, 30], copies=1)
-    dm = ShardDataModule(d, None, None, data_cfg(val_fraction=0.2, device_cache="none"), seed=2)
+    dm = ShardDataModule(d, **dm_kwargs(val_fraction=0.2, device_cache="none"), seed=2)
     model = WithValidation()
     trainer(1).fit(model, datamodule=dm)
     val_ids = torch.cat(model.validated)

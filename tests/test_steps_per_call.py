@@ -25,7 +25,7 @@ SIZES = [100, 100, 3]
 
 
 def _dm(train_dir: Path, group: int, **kw) -> ShardDataModule:
-    return ShardDataModule(train_dir, None, None, data_cfg(**kw), seed=3, steps_per_call=group)
+    return ShardDataModule.from_config(train_dir, None, None, data_cfg(**kw), seed=3, steps_per_call=group)
 
 
 def _flat(items: list) -> list[dict]:
@@ -88,7 +88,7 @@ def test_ranks_get_the_same_groups(tmp_path: Path) -> None:
     train = make_shards(tmp_path / "train", SIZES)  # 203 rows: 102 per rank, the last rank padded
     lengths = []
     for rank in (0, 1):
-        dm = ShardDataModule(train, None, None, data_cfg(), steps_per_call=4, rank=rank, world_size=2)
+        dm = ShardDataModule.from_config(train, None, None, data_cfg(), steps_per_call=4, rank=rank, world_size=2)
         dm.setup("fit")
         dm.set_epoch(0)
         lengths.append([len(g) for g in dm.train_dataloader()])
@@ -105,7 +105,7 @@ def _cfg(**train) -> Config:
 def _fit(train_dir: Path, cfg: Config, callbacks=(), max_steps: int = -1):
     pl.seed_everything(cfg.seed, verbose=False)
     module = build_module(cfg, read_index(train_dir))
-    dm = ShardDataModule(train_dir, None, None, cfg.data, seed=cfg.seed, steps_per_call=steps_per_call(cfg))
+    dm = ShardDataModule.from_config(train_dir, None, None, cfg.data, seed=cfg.seed, steps_per_call=steps_per_call(cfg))
     trainer = pl.Trainer(max_epochs=cfg.train.max_epochs, max_steps=max_steps, accelerator="cpu", devices=1,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, callbacks=list(callbacks))
@@ -223,7 +223,7 @@ def test_gradient_clipping_bounds_every_step(tmp_path: Path, listen: bool) -> No
 def test_unit_weight_batches_are_flagged_only_when_true(tmp_path: Path) -> None:
     """``unit_weights``: no padding row, no weight column, no missing label in the batch's split."""
     plain = make_shards(tmp_path / "plain", SIZES)  # 203 rows
-    dm = ShardDataModule(plain, None, None, data_cfg(), rank=1, world_size=2)  # 102 per rank, 1 padding row last
+    dm = ShardDataModule.from_config(plain, None, None, data_cfg(), rank=1, world_size=2)  # 102 per rank, 1 padding row last
     dm.setup("fit")
     dm.set_epoch(0)
     batches = list(dm.train_dataloader())

@@ -343,6 +343,7 @@ class ShardBatches:
         self.driver = driver
         self.steps = math.ceil(per_rank_rows(split.rows, world) / self.batch_size)  # batches = optimizer steps
         self.steps_per_call = int(steps_per_call)  # checked by ShardDataModule
+        self.augment: Callable[[torch.Tensor, int], torch.Tensor] | None = None  # training only: fn(x, step) -> x
 
     def __len__(self) -> int:
         """Items per epoch: batches, or groups of ``steps_per_call`` batches (the last may be shorter)."""
@@ -380,6 +381,9 @@ class ShardBatches:
             for step in range(first, last):
                 a = (step - first) * bs
                 batch = self.split.convert(gathered if last - first == 1 else _slice_batch(gathered, a, a + bs))
+                if self.augment is not None and isinstance(batch["x"], torch.Tensor):
+                    # step counts batches from epoch 0: the same draws on resume, whatever the grouping
+                    batch["x"] = self.augment(batch["x"], plan.epoch * plan.steps + step)
                 batch["unit_weights"] = (step + 1) * bs <= unpadded  # every w == 1 and every row labelled
                 items.append(batch)
                 # Groups are counted from the epoch's first batch (a resumed pass starts on a
@@ -400,9 +404,10 @@ class TrainBatches(ShardBatches):
     """
 
     def __init__(self, split: SplitData, batch_size: int, rank: int, world: int, owner: Any,
-                 steps_per_call: int = 1) -> None:
+                 steps_per_call: int = 1, augment: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> None:
         super().__init__(split, batch_size, rank, world, driver=owner._begin_train_epoch, steps_per_call=steps_per_call)
         self._owner = owner
+        self.augment = augment
 
     def state_dict(self) -> dict[str, Any]:
         """The owning DataModule's state."""

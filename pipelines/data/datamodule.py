@@ -1,31 +1,22 @@
 """``ShardDataModule``: feed Arrow shards to Lightning with one gather per batch.
 
-``setup()`` memory-maps each split's shards once and, by ``data.device_cache``, keeps the
+``setup()`` memory-maps each split's shards once and, by ``device_cache``, keeps the
 features resident on the accelerator (``gpu``), in RAM (``cpu``) or as mapped views
 (``none``); ``auto`` picks the first that fits. Every epoch has one permutation that
 depends only on ``(seed, epoch)``; rank ``r`` of ``W`` takes the contiguous slice
 ``[r * P, (r + 1) * P)`` with ``P = ceil(N / W)``, the permutation padded by repeating its
 first entries (padding rows carry ``w = 0``), so every rank takes the same number of
-steps and every sample is seen exactly once per epoch. Batches are dicts: ``x`` (B, F)
-float32 or a ``SparseBatch``, ``y`` (B,) or ``{task: (B,)}``, ``w`` (B,), ``sample_id`` and
-``source_id`` (B,), and ``unit_weights`` (a Python bool: every ``w`` is 1 and every row is
-labelled, so the loss needs no weighting). Evaluation
-batches are not shuffled but are split across ranks the same way: padded eval rows have
-``w = 0`` and must be dropped (or weighted) by metrics.
+steps and every sample is seen exactly once per epoch. The batch contract is in the
+class docstring.
 
 Resuming: ``state_dict()`` is ``{"epoch", "batches_done", "seed", ...}``; Lightning saves it
 in checkpoints (and the train iterable's, which is the same state) and restores it, and
 the next training pass skips the batches already done in that epoch.
 
-Audit (``data.audit``): each rank writes ``data_audit.rank{r}.json`` (+ ``.npz`` with the
+Audit (``audit=True``): each rank writes ``data_audit.rank{r}.json`` (+ ``.npz`` with the
 sample ids it saw per epoch) at the end of ``fit``; after a barrier rank 0 merges them
 into ``data_audit.json``. ``merge_audit(audit_dir)`` does the merge on its own (for
 launchers that run one Trainer per worker, call it on rank 0 after fit).
-
-Example::
-
-    dm = ShardDataModule("out/shards/augment/train", None, "out/shards/prepare/test", cfg.data, seed=0)
-    trainer.fit(model, datamodule=dm)
 """
 
 from __future__ import annotations
@@ -34,7 +25,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -51,7 +42,6 @@ from shardtrain.data.batching import (
     per_rank_rows,
     plan_epoch,
 )
-from shardtrain.config import DataConfig
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.shards import ShardSet
 from shardtrain.shards.reader import read_index
@@ -61,28 +51,91 @@ log = logging.getLogger(__name__)
 AUDIT_NAME = "data_audit.json"
 
 
-class ShardDataModule(pl.LightningDataModule):
-    """Train/val/test shard splits fed as dict batches (see the module docstring).
+DEVICE_CACHES = ("auto", "gpu", "cpu", "none")
 
-    ``rank``/``world_size``/``device`` override what an attached Trainer says (tests
-    simulate DDP ranks in one process with them); ``verify`` re-hashes every shard.
+
+def _positive_int(name: str, value: Any) -> int:
+    """``value`` as an int >= 1, else a one-line ShardtrainError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ShardtrainError(f"ShardDataModule: {name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+class ShardDataModule(pl.LightningDataModule):
+    """Train/val/test shard directories (as written by the prepare/augment stages) fed as dict batches.
+
+    Arguments are shard directories and plain keywords: ``batch_size``/``eval_batch_size``
+    (rows per training/evaluation batch, per rank), ``device_cache`` (``auto|gpu|cpu|none``),
+    ``val_fraction`` (without ``val``: carve that fraction of the *sources* of ``train`` into
+    a validation split, so augmented copies never leak; 0 = none), ``seed`` (permutations
+    and carving), ``steps_per_call`` (batches per training item, below), ``batch_augment``
+    (optional ``fn(x, step) -> x`` applied on the device to dense training ``x``; ``step``
+    counts batches from epoch 0, so it is the same on resume), ``audit``/``audit_dir``,
+    ``verify`` (re-hash every shard). ``rank``/``world_size``/``device`` override what an
+    attached Trainer says (tests simulate DDP ranks in one process with them). Bad values
+    raise a one-line ``ShardtrainError``. ``from_config`` builds one from a ``DataConfig``.
+
+    **The batch contract.** Every batch is a dict, all on one device:
+
+    - ``x``: (B, F) float32, already scaled (``stored * scale + offset``) and flattened, or
+      a ``shardtrain.models.inputs.SparseBatch`` (ids, offsets, weights; an ``EmbeddingBag``
+      input) for sparse features (``feature["kind"] == "sparse"``).
+    - ``y``: (B,) int64 class labels (float32 for regression) when the shards have one
+      ``label`` column, else ``{task: (B,)}`` for ``label_<task>`` columns. ``-1`` (NaN for
+      regression) means missing: the row has no label for that task and must not count.
+    - ``w``: (B,) float32 sample weights (the shards' ``weight`` column, else 1). Under DDP
+      the last rank's slice is padded with repeated rows so that every rank takes the same
+      number of steps (an unequal count deadlocks the gradient all-reduce); those padding
+      rows have ``w = 0``. **A loss you write yourself must weight by ``w``** (e.g.
+      ``(loss_per_row * w).sum() / w.sum().clamp_min(1)``), and evaluation metrics must drop
+      or weight rows with ``w = 0``, else padding rows count twice and results depend on
+      the number of ranks.
+    - ``sample_id``, ``source_id``: (B,) int64 (an augmented copy's ``source_id`` is its
+      original's); ``unit_weights``: a Python bool, true when every ``w`` is 1 and every row
+      is labelled (a plain mean loss is then exact).
+
+    Training batches are shuffled per epoch; evaluation batches are not, and are split
+    across ranks the same way (padded eval rows have ``w = 0``). With ``steps_per_call = k >
+    1`` each training item is a *list* of up to ``k`` consecutive batches as above (the last
+    item of an epoch may be shorter) and the LightningModule takes one optimizer step per
+    batch of the list (``ShardTrainModule`` does); ``k = 1`` yields plain batch dicts.
+
+    Example::
+
+        dm = ShardDataModule("out/shards/prepare/train", test="out/shards/prepare/test", batch_size=256)
+        trainer = pl.Trainer(max_epochs=2, accelerator="cpu")
+        trainer.fit(my_module, datamodule=dm)  # my_module's loss weights by batch["w"]
     """
 
-    def __init__(self, train_dir: str | Path | None, val_dir: str | Path | None, test_dir: str | Path | None,
-                 cfg: DataConfig, seed: int = 0, audit_dir: str | Path | None = None, *, rank: int | None = None,
-                 world_size: int | None = None, device: str | torch.device | None = None,
-                 verify: bool = False, steps_per_call: int = 1) -> None:
+    def __init__(self, train: str | Path | None = None, val: str | Path | None = None,
+                 test: str | Path | None = None, *, batch_size: int = 512, eval_batch_size: int = 4096,
+                 device_cache: str = "auto", val_fraction: float = 0.1, seed: int = 0, steps_per_call: int = 1,
+                 batch_augment: Callable[[torch.Tensor, int], torch.Tensor] | None = None, audit: bool = False,
+                 audit_dir: str | Path | None = None, verify: bool = False, rank: int | None = None,
+                 world_size: int | None = None, device: str | torch.device | None = None) -> None:
         super().__init__()
-        if int(steps_per_call) < 1:
-            raise ShardtrainError(f"ShardDataModule: steps_per_call must be >= 1, got {steps_per_call}")
-        self.steps_per_call = int(steps_per_call)
-        given = {"train": train_dir, "val": val_dir, "test": test_dir}
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.eval_batch_size = _positive_int("eval_batch_size", eval_batch_size)
+        self.steps_per_call = _positive_int("steps_per_call", steps_per_call)
+        if device_cache not in DEVICE_CACHES:
+            raise ShardtrainError(f"ShardDataModule: device_cache must be one of {', '.join(DEVICE_CACHES)}, "
+                                  f"got {device_cache!r}")
+        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+            raise ShardtrainError(f"ShardDataModule: val_fraction must be a number in [0, 1), got {val_fraction!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ShardtrainError(f"ShardDataModule: seed must be an integer, got {seed!r}")
+        if batch_augment is not None and not callable(batch_augment):
+            raise ShardtrainError(f"ShardDataModule: batch_augment must be callable fn(x, step) -> x, got {batch_augment!r}")
+        given = {"train": train, "val": val, "test": test}
+        if all(v is None for v in given.values()):
+            raise ShardtrainError("ShardDataModule: give at least one shard directory (train, val or test)")
         self.dirs = {k: Path(v) for k, v in given.items() if v is not None}
-        self.cfg, self.seed, self.verify = cfg, int(seed), verify
+        self.device_cache, self.val_fraction, self.audit = device_cache, float(val_fraction), bool(audit)
+        self.seed, self.verify, self.batch_augment = int(seed), bool(verify), batch_augment
         self.audit_dir = Path(audit_dir) if audit_dir is not None else None
         self._rank, self._world = rank, world_size
         self._device = torch.device(device) if device is not None else None
-        self._carve = "val" not in self.dirs and "train" in self.dirs and cfg.val_fraction > 0
+        self._carve = "val" not in self.dirs and "train" in self.dirs and self.val_fraction > 0
         self._sets: dict[str, ShardSet] = {}
         self._splits: dict[str, SplitData] = {}
         self._carved: tuple[np.ndarray, np.ndarray] | None = None
@@ -93,6 +146,13 @@ class ShardDataModule(pl.LightningDataModule):
         self._pending: dict[str, Any] | None = None
         self._epoch_override: int | None = None
         self._records: list[dict[str, Any]] = []  # audit, one per (partial) training pass
+
+    @classmethod
+    def from_config(cls, train: str | Path | None, val: str | Path | None, test: str | Path | None, data: Any,
+                    **kwargs: Any) -> ShardDataModule:
+        """One built from a config's ``data`` section (reads only its attribute names); ``kwargs`` as ``__init__``."""
+        options = {k: getattr(data, k) for k in ("batch_size", "eval_batch_size", "device_cache", "val_fraction", "audit")}
+        return cls(train, val, test, **{**options, **kwargs})
 
     # ------------------------------------------------------------------ what the train stage checks
     def _index(self) -> dict[str, Any]:
@@ -150,9 +210,9 @@ class ShardDataModule(pl.LightningDataModule):
 
     def _cache_for(self, ss: ShardSet, rows: np.ndarray | None, device: torch.device, local: int) -> str:
         """Resolve ``device_cache`` for one split (``auto``: gpu < 50% free, cpu < 25% RAM, else none)."""
-        mode = self.cfg.device_cache
+        mode = self.device_cache
         if mode == "gpu" and device.type == "cpu":
-            log.warning("data.device_cache=gpu but training runs on the CPU: caching in RAM instead")
+            log.warning("device_cache=gpu but training runs on the CPU: caching in RAM instead")
             return "cpu"
         if mode != "auto":
             return mode
@@ -171,7 +231,7 @@ class ShardDataModule(pl.LightningDataModule):
         if self._carve and name in ("train", "val"):
             ss = self._shardset("train")
             if self._carved is None:
-                train_rows, val_rows, self.carve_report = carve_rows(ss, self.seed, self.cfg.val_fraction)
+                train_rows, val_rows, self.carve_report = carve_rows(ss, self.seed, self.val_fraction)
                 self._carved = (train_rows, val_rows)
                 log.info("carved validation from %s: %s", self.dirs["train"], self.carve_report)
             rows = self._carved[0 if name == "train" else 1]
@@ -209,15 +269,15 @@ class ShardDataModule(pl.LightningDataModule):
         has the same number of batches, so the same groups.
         """
         rank, world, _, _ = self._context()
-        return TrainBatches(self.split("train"), self.cfg.batch_size, rank, world, owner=self,
-                            steps_per_call=self.steps_per_call)
+        return TrainBatches(self.split("train"), self.batch_size, rank, world, owner=self,
+                            steps_per_call=self.steps_per_call, augment=self.batch_augment)
 
     def _eval(self, name: str) -> ShardBatches | list:
         """Unshuffled batches of an evaluation split, or ``[]`` (no loader) when there is none."""
         if not self.has_split(name):
             return []
         rank, world, _, _ = self._context()
-        return ShardBatches(self.split(name), self.cfg.eval_batch_size, rank, world)
+        return ShardBatches(self.split(name), self.eval_batch_size, rank, world)
 
     def val_dataloader(self) -> ShardBatches | list:
         """Validation batches (the given split or the carved one); padded rows have ``w = 0``."""
@@ -282,7 +342,7 @@ class ShardDataModule(pl.LightningDataModule):
         self._finish_records()
         self._epoch, self._batches_done, self._started = epoch, plan.start, True
         record = None
-        if self.cfg.audit:
+        if self.audit:
             record = {"epoch": epoch, "start_batch": plan.start, "end_batch": plan.start, "plan": plan, "split": it.split}
             self._records.append(record)
 
@@ -297,7 +357,7 @@ class ShardDataModule(pl.LightningDataModule):
         """``{"epoch", "batches_done", "seed", "world_size", "batch_size", "steps_per_call"}`` of the training pass."""
         _, world, _, _ = self._context()
         return {"epoch": self._epoch, "batches_done": self._batches_done, "seed": self.seed,
-                "world_size": world, "batch_size": self.cfg.batch_size, "steps_per_call": self.steps_per_call}
+                "world_size": world, "batch_size": self.batch_size, "steps_per_call": self.steps_per_call}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the state; the next training pass of that epoch skips the batches already done."""
@@ -313,7 +373,7 @@ class ShardDataModule(pl.LightningDataModule):
             plan: EpochPlan | None = rec.pop("plan", None)
             if plan is None:
                 continue
-            bs = self.cfg.batch_size
+            bs = self.batch_size
             sl = slice(rec["start_batch"] * bs, rec["end_batch"] * bs)
             rows, pad = plan.indices[sl], plan.padding[sl]
             rec["ids"] = rec.pop("split").sample_id[rows[~pad].numpy()]
@@ -322,14 +382,14 @@ class ShardDataModule(pl.LightningDataModule):
 
     def write_audit(self) -> Path | None:
         """Write this rank's ``data_audit.rank{r}.json`` (+ ``.npz`` of ids); None without an audit dir."""
-        if not self.cfg.audit or self.audit_dir is None:
+        if not self.audit or self.audit_dir is None:
             return None
         self._finish_records()
         rank, world, _, _ = self._context()
         self.audit_dir.mkdir(parents=True, exist_ok=True)
         train = self._splits.get("train")
         meta = {"rank": rank, "world_size": world, "seed": self.seed, "rows": train.rows if train else 0,
-                "batch_size": self.cfg.batch_size, "padding_per_epoch": self.padding_per_epoch,
+                "batch_size": self.batch_size, "padding_per_epoch": self.padding_per_epoch,
                 "passes": [{k: v for k, v in r.items() if k != "ids"} for r in self._records]}
         np.savez(self.audit_dir / f"data_audit.rank{rank}.npz", **{f"p{i}": r["ids"] for i, r in enumerate(self._records)})
         path = self.audit_dir / f"data_audit.rank{rank}.json"

@@ -139,8 +139,9 @@ def build_datamodule(cfg: Config, dirs: dict[str, Path | None], audit_dir: Path 
     """The ShardDataModule over the given split directories."""
     from shardtrain.data.datamodule import ShardDataModule
 
-    return ShardDataModule(dirs["train"], dirs["val"], dirs["test"], cfg.data, seed=cfg.seed,
-                           audit_dir=audit_dir if cfg.data.audit else None, steps_per_call=steps_per_call(cfg))
+    return ShardDataModule.from_config(dirs["train"], dirs["val"], dirs["test"], cfg.data, seed=cfg.seed,
+                                       audit_dir=audit_dir if cfg.data.audit else None,
+                                       steps_per_call=steps_per_call(cfg))
 
 
 def build_module(cfg: Config, index: dict[str, Any]) -> Any:
