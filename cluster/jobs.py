@@ -3,13 +3,17 @@
 ``submit`` validates the config here, then submits ``python -m shardtrain.cli run CONFIG ...``
 with a runtime env built from ``cluster/runtime_env.yaml``:
 
-* from a source checkout (``pyproject.toml`` beside ``pipelines/``), the checkout is the
-  job's ``working_dir`` (minus ``.git``, virtualenvs, outputs, shards and checkpoints);
+* from a source checkout or an editable install (``pyproject.toml`` beside ``pipelines/``),
+  the checkout is the job's ``working_dir`` (minus ``.git``, virtualenvs, outputs, shards
+  and checkpoints), and shardtrain itself travels in ``py_modules``: a ``shardtrain/``
+  directory assembled from the imported package's folders (``stage_package``), since the
+  checkout's folders are ``pipelines/``, ``models/``, ... and not an importable ``shardtrain``;
 * from an installed package, nothing is shipped: the cluster's image must have
   shardtrain installed (``cluster/cluster.yaml`` and ``cluster/rayjob.yaml`` do). We do not
   ``pip install`` at job start: that needs the network on every node and may not match
   the version that validated the config;
-* ``--working-dir DIR`` ships DIR instead, in both cases.
+* ``--working-dir DIR`` ships DIR instead of the checkout, in both cases (from a checkout,
+  shardtrain still travels in ``py_modules``).
 
 A run that trains with Lightning inside the driver on GPUs (``train.launcher: local``,
 ``train.accelerator: gpu``) reserves ``train.devices`` GPUs for the entrypoint, so the
@@ -43,12 +47,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import re
 import secrets
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -199,25 +206,57 @@ def connect(address: str | None) -> tuple[Any, str]:
 # ---------------------------------------------------------------- submit
 
 
+def _package_dir(name: str) -> Path:
+    """Where the (already imported) package ``name`` lives, by its spec: importing the root
+    ``shardtrain`` by name here would make layer 5 import layer 6 (its ``run``) in the import graph."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ShardtrainError(f"{name}: not importable, cannot stage the package")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
 def source_checkout() -> Path | None:
     """The repository root when running from a source checkout (or an editable install)."""
-    import shardtrain
-
-    root = Path(shardtrain.__file__).resolve().parents[1]
+    root = _package_dir("shardtrain").parent
     if (root / "pyproject.toml").is_file() and (root / "cluster" / "jobs.py").is_file() \
             and "site-packages" not in root.parts:
         return root
     return None
 
 
-def build_runtime_env(working_dir: Path | None) -> dict[str, Any]:
-    """The template ``cluster/runtime_env.yaml`` with ``working_dir`` filled (or dropped)."""
+def stage_package(dest: Path) -> Path:
+    """Assemble an importable ``dest/shardtrain/`` from the imported package; returns that directory.
+
+    In a source checkout or an editable install the package's folders are ``pipelines/``
+    (``shardtrain`` itself) and ``models/``, ``augment/``, ``cluster/`` (its subpackages,
+    mapped by ``package-dir`` in ``pyproject.toml``); a wheel has them nested already. Either
+    way the result is the wheel's layout, for Ray's ``py_modules`` or for tools (import-linter)
+    that read a package from one directory tree. Caches are left out.
+    """
+    out = Path(dest) / "shardtrain"
+    if out.exists():
+        raise ShardtrainError(f"{out}: already exists; stage the package into an empty directory")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    root = _package_dir("shardtrain")
+    shutil.copytree(root, out, ignore=ignore)
+    for name in ("models", "augment", "cluster"):  # the subpackages package-dir maps from other folders
+        where = _package_dir(f"shardtrain.{name}")
+        if where.parent != root:  # not already inside the copied tree
+            shutil.copytree(where, out / name, ignore=ignore)
+    return out
+
+
+def build_runtime_env(working_dir: Path | None, package: Path | None = None) -> dict[str, Any]:
+    """The template ``cluster/runtime_env.yaml`` with ``working_dir`` filled (or dropped), plus
+    ``py_modules: [package]`` when shardtrain itself must travel (a staged ``shardtrain/``)."""
     env = yaml.safe_load(TEMPLATE.read_text(encoding="utf-8")) or {}
     if working_dir is None:
         env.pop("working_dir", None)
         env.pop("excludes", None)
     else:
         env["working_dir"] = str(working_dir)
+    if package is not None:
+        env["py_modules"] = [str(package)]
     return env
 
 
@@ -282,16 +321,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
             log.warning("%s %s is relative: on the cluster it resolves inside the job's temporary working "
                         "directory; pass a path on shared storage", flag, value)
     entrypoint = build_entrypoint(args, _config_arg(args.config, working_dir))
-    runtime_env = build_runtime_env(working_dir)
     gpus = entrypoint_gpus(cfg, args.stage)
+    ships_package = source_checkout() is not None  # else the cluster's installed shardtrain runs
     client, url = connect(args.address)
-    with job_errors(url):
-        job_id = client.submit_job(
+    with tempfile.TemporaryDirectory(prefix="shardtrain-submit-") as staging, job_errors(url):
+        package = stage_package(Path(staging)) if ships_package else None
+        runtime_env = build_runtime_env(working_dir, package)
+        job_id = client.submit_job(  # uploads working_dir and py_modules before it returns
             entrypoint=entrypoint, runtime_env=runtime_env, submission_id=_submission_id(cfg.name),
             metadata={"shardtrain.config": cfg.name, "shardtrain.stage": args.stage},
             **({"entrypoint_num_gpus": gpus} if gpus else {}))
-    log.info("submitted %s to %s (%s)", job_id, url,
-             f"working_dir {working_dir}" if working_dir else "using the cluster's installed shardtrain")
+    shipped = [f"working_dir {working_dir}"] if working_dir else []
+    shipped += ["shardtrain in py_modules"] if ships_package else ["the cluster's installed shardtrain"]
+    log.info("submitted %s to %s (%s)", job_id, url, ", ".join(shipped))
     print(job_id, flush=True)
     if not args.wait:
         return 0

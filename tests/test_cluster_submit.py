@@ -99,7 +99,11 @@ def test_driver_asks_for_gpus_only_when_lightning_trains_on_gpus_in_it():
 
 
 def test_runtime_env_ships_the_checkout_without_data_or_outputs():
-    assert jobs.source_checkout() == REPO
+    import shardtrain
+
+    # An editable install (or a source tree) runs from REPO/pipelines; a wheel from site-packages.
+    from_checkout = Path(shardtrain.__file__).resolve().parent == REPO / "pipelines"
+    assert jobs.source_checkout() == (REPO if from_checkout else None)
     env = jobs.build_runtime_env(REPO)
     assert env["working_dir"] == str(REPO)
     for pattern in (".git", ".venv", "outputs", "*.arrow", "*.ckpt", "shardtrain-out"):
@@ -108,6 +112,29 @@ def test_runtime_env_ships_the_checkout_without_data_or_outputs():
     installed = jobs.build_runtime_env(None)
     assert "working_dir" not in installed and "excludes" not in installed
     assert installed["env_vars"] == env["env_vars"]
+
+
+def test_staged_package_has_the_wheel_layout_and_travels_in_py_modules(tmp_path):
+    """``stage_package`` assembles ``shardtrain/`` (subpackages nested, data files, no caches),
+    importable on its own in a fresh interpreter; ``build_runtime_env`` puts it in py_modules."""
+    staged = jobs.stage_package(tmp_path)
+    assert staged == tmp_path / "shardtrain"
+    for rel in ("__init__.py", "cli.py", "core/errors.py", "models/mlp.py", "augment/text.py", "cluster/jobs.py",
+                "presets/demo.yaml", "shards/FORMAT.md", "cluster/runtime_env.yaml"):
+        assert (staged / rel).is_file(), rel
+    assert not list(staged.rglob("__pycache__")) and not list(staged.rglob("*.pyc"))
+    code = "import shardtrain, shardtrain.models, shardtrain.cluster.jobs as j; print(shardtrain.__file__, j.__file__)"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # PYTHONPATH comes before site-packages and the editable finder: the staged copy answers.
+    probe = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, "PYTHONPATH": str(tmp_path)},
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split() == [str(staged / "__init__.py"), str(staged / "cluster" / "jobs.py")]
+    with pytest.raises(ShardtrainError, match="already exists"):
+        jobs.stage_package(tmp_path)
+    env = jobs.build_runtime_env(REPO, staged)
+    assert env["py_modules"] == [str(staged)] and env["working_dir"] == str(REPO)
+    assert "py_modules" not in jobs.build_runtime_env(None)
 
 
 def test_ray_packaging_honours_the_excludes(tmp_path):
