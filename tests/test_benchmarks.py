@@ -40,6 +40,7 @@ def test_unknown_name_is_refused() -> None:
     assert "no_such_benchmark" in proc.stderr
 
 
+@pytest.mark.dataset("fashion-mnist")
 def test_smoke_run_writes_rows_of_the_documented_shape(tmp_path: Path, data_dir: Path) -> None:
     out = tmp_path / "rows.json"
     proc = _run("run", "--smoke", "--only", "lightning_overhead_cpu", "epoch_gpu_bs512", "--json", str(out))

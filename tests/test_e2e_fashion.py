@@ -10,6 +10,8 @@ import pytest
 from shardtrain.shards import ShardSet
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.dataset("fashion-mnist")  # every test here reads the real files
+
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, data_dir):

@@ -134,6 +134,7 @@ def test_count_mismatch(tmp_path: Path, tiny) -> None:
         read_idx_pair(tmp_path / "i", tmp_path / "l")
 
 
+@pytest.mark.dataset("fashion-mnist")
 def test_real_fashion_mnist_counts() -> None:
     root = DATA_DIR / "fashion-mnist"
     if not root.is_dir():

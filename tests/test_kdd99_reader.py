@@ -141,6 +141,7 @@ def test_attack_types_and_options_are_validated(tmp_path: Path) -> None:
         kdd99.Kdd99Options.from_mapping({"val_fractio": 0.2})
 
 
+@pytest.mark.dataset("kdd99")
 def test_real_10_percent_file(data_dir: Path) -> None:
     root = data_dir / "kddcup99"
     cols, rej = kdd99.read_kdd_file(root / "kddcup.data_10_percent.gz")

@@ -42,6 +42,7 @@ def test_sessionize_drops_rejected_rows() -> None:
     assert s["line_no"].tolist() == [1, 3] and "reject_reason" not in s
 
 
+@pytest.mark.dataset("nasa-http")
 def test_blocks_give_the_same_connections_as_one_block(data_dir: Path) -> None:
     path = data_dir / NASA
     one = httplog.concat_parsed([httplog.parse_clf(l, f) for f, l in httplog.iter_line_blocks(path, 10**6)])
@@ -101,6 +102,7 @@ def test_short_connection_and_censored_tail() -> None:
     assert c["label_error"].tolist() == [0, 0, -1] and c["label_long"].tolist() == [0, 0, 1]
 
 
+@pytest.mark.dataset("nasa-http")
 def test_time_split_and_train_only_standardisation(data_dir: Path) -> None:
     splits, meta = httplog.prepare_http_log(data_dir / NASA, httplog.HttpLogOptions(block_lines=5000), seed=3)
     assert meta["rejects"]["count"] == 0 and meta["connections"] == 1942

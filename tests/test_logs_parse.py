@@ -13,15 +13,16 @@ import pytest
 
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.readers import httplog
+from tests.conftest import dataset_dir
 
 NASA = Path("nasa-http") / "NASA_access_log_Aug95.first20000.log"
 _ORACLE = re.compile(r'^(\S+) \S+ \S+ \[([^\]]+)\] "(\S+) (.*?)(?: (HTTP/\d\.\d))?" (\d{3}) (\d+|-)$')
 
 
 @pytest.fixture(scope="module")
-def nasa_lines(data_dir: Path) -> list[str]:
+def nasa_lines() -> list[str]:
     """The 20,000 real lines, without newlines."""
-    return (data_dir / NASA).read_text(encoding="ascii").splitlines()
+    return (dataset_dir("nasa-http") / NASA).read_text(encoding="ascii").splitlines()
 
 
 def oracle(line: str) -> dict:
@@ -55,6 +56,7 @@ def test_real_lines_match_the_naive_oracle(nasa_lines: list[str]) -> None:
     assert parsed["status"].dtype == np.int16 and parsed["bytes"].dtype == np.int64
 
 
+@pytest.mark.dataset("nasa-http")
 def test_real_file_parses_without_rejects(data_dir: Path) -> None:
     blocks = [httplog.parse_clf(lines, first)
               for first, lines in httplog.iter_line_blocks(data_dir / NASA, 4096)]

@@ -19,7 +19,7 @@ from shardtrain.features.text import (NS_CHAR, TextFeatureConfig, hashed_ngrams,
 
 REPO = Path(__file__).resolve().parents[1]
 try:
-    from tests.conftest import DATA_DIR
+    from tests.conftest import DATA_DIR, dataset_dir
 except ImportError:
     DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 SMS = DATA_DIR / "sms-spam" / "SMSSpamCollection"
@@ -27,6 +27,7 @@ SMS = DATA_DIR / "sms-spam" / "SMSSpamCollection"
 
 @pytest.fixture(scope="module")
 def sms_texts() -> list[str]:
+    dataset_dir("sms-spam")  # skips naming the dataset when it is absent
     return [line.split("\t", 1)[1] for line in SMS.read_text(encoding="utf-8").splitlines()[:400]]
 
 

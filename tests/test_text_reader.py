@@ -11,14 +11,14 @@ from shardtrain.core.errors import ShardtrainError
 from shardtrain.readers.text import SPLITS, TextReaderOptions, read_text, stratified_split
 
 try:
-    from tests.conftest import DATA_DIR
+    from tests.conftest import DATA_DIR, dataset_dir
 except ImportError:
     DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
 def sms():
-    return read_text(TextReaderOptions(), data_dir=DATA_DIR, seed=0)
+    return read_text(TextReaderOptions(), data_dir=dataset_dir("sms-spam"), seed=0)
 
 
 def test_sms_counts(sms):

@@ -14,7 +14,7 @@ from shardtrain.augment.synonyms import (DictSynonyms, NLTKWordNetSynonyms, OEWN
 from shardtrain.core.errors import ShardtrainError
 
 try:
-    from tests.conftest import DATA_DIR
+    from tests.conftest import DATA_DIR, dataset_dir
 except ImportError:
     DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 OEWN = DATA_DIR / "oewn-2025" / "oewn-2025-synsets.tsv.gz"
@@ -22,6 +22,7 @@ OEWN = DATA_DIR / "oewn-2025" / "oewn-2025-synsets.tsv.gz"
 
 @pytest.fixture(scope="module")
 def oewn() -> OEWNSynonyms:
+    dataset_dir("oewn-2025")  # skips naming the resource when it is absent
     return OEWNSynonyms(OEWN)
 
 
@@ -71,6 +72,7 @@ def test_missing_synonym_file_errors(tmp_path):
         load_synonyms("oewn", data_dir=tmp_path)
 
 
+@pytest.mark.dataset("oewn-2025")
 def test_load_synonyms_specs(tmp_path):
     assert load_synonyms(None) is None
     assert isinstance(load_synonyms("oewn", data_dir=DATA_DIR), OEWNSynonyms)
