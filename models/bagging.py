@@ -17,13 +17,16 @@ epoch, however the data are sharded or batched, and a sample with count 0 for me
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from shardtrain.models.mlp import MLP
+from shardtrain.models.objective import Objective, weighted_mean
+from shardtrain.models.protocol import REGRESSION, TINY, EvalOutput, Loss
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.core.seeding import MASK64, shr_torch, signed64, splitmix64_int, splitmix64_torch
 
@@ -94,6 +97,12 @@ class BaggingEnsemble(nn.Module):
     236 ms per step); on a GPU one batched launch per layer saves K-1 launches.
     Dropout masks differ between members in every implementation.
 
+    Loss (:meth:`loss`): the *sum* over members of each member's bootstrap-weighted loss,
+    so each member steps as if trained alone, with the members' own ``objective``
+    (``shardtrain.models.objective``). Predictions are the mean of the members'
+    probabilities (or regression outputs); metrics cover the ensemble and each member,
+    plus each member's out-of-bag accuracy over the last training epoch.
+
     Example::
 
         >>> ens = BaggingEnsemble(lambda: MLP(784, (64,), 10), members=4)
@@ -135,6 +144,12 @@ class BaggingEnsemble(nn.Module):
             self.register_parameter(self._param_names[name], nn.Parameter(value))
         for name, value in buffers.items():
             self.register_buffer(self._buffer_names[name], value)
+        objective = getattr(built[0], "objective", None)
+        if not isinstance(objective, Objective):
+            raise ShardtrainError(f"model: bagging members need an objective (an MLP or EmbeddingBagMLP), "
+                                  f"got {type(built[0]).__name__}")
+        self.objective = objective
+        self.metric_heads = 1 + self.members  # the ensemble, then each member
 
     @property
     def template(self) -> nn.Module:
@@ -167,6 +182,57 @@ class BaggingEnsemble(nn.Module):
         """Bootstrap counts ``(K, B)`` for a batch's ``sample_ids (B,)`` (use ``source_id`` for augmented data)."""
         member_ids = torch.arange(self.members, device=sample_ids.device)
         return bootstrap_weights(self.seed, member_ids, sample_ids, self.bootstrap)
+
+    @property
+    def tasks(self) -> dict[str, int | str]:
+        """``{"label": class count | "regression"}``, the members' task."""
+        return {"label": self.objective.spec}
+
+    def loss(self, batch: Mapping[str, Any]) -> Loss:
+        """Sum over members of the bootstrap-weighted loss; out-of-bag counts as ``stats`` (no host sync)."""
+        obj = self.objective
+        y = obj.target(batch["y"])
+        out = self(batch["x"])  # (K, B, C)
+        valid = obj.valid(y)
+        counts = self.bootstrap_weights(batch.get("source_id", batch["sample_id"]))  # (K, B)
+        per = obj.per_sample(out, y) * counts  # (K, B)
+        stats: dict[str, torch.Tensor] = {}
+        if obj.kind != REGRESSION:
+            with torch.no_grad():  # out-of-bag: rows member k never trains on
+                oob = (counts == 0) & valid & (batch["w"] > 0)  # (K, B)
+                stats = {"oob_correct": (oob & (obj.probs(out).argmax(-1) == y)).sum(1), "oob_total": oob.sum(1)}
+        return Loss(weighted_mean(per, batch["w"], valid), stats)
+
+    def predict(self, x: Any) -> dict[str, torch.Tensor]:
+        """``{"label": ...}``: the mean of the members' probabilities ``(B, C)`` (or outputs ``(B,)``)."""
+        return {"label": self.objective.pred(self(x)).mean(0)}
+
+    def eval_outputs(self, batch: Mapping[str, Any]) -> dict[str, EvalOutput]:
+        """Heads: the ensemble (NLL of the mean probability for cross-entropy), then each member."""
+        obj = self.objective
+        y = obj.target(batch["y"])
+        out = self(batch["x"])  # (K, B, C)
+        per, pred = obj.per_sample(out, y), obj.pred(out)  # (K, B), (K, B[, C])
+        ens = pred.mean(0, keepdim=True)
+        if obj.kind == "cross_entropy":
+            p_true = ens[0].gather(1, y.clamp_min(0)[:, None])[:, 0]
+            ens_loss = torch.where(obj.valid(y), -torch.log(p_true.clamp_min(TINY)), 0.0)[None]
+        else:
+            ens_loss = obj.per_sample(out.mean(0, keepdim=True), y)
+        return {"label": EvalOutput(torch.cat([ens, pred]), y, torch.cat([ens_loss, per]))}
+
+    def training_metrics(self, stats: Mapping[str, torch.Tensor] | None) -> dict[str, Any]:
+        """``{"oob_accuracy": [per member, None where unknown]}`` from the summed out-of-bag counts."""
+        if not stats or "oob_total" not in stats:
+            return {"oob_accuracy": [None] * self.members}
+        pairs = zip(stats["oob_correct"].tolist(), stats["oob_total"].tolist())
+        return {"oob_accuracy": [c / t if t > 0 else None for c, t in pairs]}
+
+    def summarize(self, reports: Mapping[str, list[dict]]) -> tuple[dict[str, Any], dict[str, float | None]]:
+        """The ensemble's report at top level plus ``"members"``; logs the ensemble's loss and accuracy."""
+        (heads,) = reports.values()
+        result = {**heads[0], "members": heads[1:]}
+        return result, {"accuracy": result.get("accuracy"), "loss": result["loss"]}
 
     def resolved_impl(self, x: object) -> str:
         """The implementation ``forward`` uses for input ``x`` (resolves ``"auto"``)."""

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from shardtrain.core.errors import ShardtrainError
+from shardtrain.models.objective import Objective, SingleTaskModel
 
 #: Hidden-layer activations by config name.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -34,7 +35,7 @@ def make_activation(name: str, key: str = "model.activation") -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-class MLP(nn.Module):
+class MLP(SingleTaskModel, nn.Module):
     """A stack of Linear layers with an activation (and optional dropout) after each hidden one.
 
     ``hidden=()`` gives a single Linear layer (a linear / logistic model). Inputs with
@@ -43,6 +44,10 @@ class MLP(nn.Module):
     (``None`` = raw logits, the default; ``"sigmoid"`` reproduces the course's
     one-unit backprop example; any :data:`ACTIVATIONS` name is accepted, which is how
     a multitask trunk ends in its hidden activation).
+
+    ``objective`` (``"cross_entropy"``, ``"mse"`` or ``"regression"``) is the loss
+    :meth:`loss` applies to a batch (see ``shardtrain.models.objective``); it is unused
+    when the MLP is a multitask trunk.
 
     The layers live in ``self.net`` (an ``nn.Sequential``); :meth:`linear_names`
     lists the Linear layers' names in order, which the bagging ensemble's fused
@@ -63,6 +68,7 @@ class MLP(nn.Module):
         activation: str = "relu",
         bias: bool = True,
         output_activation: str | None = None,
+        objective: str = "cross_entropy",
     ) -> None:
         super().__init__()
         if in_features < 1 or out_features < 1 or any(h < 1 for h in hidden):
@@ -88,6 +94,7 @@ class MLP(nn.Module):
         if output_activation is not None:
             layers.append(make_activation(output_activation, key="model.output_activation"))
         self.net = nn.Sequential(*layers)
+        self.objective = Objective(objective, self.out_features)
 
     def linear_names(self) -> list[str]:
         """Names (inside this module) of the Linear layers in forward order, e.g. ``["net.0", "net.2", "net.4"]``."""

@@ -18,14 +18,14 @@ Task weighting (``weighting``):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from shardtrain.core.errors import ShardtrainError
-
-REGRESSION = "regression"
+from shardtrain.models.protocol import REGRESSION, EvalOutput, Loss
 WEIGHTINGS = ("equal", "static", "uncertainty")
 
 
@@ -62,8 +62,9 @@ class MultiTaskMLP(nn.Module):
 
     ``heads`` maps task name to its class count (a classification head of that width)
     or to ``"regression"`` (a one-unit head whose output is squeezed to ``(B,)``).
-    ``forward`` returns ``{task: output}``; :meth:`loss` combines the tasks' masked losses
-    according to ``weighting`` (see the module docstring).
+    ``forward`` returns ``{task: output}``; :meth:`task_losses` combines the tasks' masked
+    losses according to ``weighting`` (see the module docstring) and :meth:`loss` applies
+    it to a batch, whose ``y`` is ``{task | "label_<task>": (B,)}``.
 
     Example::
 
@@ -108,6 +109,8 @@ class MultiTaskMLP(nn.Module):
         scale = [0.5 if spec == REGRESSION else 1.0 for spec in heads.values()]
         self.register_buffer("uncertainty_scale", torch.tensor(scale), persistent=False)
 
+    metric_heads = 1
+
     def is_regression(self, task: str) -> bool:
         """Whether ``task`` has a regression head."""
         return self.tasks[task] == REGRESSION
@@ -117,7 +120,54 @@ class MultiTaskMLP(nn.Module):
         h = self.trunk(x)  # (B, trunk_out)
         return {t: (head(h).squeeze(-1) if self.is_regression(t) else head(h)) for t, head in self.head.items()}
 
-    def loss(
+    def targets(self, y: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``{task: (B,)}`` from a batch's ``y`` (keys ``<task>`` or ``label_<task>``); regression targets as float."""
+        if not isinstance(y, Mapping):
+            y = {next(iter(self.tasks)): y}
+        out = {}
+        for t in self.tasks:
+            value = y.get(t, y.get(f"label_{t}"))
+            if value is None:
+                raise ShardtrainError(f"batch.y: no targets for task {t!r} (batch has {sorted(y)})")
+            out[t] = value.float() if self.is_regression(t) else value
+        return out
+
+    def loss(self, batch: Mapping[str, Any]) -> Loss:
+        """The weighted total of :meth:`task_losses` over a batch (masked labels, sample weights ``w``)."""
+        total, _ = self.task_losses(self(batch["x"]), self.targets(batch["y"]), batch["w"])
+        return Loss(total)
+
+    def predict(self, x: Any) -> dict[str, torch.Tensor]:
+        """``{task: (B, C) softmax probabilities | (B,) regression output}``."""
+        outs = self(x)
+        return {t: out if self.is_regression(t) else torch.softmax(out, -1) for t, out in outs.items()}
+
+    def eval_outputs(self, batch: Mapping[str, Any]) -> dict[str, EvalOutput]:
+        """Per task: predictions, targets and the unweighted per-sample loss (one metric head)."""
+        outs, ys = self(batch["x"]), self.targets(batch["y"])
+        result = {}
+        for t in self.tasks:
+            per, _ = per_sample_task_loss(outs[t], ys[t])
+            pred = outs[t] if self.is_regression(t) else torch.softmax(outs[t], -1)
+            result[t] = EvalOutput(pred[None], ys[t], per[None])
+        return result
+
+    def training_metrics(self, stats: Mapping[str, torch.Tensor] | None) -> dict[str, Any]:
+        """No training-epoch metrics beyond the loss."""
+        return {}
+
+    def summarize(self, reports: Mapping[str, list[dict]]) -> tuple[dict[str, Any], dict[str, float | None]]:
+        """``{task: report}`` (with ``log_variance`` under uncertainty weighting); logs the summed loss."""
+        result = {t: dict(r[0]) for t, r in reports.items()}
+        if self.log_vars is not None:
+            for t, s in zip(self.tasks, self.log_vars.detach().tolist()):
+                result[t]["log_variance"] = s
+        losses = [r["loss"] for r in result.values() if r["loss"] is not None]
+        scalars: dict[str, float | None] = {f"{t}_accuracy": r.get("accuracy") for t, r in result.items()}
+        scalars["loss"] = sum(losses) if losses else None
+        return result, scalars
+
+    def task_losses(
         self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor], weights: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total weighted loss (scalar) and the raw per-task losses ``{task: scalar}``.

@@ -9,10 +9,11 @@ from torch import nn
 
 from shardtrain.models.inputs import SparseBatch
 from shardtrain.models.mlp import MLP, make_activation
+from shardtrain.models.objective import Objective, SingleTaskModel
 from shardtrain.core.errors import ShardtrainError
 
 
-class EmbeddingBagMLP(nn.Module):
+class EmbeddingBagMLP(SingleTaskModel, nn.Module):
     """``MLP(num_buckets, (embed_dim, *hidden), out_features)`` evaluated on a sparse input.
 
     The first layer is ``nn.EmbeddingBag(num_buckets, embed_dim, mode="sum")`` with
@@ -21,7 +22,7 @@ class EmbeddingBagMLP(nn.Module):
     ``(B, num_buckets)`` dense matrix (``W`` is the embedding table). The rest is an
     :class:`~models.mlp.MLP` from ``embed_dim`` to ``out_features``. The table keeps
     EmbeddingBag's ``N(0, 1)`` init, which gives unit-scale pre-activations for
-    L2-normalised tf-idf rows.
+    L2-normalised tf-idf rows. ``objective`` is the loss, as for :class:`~models.mlp.MLP`.
 
     Example::
 
@@ -39,6 +40,7 @@ class EmbeddingBagMLP(nn.Module):
         dropout: float = 0.0,
         activation: str = "relu",
         output_activation: str | None = None,
+        objective: str = "cross_entropy",
     ) -> None:
         super().__init__()
         if num_buckets < 1 or embed_dim < 1:
@@ -51,6 +53,7 @@ class EmbeddingBagMLP(nn.Module):
         self.act = make_activation(activation)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.mlp = MLP(embed_dim, hidden, out_features, dropout, activation, output_activation=output_activation)
+        self.objective = Objective(objective, self.out_features)
 
     def forward(self, x: SparseBatch) -> torch.Tensor:
         """Map a :class:`SparseBatch` of ``B`` rows to outputs ``(B, out_features)``."""

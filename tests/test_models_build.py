@@ -59,11 +59,15 @@ def test_bagging_builds_an_ensemble_of_the_single_task_network(feature):
     assert isinstance(model.template, MLP if feature is DENSE else EmbeddingBagMLP)
 
 
-def test_multitask_labels_choose_multitask_automatically():
+def test_several_label_columns_need_kind_multitask():
     assert task_specs(MULTI) == {"service": 3, "bytes": "regression"}
-    assert is_multitask(model_cfg(), MULTI) and not is_multitask(model_cfg(), ONE)
+    assert is_multitask(model_cfg(kind="multitask"), MULTI) and not is_multitask(model_cfg(), ONE)
     assert is_multitask(model_cfg(), {"label_spam": {"classes": ["no", "yes"]}})  # y arrives as a dict
-    model = build_model(model_cfg(task_weighting="uncertainty"), DENSE, MULTI)
+    with pytest.raises(ShardtrainError, match="use model.kind=multitask"):
+        is_multitask(model_cfg(), MULTI)
+    with pytest.raises(ShardtrainError, match="use model.kind=multitask"):
+        build_model(model_cfg(), DENSE, MULTI)
+    model = build_model(model_cfg(kind="multitask", task_weighting="uncertainty"), DENSE, MULTI)
     assert isinstance(model, MultiTaskMLP) and model.log_vars is not None
     out = model(torch.zeros(2, 784))
     assert out["service"].shape == (2, 3) and out["bytes"].shape == (2,)
@@ -91,4 +95,36 @@ def test_bad_configs_name_the_key():
     with pytest.raises(ShardtrainError, match="labels.label.classes"):
         build_model(model_cfg(), DENSE, {"label": {"classes": ["only"]}})
     with pytest.raises(ShardtrainError, match="model.task_weighting"):
-        build_model(replace(model_cfg(), task_weighting="magic"), DENSE, MULTI)
+        build_model(replace(model_cfg(kind="multitask"), task_weighting="magic"), DENSE, MULTI)
+    with pytest.raises(ShardtrainError, match="train.loss"):
+        build_model(model_cfg(), DENSE, ONE, loss="hinge")
+    with pytest.raises(ShardtrainError, match="train.loss"):
+        build_model(model_cfg(), DENSE, {"label": {"classes": None}}, loss="cross_entropy")
+    with pytest.raises(ShardtrainError, match="train.loss"):
+        build_model(model_cfg(kind="multitask"), DENSE, MULTI, loss="mse")
+
+
+class _PerKind:
+    """A config class per ``model.kind`` (the pydantic union): no fields of the other kinds."""
+
+    def __init__(self, **fields) -> None:
+        self.__dict__.update(fields)
+
+
+def test_only_kind_specific_fields_of_the_kind_are_read():
+    common = dict(hidden=(8,), dropout=0.0, activation="relu", embed_dim=8, seed=0)
+    assert isinstance(build_model(_PerKind(kind="mlp", **common), DENSE, ONE), MLP)
+    assert isinstance(build_model(_PerKind(kind="mlp", **common), DENSE, {"label_spam": {"classes": ["n", "y"]}}),
+                      MultiTaskMLP)
+    bag = build_model(_PerKind(kind="bagging", members=2, bootstrap="poisson", impl="auto", **common), DENSE, ONE)
+    assert isinstance(bag, BaggingEnsemble) and bag.members == 2
+    multi = _PerKind(kind="multitask", task_weighting="static", task_weights={"service": 2.0}, **common)
+    assert build_model(multi, DENSE, MULTI).static_weights.tolist() == [2.0, 1.0]
+
+
+def test_train_loss_picks_each_single_task_objective():
+    assert build_model(model_cfg(), DENSE, ONE).objective.kind == "cross_entropy"
+    assert build_model(model_cfg(), DENSE, ONE, loss="mse").objective.kind == "mse"
+    assert build_model(model_cfg(), DENSE, {"label": {"classes": None}}).objective.kind == "regression"
+    bag = build_model(model_cfg(kind="bagging"), SPARSE, ONE, loss="mse")
+    assert bag.objective.kind == "mse" and bag.tasks == {"label": 2}

@@ -1,4 +1,4 @@
-"""ShardTrainModule: the course's backprop example, weighted losses, tiny fits and the metrics dict."""
+"""ShardTrainModule (the Lightning shell): the course's backprop example, weighted losses, tiny fits, metrics."""
 
 import math
 import warnings
@@ -70,7 +70,7 @@ def _separable_batches(n_batches=6, size=16, multitask=False, seed=0, noise=0.3)
 def test_course_backprop_example_through_training_step():
     """x = (0.5, 1), y = 0, w = (1, 2), no bias, sigmoid output, squared loss, SGD lr 0.1."""
     def fresh() -> ShardTrainModule:
-        model = MLP(2, hidden=(), out_features=1, bias=False, output_activation="sigmoid")
+        model = MLP(2, hidden=(), out_features=1, bias=False, output_activation="sigmoid", objective="mse")
         with torch.no_grad():
             model.net[0].weight.copy_(torch.tensor([[1.0, 2.0]]))
         cfg = train_cfg(optimizer="sgd", lr=0.1, momentum=0.0, loss="mse")
@@ -220,7 +220,12 @@ def test_bad_train_config_names_the_key():
     module = ShardTrainModule(MLP(4, (8,), 2), model_cfg(), train_cfg(optimizer="lbfgs-ish"), EvaluateConfig(), BINARY)
     with pytest.raises(ShardtrainError, match="train.optimizer"):
         module.configure_optimizers()
-    with pytest.raises(ShardtrainError, match="train.loss"):
-        ShardTrainModule(MLP(4, (8,), 2), model_cfg(), replace(train_cfg(), loss="hinge"), EvaluateConfig(), BINARY)
-    with pytest.raises(ShardtrainError, match="multitask"):
+    with pytest.raises(ShardtrainError, match="train.schedule"):
+        ShardTrainModule(MLP(4, (8,), 2), model_cfg(), replace(train_cfg(), schedule="steps"), EvaluateConfig(),
+                         BINARY).configure_optimizers()
+    with pytest.raises(ShardtrainError, match="train.loss"):  # the model owns its loss: build_model resolves it
+        build_model(model_cfg(), {"kind": "dense", "shape": [4]}, BINARY, loss="hinge")
+    with pytest.raises(ShardtrainError, match="model.kind=multitask"):
         ShardTrainModule(MLP(4, (8,), 2), model_cfg(), train_cfg(), EvaluateConfig(), MULTI)
+    with pytest.raises(ShardtrainError, match="labels"):  # 3 outputs for 2 classes
+        ShardTrainModule(MLP(4, (8,), 3), model_cfg(), train_cfg(), EvaluateConfig(), BINARY)

@@ -33,7 +33,7 @@ def test_fully_masked_task_gives_exactly_zero_gradient_to_its_head():
     x, y, w = _batch()
     y["spam"] = torch.full_like(y["spam"], -1)
     y["size"] = torch.full_like(y["size"], float("nan"))
-    total, raw = model.loss(model(x), y, w)
+    total, raw = model.task_losses(model(x), y, w)
     total.backward()
     assert raw["spam"].item() == 0.0 and raw["size"].item() == 0.0
     for task in ("spam", "size"):
@@ -65,15 +65,15 @@ def test_zero_weight_rows_contribute_nothing():
     x2[3] = 100.0  # garbage in a padding row
     y2 = {k: v.clone() for k, v in y.items()}
     y2["kind"][3] = 2
-    a, _ = model.loss(model(x), y, w)
-    b, _ = model.loss(model(x2), y2, w)
+    a, _ = model.task_losses(model(x), y, w)
+    b, _ = model.task_losses(model(x2), y2, w)
     torch.testing.assert_close(a, b)
 
 
 def test_static_weights_scale_task_losses():
     x, y, w = _batch()
     model = _model("static", {"kind": 2.0, "size": 0.0})
-    total, raw = model.loss(model(x), y, w)
+    total, raw = model.task_losses(model(x), y, w)
     torch.testing.assert_close(total, 2.0 * raw["kind"] + raw["spam"])
     with pytest.raises(ShardtrainError, match="task_weights"):
         _model("static", {"colour": 1.0})
@@ -85,7 +85,7 @@ def test_uncertainty_weighting_formula_and_learning():
     assert model.log_vars is not None and model.log_vars.shape == (3,)
     with torch.no_grad():
         model.log_vars.copy_(torch.tensor([0.5, -0.2, 1.0]))
-    total, raw = model.loss(model(x), y, w)
+    total, raw = model.task_losses(model(x), y, w)
     s = model.log_vars.detach()
     expected = (torch.exp(-s[0]) * raw["kind"] + torch.exp(-s[1]) * raw["spam"] + 0.5 * torch.exp(-s[2]) * raw["size"]
                 + 0.5 * s.sum())
@@ -95,6 +95,6 @@ def test_uncertainty_weighting_formula_and_learning():
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     for _ in range(5):
         optimizer.zero_grad()
-        model.loss(model(x), y, w)[0].backward()
+        model.task_losses(model(x), y, w)[0].backward()
         optimizer.step()
     assert torch.all(model.log_vars.detach().abs() > 0.05)

@@ -154,7 +154,7 @@ def build_module(cfg: Config, index: dict[str, Any]) -> Any:
               if c["name"] == "label" or c["name"].startswith("label_")}
     if not labels:
         raise ShardtrainError(f"{index.get('split')} shards have no label column (label or label_<task>)")
-    model = build_model(cfg.model, feature, labels)
+    model = build_model(cfg.model, feature, labels, loss=cfg.train.loss)
     augment = None
     ba = cfg.data.batch_augment
     if ba.enabled:
