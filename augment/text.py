@@ -26,6 +26,7 @@ from shardtrain.augment.nlp import NlpAug
 from shardtrain.augment.synonyms import (DictSynonyms, NLTKWordNetSynonyms, OEWNSynonyms, SynonymSource,
                               load_synonyms, read_synonym_dict)
 from shardtrain.core.errors import ShardtrainError
+from shardtrain.core.validation import Fraction
 
 __all__ = [
     "apply_rd", "apply_ri", "apply_rs", "apply_sr", "AUG_ID_SHIFT", "augment_text",
@@ -39,36 +40,42 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TextAugmentConfig:
-    """How the text augment stage expands each training row.
+    """How the text augment stage expands each training row (``augment.text`` in the config).
 
-    `method` is "eda" or one of `NLPAUG_KINDS` (then `params` go to that augmenter).
-    `n_aug` copies per row (the EDA paper suggests 4 with alpha 0.1 for ~5,000 training
-    sentences, 16 with alpha 0.05 for 500); `include_original` keeps the untouched row as
-    aug_index 0. `synonyms` is "oewn", "nltk", a dictionary path, or None.
+    `method` is "eda" or one of `NLPAUG_KINDS` (then `params` go to that augmenter). The
+    number of copies per row is the stage's (``augment.copies``, the EDA paper's n_aug:
+    4 with alpha 0.1 for ~5,000 training sentences, 16 with alpha 0.05 for 500);
+    `include_original` keeps the untouched row as aug_index 0. `synonyms` is "oewn"
+    (Open English WordNet, located like a dataset), "nltk", a dictionary path, or None.
     """
 
+    __pydantic_config__ = {"extra": "forbid"}  # validated by shardtrain.config; unknown keys are errors
+
     method: str = "eda"
-    n_aug: int = 4
-    alpha_sr: float = 0.1
-    alpha_ri: float = 0.1
-    alpha_rs: float = 0.1
-    p_rd: float = 0.1
+    alpha_sr: Fraction = 0.1
+    alpha_ri: Fraction = 0.1
+    alpha_rs: Fraction = 0.1
+    p_rd: Fraction = 0.1
     synonyms: str | None = "oewn"
     include_original: bool = True
     text_col: str = "text"
     params: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Refuse an unknown method when the config is built, not when the stage starts."""
+        if self.method != "eda" and self.method not in NLPAUG_KINDS:
+            raise ShardtrainError(f"config key 'augment.text.method': {self.method!r} is unknown; expected 'eda' "
+                                  f"or one of {', '.join(NLPAUG_KINDS)}")
 
 def build_text_augmenter(cfg: TextAugmentConfig, seed: int,
                          data_dir: str | os.PathLike[str] | None = None,
-                         n_aug: int | None = None) -> EDA | NlpAug:
-    """Build the augmenter `cfg` describes (loading its synonym source) for `seed`.
+                         n_aug: int = 4) -> EDA | NlpAug:
+    """Build the augmenter `cfg` describes (loading its synonym source) for `seed`, `n_aug` copies per row.
 
     Reads only alpha_*/p_rd/synonyms when `cfg` lacks the other fields (method defaults to
-    "eda"), so a config section holding just the EDA parameters works; `n_aug` overrides
-    ``cfg.n_aug`` (e.g. with ``augment.copies``)."""
+    "eda"), so an object holding just the EDA parameters works."""
     method = getattr(cfg, "method", "eda")
-    copies = int(n_aug if n_aug is not None else getattr(cfg, "n_aug", TextAugmentConfig.n_aug))
+    copies = int(n_aug)
     if method == "eda":
         source = load_synonyms(cfg.synonyms, data_dir)
         return EDA(cfg.alpha_sr, cfg.alpha_ri, cfg.alpha_rs, cfg.p_rd, copies, source, seed)
@@ -83,7 +90,7 @@ class TextAugmentStage:
     """``map_batches`` callable: builds the augmenter once (per Ray actor), then expands batches."""
 
     def __init__(self, cfg: TextAugmentConfig, seed: int,
-                 data_dir: str | os.PathLike[str] | None = None, n_aug: int | None = None) -> None:
+                 data_dir: str | os.PathLike[str] | None = None, n_aug: int = 4) -> None:
         self.text_col = getattr(cfg, "text_col", "text")
         self.include_original = getattr(cfg, "include_original", True)
         self.augmenter = build_text_augmenter(cfg, seed, data_dir, n_aug)
@@ -95,6 +102,6 @@ class TextAugmentStage:
 
 
 def augment_text(batch: dict[str, Any], cfg: TextAugmentConfig, seed: int,
-                 data_dir: str | os.PathLike[str] | None = None, n_aug: int | None = None) -> dict[str, Any]:
+                 data_dir: str | os.PathLike[str] | None = None, n_aug: int = 4) -> dict[str, Any]:
     """Stage function form of `TextAugmentStage` (the synonym table is cached per process)."""
     return TextAugmentStage(cfg, seed, data_dir, n_aug)(batch)

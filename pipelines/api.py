@@ -2,88 +2,26 @@
 
 :func:`run` is ``shardtrain.run``; the CLI's ``shardtrain run`` calls it too.
 
-Data stages (prepare, augment) ask the dataset's pipeline module for their split
-jobs and hand them to the runner; a data stage whose output indexes already carry
-the same fingerprint is skipped. Train and evaluate live in ``shardtrain.training.stage``.
+The config is validated whole at load, and the prepare stage's inputs are located
+before the output directory is created, so a bad config or missing data writes
+nothing. Data stages run through ``shardtrain.stages.plan`` (the dataset class plans
+its split jobs, the runner writes the shards); train and evaluate live in
+``shardtrain.training.stage``.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from typing import Any
 
-from shardtrain import __version__
 from shardtrain.config import Config, apply_overrides, from_dict, load_config, replace, to_dict
-from shardtrain.datasets import get_spec
 from shardtrain.core.errors import ShardtrainError
-from shardtrain.core.hashing import fingerprint
-from shardtrain.stages.runner import is_up_to_date, run_stage
-from shardtrain.shards import format as fmt
+from shardtrain.stages.plan import plan_prepare, run_data_stage
 
 log = logging.getLogger("shardtrain")
 
 STAGES = ("prepare", "augment", "train", "evaluate", "all")
-
-
-def stage_dir(out: Path, stage: str) -> Path:
-    """Where a data stage writes its splits: ``O/shards/<stage>/``."""
-    return out / "shards" / stage
-
-
-def _pipeline(cfg: Config) -> Any:
-    """The pipeline module that knows how to read ``cfg.dataset``."""
-    return importlib.import_module(get_spec(cfg.dataset.name).pipeline)
-
-
-def _fingerprint_config(cfg: Config, sections: tuple[str, ...]) -> dict[str, Any]:
-    """The config sections a stage's output depends on (never machine paths like data_dir)."""
-    plain = to_dict(cfg)
-    plain["dataset"].pop("data_dir", None)
-    return {s: plain[s] for s in sections}
-
-
-def run_data_stage(stage: str, cfg: Config, out: Path, executor: str, address: str | None,
-                   force: bool) -> dict[str, Any] | None:
-    """Run prepare or augment unless up to date; returns the indexes (None when skipped)."""
-    pipeline = _pipeline(cfg)
-    if stage == "prepare":
-        inputs = pipeline.prepare_inputs(cfg)
-        fp = fingerprint(stage, __version__, fmt.SUPPORTED_VERSIONS[-1], inputs["fingerprint"],
-                         _fingerprint_config(cfg, ("seed", "dataset", "prepare")))
-        splits = inputs["splits"]
-    else:
-        prep = stage_dir(out, "prepare")
-        prep_index = prep / "train" / fmt.INDEX_NAME
-        if not prep_index.exists():
-            raise ShardtrainError(f"{prep_index}: missing; run --stage prepare first")
-        import json
-
-        prep_fp = json.loads(prep_index.read_text())["fingerprint"]
-        fp = fingerprint(stage, __version__, prep_fp, _fingerprint_config(cfg, ("seed", "augment")))
-        splits = ["train"]
-    target = stage_dir(out, stage)
-    if not force and is_up_to_date(target, splits, fp):
-        log.info("stage %s: up to date (%s), skipped", stage, target)
-        return None
-    if executor == "ray":
-        from shardtrain.stages.ray_exec import ensure_ray
-
-        ensure_ray(address)
-    if stage == "prepare":
-        inputs["executor"] = executor
-    jobs = pipeline.prepare_jobs(cfg, inputs) if stage == "prepare" else pipeline.augment_jobs(
-        cfg, stage_dir(out, "prepare"), target)
-    indexes = run_stage(
-        stage, jobs, target,
-        rows_per_shard=cfg.prepare.rows_per_shard, batch_rows=cfg.prepare.batch_rows,
-        max_reject_fraction=cfg.prepare.max_reject_fraction, executor=executor, fp=fp,
-        config=to_dict(cfg), dataset=cfg.dataset.name,
-    )
-    if stage == "augment" and hasattr(pipeline, "after_augment"):
-        pipeline.after_augment(cfg, target, indexes)
-    return indexes
 
 
 def run_stages(cfg: Config, stage: str, out: Path, *, executor: str = "ray", data_dir: str | None = None,
@@ -91,14 +29,17 @@ def run_stages(cfg: Config, stage: str, out: Path, *, executor: str = "ray", dat
     """Run one stage or all of them; returns what each stage produced (indexes, run dir)."""
     if data_dir:
         cfg = replace(cfg, dataset={"data_dir": data_dir})
-    out.mkdir(parents=True, exist_ok=True)
     order = ["prepare", "augment", "train", "evaluate"] if stage == "all" else [stage]
+    if stage == "augment" and not _augments(cfg):
+        raise ShardtrainError("config key 'augment.copies': the augment stage needs copies >= 1, got 0")
+    plan = plan_prepare(cfg) if "prepare" in order else None  # missing data fails before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     for st in order:
         if st in ("prepare", "augment"):
             if st == "augment" and stage == "all" and not _augments(cfg):
                 continue
-            results[st] = run_data_stage(st, cfg, out, executor, address, force)
+            results[st] = run_data_stage(st, cfg, out, executor, address, force, plan)
         elif st == "train":
             from shardtrain.training.stage import train
 
@@ -124,7 +65,6 @@ def _launcher(cfg: Config, address: str | None) -> Any:
 def _augments(cfg: Config) -> bool:
     """Whether the config asks for offline augmentation copies."""
     return cfg.augment.copies > 0
-
 
 
 def run(config: Any, stage: str = "all", out: str | Path = "shardtrain-out", overrides: list[str] | None = None,

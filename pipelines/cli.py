@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run stages of a preset or config")
     _add_run_args(p)
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (after --set overrides) as YAML and exit without running")
+
+    sub.add_parser("presets", help="list the presets shipped with shardtrain, one line each")
 
     p = sub.add_parser("demo", help="the whole pipeline offline on scikit-learn's digits (under 2 minutes)")
     _add_run_args(p, config=False)
@@ -73,11 +77,32 @@ def _flatten(overrides: list[list[str]]) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``shardtrain run`` / ``demo``: load the config, then run the asked stages."""
-    from shardtrain.api import run
+    """``shardtrain run`` / ``demo``: load the config, then run the asked stages (or only print the config)."""
+    from shardtrain.api import resolve_config, run
 
+    if getattr(args, "print_config", False):
+        import yaml
+
+        from shardtrain.config import replace, to_dict
+
+        cfg = resolve_config(args.config, _flatten(args.overrides))
+        if args.data_dir:
+            cfg = replace(cfg, dataset={"data_dir": args.data_dir})
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False, width=1000), end="")
+        return 0
     run(args.config, args.stage, args.out, _flatten(args.overrides), executor=args.executor,
         data_dir=args.data_dir, address=args.address, force=args.force)
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    """``shardtrain presets``: each preset's name and its one-line description."""
+    from shardtrain.config import describe_presets
+
+    rows = describe_presets()
+    width = max(len(name) for name, _ in rows)
+    for name, description in rows:
+        print(f"{name:<{width}}  {description}")
     return 0
 
 
@@ -100,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "inspect":
             return cmd_inspect(args)
+        if args.command == "presets":
+            return cmd_presets(args)
         from shardtrain.cluster import jobs
 
         return jobs.main(args)

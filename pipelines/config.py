@@ -1,113 +1,84 @@
-"""Typed configuration: frozen dataclasses loaded from YAML, validated at load.
+"""Typed configuration: frozen pydantic models loaded from YAML 1.2, validated at load.
 
 A config is one YAML document (or a preset shipped in ``pipelines/presets``) mapped
-onto the dataclasses below. Unknown keys and wrong types fail at load with the dotted
-key, the value and what was expected, so a typo never silently falls back to a
-default. ``--set a.b=value`` overrides are parsed as YAML scalars and validated the
-same way. The resolved config (after overrides) is written beside every shard set and
-every run.
+onto the models below. ``dataset`` is one union member per ``dataset.name`` (each
+dataset kind's own options, see ``shardtrain.datasets``) and ``model`` one per
+``model.kind``. Everything that can be checked from the config alone is checked at
+load (value ranges, unknown keys, options that do not apply to the dataset), and every
+failure is one ``ShardtrainError`` line naming the dotted key, the value and what is
+allowed. ``--set a.b=value`` overrides are parsed as YAML 1.2 scalars (``1e-3`` is a
+number) and validated the same way. The resolved config is written beside every shard
+set and every run.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+import copy
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
+from pydantic import BaseModel, ConfigDict, model_validator
 
+from shardtrain.augment.text import TextAugmentConfig
 from shardtrain.core.errors import ShardtrainError
-from shardtrain.features.text import TextFeatureConfig  # prepare.text: one definition, in its module
+from shardtrain.core.validation import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                                        in_range, tagged_union, validate)
+from shardtrain.datasets import DATASETS, RESOURCES, Dataset
+from shardtrain.features.image import HandcraftedOptions
+from shardtrain.features.text import TextFeatureConfig
 
 
-@dataclass(frozen=True)
-class DatasetConfig:
-    """Which dataset to read and where its raw files are.
+class Section(BaseModel):
+    """Base of every config section: frozen, and unknown keys are errors."""
 
-    ``options`` holds dataset-specific settings (validated by the dataset's reader);
-    ``data_dir`` is looked in first, then ``$SHARDTRAIN_DATA``, then the user cache.
-    """
-
-    name: str = "fashion-mnist"
-    data_dir: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-@dataclass(frozen=True)
-class HandcraftedConfig:
-    """Options of the engineered image descriptor (intensity + orientation histograms)."""
-
-    intensity_bins: int = 16
-    orientation_bins: int = 9
-    cells: int = 4
-
-
-@dataclass(frozen=True)
-class PrepareConfig:
+class PrepareConfig(Section):
     """The prepare stage: read raw files, extract features, write shards.
 
     ``rows_per_shard`` fixes shard boundaries from the data alone (row i of a split
     goes to shard ``i // rows_per_shard``), which is what makes the Ray and the
-    in-process executors write byte-identical shards.
+    in-process executors write byte-identical shards. ``features`` and
+    ``handcrafted`` apply to image datasets, ``text`` to text datasets.
     """
 
-    features: str = "pixels"
-    handcrafted: HandcraftedConfig = field(default_factory=HandcraftedConfig)
-    text: TextFeatureConfig = field(default_factory=TextFeatureConfig)
-    rows_per_shard: int = 10000
-    batch_rows: int = 2048
-    max_reject_fraction: float = 0.01
+    features: Literal["pixels", "handcrafted"] = "pixels"
+    handcrafted: HandcraftedOptions = HandcraftedOptions()
+    text: TextFeatureConfig = TextFeatureConfig()
+    rows_per_shard: PositiveInt = 10000
+    batch_rows: PositiveInt = 2048
+    max_reject_fraction: Fraction = 0.01
 
 
-@dataclass(frozen=True)
-class TextAugmentConfig:
-    """Text augmentation: EDA (Wei & Zou 2019 defaults) or an offline nlpaug kind with ``params``.
-
-    ``synonyms`` is ``oewn`` (Open English WordNet, found like a dataset), ``nltk``, a
-    path to a synonym dictionary, or null.
-    """
-
-    method: str = "eda"
-    params: dict[str, Any] = field(default_factory=dict)
-    alpha_sr: float = 0.1
-    alpha_ri: float = 0.1
-    alpha_rs: float = 0.1
-    p_rd: float = 0.1
-    synonyms: str | None = "oewn"
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(Section):
     """The augment stage: ``copies`` augmented copies of each training row beside the original.
 
     ``pipeline`` is an albumentations pipeline in albumentations' own dict form
-    (``A.to_dict``); ``text`` configures EDA for text datasets. Validation and test
-    splits are never augmented.
+    (``A.to_dict``, image datasets); ``text`` configures EDA or nlpaug (text datasets).
+    Validation and test splits are never augmented.
     """
 
-    copies: int = 0
+    copies: NonNegativeInt = 0
     pipeline: dict[str, Any] | None = None
-    text: TextAugmentConfig = field(default_factory=TextAugmentConfig)
-    preview: int = 8
+    text: TextAugmentConfig = TextAugmentConfig()
+    preview: NonNegativeInt = 8
 
 
-@dataclass(frozen=True)
-class BatchAugmentConfig:
+class BatchAugmentConfig(Section):
     """Cheap on-device augmentation of dense image batches during training (seeded)."""
 
     enabled: bool = False
-    shift: int = 2
+    shift: NonNegativeInt = 2
     flip: bool = False
-    noise_std: float = 0.0
-    erase: float = 0.0
+    noise_std: NonNegativeFloat = 0.0
+    erase: Fraction = 0.0
 
 
-@dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Section):
     """How ``ShardDataModule`` feeds the shards to training.
 
     ``source`` picks the training shards (``auto`` = augment when it ran, else
@@ -116,216 +87,208 @@ class DataConfig:
     """
 
     source: Literal["auto", "prepare", "augment"] = "auto"
-    batch_size: int = 512
-    eval_batch_size: int = 4096
+    batch_size: PositiveInt = 512
+    eval_batch_size: PositiveInt = 4096
     device_cache: Literal["auto", "gpu", "cpu", "none"] = "auto"
-    val_fraction: float = 0.1
+    val_fraction: Annotated[float, in_range(ge=0, lt=1)] = 0.1
     audit: bool = False
-    batch_augment: BatchAugmentConfig = field(default_factory=BatchAugmentConfig)
+    batch_augment: BatchAugmentConfig = BatchAugmentConfig()
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """Which model to train: a plain MLP, a bagging ensemble or a multitask MLP."""
+class MLPConfig(Section):
+    """A plain MLP (an EmbeddingBag in front of it for sparse text features)."""
 
-    kind: Literal["mlp", "bagging", "multitask"] = "mlp"
-    hidden: tuple[int, ...] = (512, 512)
-    dropout: float = 0.0
+    kind: Literal["mlp"] = "mlp"
+    hidden: tuple[PositiveInt, ...] = (512, 512)
+    dropout: Annotated[float, in_range(ge=0, lt=1)] = 0.0
     activation: Literal["relu", "softplus", "sigmoid", "tanh"] = "relu"
-    members: int = 8
-    bootstrap: Literal["poisson", "none"] = "poisson"
-    impl: Literal["auto", "vmap", "bmm", "sequential"] = "auto"
-    task_weighting: Literal["equal", "static", "uncertainty"] = "equal"
-    task_weights: dict[str, float] = field(default_factory=dict)
-    embed_dim: int = 64
+    embed_dim: PositiveInt = 64
     seed: int = 0
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class BaggingConfig(MLPConfig):
+    """A bagging ensemble of ``members`` MLPs, each member's bootstrap a function of (seed, member, sample_id)."""
+
+    kind: Literal["bagging"] = "bagging"  # type: ignore[assignment]
+    members: PositiveInt = 8
+    bootstrap: Literal["poisson", "none"] = "poisson"
+    impl: Literal["auto", "vmap", "bmm", "sequential"] = "auto"
+
+
+class MultitaskConfig(MLPConfig):
+    """One trunk with a head per label column; losses weighted equally, statically or by learned uncertainty."""
+
+    kind: Literal["multitask"] = "multitask"  # type: ignore[assignment]
+    task_weighting: Literal["equal", "static", "uncertainty"] = "equal"
+    task_weights: dict[str, NonNegativeFloat] = {}
+
+
+ModelConfig = Union[MLPConfig, BaggingConfig, MultitaskConfig]
+_ModelField = tagged_union("kind", {"mlp": MLPConfig, "bagging": BaggingConfig, "multitask": MultitaskConfig},
+                           default="mlp")
+DatasetConfig = Union[tuple(DATASETS.values())]  # type: ignore[valid-type]
+_DatasetField = tagged_union("name", DATASETS)
+_Epochs = Annotated[int, in_range(ge=-1)]  # -1: no limit (Lightning's convention)
+
+
+class TrainConfig(Section):
     """Optimisation and Trainer options (passed through to Lightning where they exist).
 
     ``cpu_threads`` is torch's intra-op thread count when training on CPU; 0 means the
-    machine's cores divided among the processes of this node (DDP ranks), so ranks never
-    oversubscribe the cores. ``steps_per_call`` is how many batches (optimizer steps) one
-    Lightning ``training_step`` call takes: Lightning's per-call overhead is then paid
-    once per group; 0 means auto (16 with the local launcher, DDP included; 1 with Ray Train).
-    ``gradient_clip_norm`` > 0 clips the global gradient norm before every optimizer step
-    (optimisation is manual, so Lightning's ``gradient_clip_val`` does not apply).
+    machine's cores divided among the processes of this node (DDP ranks). ``steps_per_call``
+    is how many batches (optimizer steps) one Lightning ``training_step`` call takes; 0
+    means auto (16 with the local launcher, 1 with Ray Train). ``gradient_clip_norm`` > 0
+    clips the global gradient norm before every optimizer step. ``max_epochs`` and
+    ``max_steps`` are >= 1, or -1 for no limit.
     """
 
-    max_epochs: int = 10
-    max_steps: int = -1
+    max_epochs: _Epochs = 10
+    max_steps: _Epochs = -1
     optimizer: Literal["sgd", "adam", "adamw", "rmsprop", "adadelta"] = "adamw"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    l1: float = 0.0
-    l2: float = 0.0
+    lr: PositiveFloat = 1e-3
+    momentum: Annotated[float, in_range(ge=0, lt=1)] = 0.9
+    weight_decay: NonNegativeFloat = 0.0
+    l1: NonNegativeFloat = 0.0
+    l2: NonNegativeFloat = 0.0
     schedule: Literal["none", "onecycle", "cosine"] = "none"
     loss: Literal["auto", "cross_entropy", "mse"] = "auto"
-    early_stopping_patience: int = 0
-    accelerator: str = "auto"
-    devices: Union[int, str] = 1
+    early_stopping_patience: NonNegativeInt = 0
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = "auto"  # Lightning's registry + auto/gpu
+    devices: Union[Annotated[int, in_range(ge=-1)], str] = 1
     strategy: str = "auto"
-    precision: str = "32-true"
-    log_every_n_steps: int = 50
-    cpu_threads: int = 0
-    checkpoint_every_n_steps: int = 0
-    steps_per_call: int = 0
-    gradient_clip_norm: float = 0.0
+    precision: Literal["transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true",
+                       "bf16-mixed", "32-true", "64-true"] = "32-true"
+    log_every_n_steps: PositiveInt = 50
+    cpu_threads: NonNegativeInt = 0
+    checkpoint_every_n_steps: NonNegativeInt = 0
+    steps_per_call: NonNegativeInt = 0
+    gradient_clip_norm: NonNegativeFloat = 0.0
     launcher: Literal["local", "ray"] = "local"
-    num_workers: int = 2
+    num_workers: PositiveInt = 2
     use_gpu: bool = False
-    max_failures: int = 0
+    max_failures: Annotated[int, in_range(ge=-1)] = 0
     storage_path: str | None = None
     resume: str | None = None
 
+    @model_validator(mode="after")
+    def _epochs_not_zero(self) -> TrainConfig:
+        """0 epochs or steps trains nothing; say so at load rather than after the data stages."""
+        for key in ("max_epochs", "max_steps"):
+            if getattr(self, key) == 0:
+                raise ShardtrainError(f"config key 'train.{key}': must be >= 1 or -1 (no limit), got 0")
+        return self
 
-@dataclass(frozen=True)
-class EvaluateConfig:
+
+class EvaluateConfig(Section):
     """Evaluation options: the probability threshold for the coverage metric."""
 
-    coverage_threshold: float = 0.9
+    coverage_threshold: Fraction = 0.9
 
 
-@dataclass(frozen=True)
-class Config:
-    """A whole shardtrain run: dataset, stages, data feeding, model and training."""
+class Config(Section):
+    """A whole shardtrain run: dataset, stages, data feeding, model and training.
+
+    The cross-section checks (an option that does not apply to the dataset kind, an
+    augment stage the dataset has no transform for) run here, so they fail at load.
+    """
 
     name: str = "custom"
+    description: str = ""
     seed: int = 0
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    prepare: PrepareConfig = field(default_factory=PrepareConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    dataset: _DatasetField = DATASETS["fashion-mnist"]()
+    prepare: PrepareConfig = PrepareConfig()
+    augment: AugmentConfig = AugmentConfig()
+    data: DataConfig = DataConfig()
+    model: _ModelField = MLPConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    @model_validator(mode="after")
+    def _applies_to_dataset(self) -> Config:
+        """Refuse options the dataset kind would silently ignore."""
+        ds, name = self.dataset, self.dataset.name
+        defaults = {"prepare.features": "pixels", "prepare.handcrafted": HandcraftedOptions(),
+                    "augment.pipeline": None, "prepare.text": TextFeatureConfig(), "augment.text": TextAugmentConfig()}
+        applies = {"prepare.features": "image", "prepare.handcrafted": "image", "augment.pipeline": "image",
+                   "prepare.text": "text", "augment.text": "text"}
+        for key, modality in applies.items():
+            section, field = key.split(".")
+            value = getattr(getattr(self, section), field)
+            if ds.modality != modality and value != defaults[key]:
+                raise ShardtrainError(f"config key '{key}': only applies to {modality} datasets, and dataset "
+                                      f"'{name}' is {ds.modality} data (remove the key)")
+        if self.augment.copies > 0:
+            if not ds.augmentable:
+                raise ShardtrainError(f"config key 'augment.copies': dataset '{name}' has no augment stage "
+                                      f"(no label-preserving transform for {ds.modality} data), got "
+                                      f"{self.augment.copies}; set 0")
+            if ds.modality == "image" and not self.augment.pipeline:
+                raise ShardtrainError("config key 'augment.pipeline': copies > 0 needs an albumentations "
+                                      "pipeline, got null")
+        if self.data.source == "augment" and self.augment.copies == 0:
+            raise ShardtrainError("config key 'data.source': 'augment' needs augment.copies >= 1, got copies 0")
+        return self
 
 
 PRESETS = ("demo", "fashion-mnist", "fashion-mnist-multitask", "sms-spam", "kdd99", "nasa-http")
 
 
-def _type_name(tp: Any) -> str:
-    """A short human name for a type annotation, for error messages."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is not None:
-        return getattr(origin, "__name__", str(origin))
-    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+class _Yaml12Loader(yaml.SafeLoader):
+    """``safe_load`` with YAML 1.2 floats: ``1e-3`` and ``1E5`` are numbers (PyYAML's 1.1 wants ``1.0e-3``)."""
 
 
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    """Check ``value`` against annotation ``tp`` and convert it (lists to tuples, ints to floats)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ShardtrainError(f"config key '{key}': expected a mapping, got {value!r}")
-        return build_dataclass(tp, value, key)
-    if tp is Any:
-        return value
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ShardtrainError(f"config key '{key}': {value!r} is not one of {_type_name(tp)}")
-        return value
-    if origin in (Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(arg, value, key)
-            except ShardtrainError:
-                continue
-        raise ShardtrainError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
-    if tp is type(None):
-        if value is not None:
-            raise ShardtrainError(f"config key '{key}': expected null, got {value!r}")
-        return None
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ShardtrainError(f"config key '{key}': expected a list, got {value!r}")
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ShardtrainError(f"config key '{key}': expected a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ShardtrainError(f"config key '{key}': expected a list, got {value!r}")
-        (item_tp,) = typing.get_args(tp)
-        return [_coerce(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ShardtrainError(f"config key '{key}': expected a mapping, got {value!r}")
-        _key_tp, val_tp = typing.get_args(tp)
-        return {str(k): _coerce(val_tp, v, f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ShardtrainError(f"config key '{key}': expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ShardtrainError(f"config key '{key}': expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ShardtrainError(f"config key '{key}': expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ShardtrainError(f"config key '{key}': expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config annotation {tp!r} at {key}")  # internal: a bad dataclass
+_Yaml12Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _first in "-+0123456789.":
+    _Yaml12Loader.yaml_implicit_resolvers[_first] = [
+        (tag, rx) for tag, rx in _Yaml12Loader.yaml_implicit_resolvers.get(_first, [])
+        if tag != "tag:yaml.org,2002:float"]
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
 
 
-def build_dataclass(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, failing on unknown keys with the dotted key."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            allowed = ", ".join(sorted(names))
-            raise ShardtrainError(f"unknown config key '{dotted}' (allowed here: {allowed})")
-        kwargs[key] = _coerce(hints[key], value, dotted)
-    return cls(**kwargs)
+def yaml_load(text: str) -> Any:
+    """Parse YAML with ``SafeLoader`` semantics and YAML 1.2 numbers."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """The JSON/YAML-ready plain form of a config (tuples become lists)."""
-    def plain(v: Any) -> Any:
-        if isinstance(v, tuple):
-            return [plain(x) for x in v]
-        if isinstance(v, list):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-    return plain(dataclasses.asdict(cfg))
+    """The plain, YAML-safe form of a config or section (tuples become lists); round-trips through from_dict."""
+    return cfg.model_dump(mode="json")
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Validate a raw mapping into a ``Config``, or raise one ShardtrainError line naming the key."""
+    if not isinstance(data, dict):
+        raise ShardtrainError(f"config: expected a mapping, got {type(data).__name__}")
+    name = (data.get("dataset") or {}).get("name") if isinstance(data.get("dataset"), dict) else None
+    if name in RESOURCES:
+        raise ShardtrainError(f"config key 'dataset.name': {name!r} is a resource ({RESOURCES[name].description}), "
+                              f"not a labelled dataset; datasets: {', '.join(DATASETS)}")
+    return validate(Config, data)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """Split ``a.b=value`` into its key path and its YAML-parsed value."""
+    """Split ``a.b=value`` into its key path and its YAML-1.2-parsed value."""
     if "=" not in item:
         raise ShardtrainError(f"--set '{item}': expected key=value")
     key, raw = item.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
-        value = raw
     if key.strip() == "":
         raise ShardtrainError(f"--set '{item}': empty key")
+    try:
+        value = yaml_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
     return key.strip().split("."), value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of the raw config mapping with ``key=value`` overrides applied."""
-    import copy
-
     out = copy.deepcopy(data)
     for item in overrides:
         path, value = parse_override(item)
@@ -345,13 +308,13 @@ def preset_path(name: str) -> Path:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read one YAML mapping with ``safe_load``, failing with the file name on bad YAML."""
+    """Read one YAML mapping (safe, YAML 1.2 numbers), failing with the file name on bad YAML."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ShardtrainError(f"{path}: cannot read config ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -385,19 +348,37 @@ def load_config(config_or_preset: str, overrides: list[str] | None = None) -> Co
     return from_dict(apply_overrides(load_raw(config_or_preset), overrides or []))
 
 
-def from_dict(data: dict[str, Any]) -> Config:
-    """Validate a raw mapping into a ``Config``."""
-    return build_dataclass(Config, data)
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` merged in, section by section (a typed value replaces its section)."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        elif isinstance(value, BaseModel):
+            out[key] = value.model_dump(mode="json")
+        else:
+            out[key] = value
+    return out
 
 
 def replace(cfg: Any, **changes: Any) -> Any:
-    """``dataclasses.replace`` for nested sections, e.g. ``replace(cfg, train={"max_epochs": 2})``."""
-    updates = {}
-    for key, value in changes.items():
-        current = getattr(cfg, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            updates[key] = replace(current, **value)
-        else:
-            updates[key] = value
-    return dataclasses.replace(cfg, **updates)
+    """A re-validated copy with nested changes, e.g. ``replace(cfg, train={"max_epochs": 2})``.
 
+    Works on a whole ``Config`` or one section; changing ``model.kind`` re-validates the
+    model section as the new kind.
+    """
+    merged = _merge(to_dict(cfg), changes)
+    return from_dict(merged) if isinstance(cfg, Config) else validate(type(cfg), merged)
+
+
+def describe_presets() -> list[tuple[str, str]]:
+    """Each preset's name and its one-line ``description``."""
+    return [(name, str(load_raw(name).get("description", ""))) for name in PRESETS]
+
+
+__all__ = [
+    "AugmentConfig", "BaggingConfig", "BatchAugmentConfig", "Config", "DataConfig", "Dataset", "DatasetConfig",
+    "EvaluateConfig", "MLPConfig", "ModelConfig", "MultitaskConfig", "PRESETS", "PrepareConfig", "TrainConfig",
+    "apply_overrides", "describe_presets", "from_dict", "load_config", "load_raw", "parse_override",
+    "preset_path", "read_yaml", "replace", "to_dict", "yaml_load",
+]

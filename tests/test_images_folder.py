@@ -114,16 +114,21 @@ def test_decode_needs_a_resolved_size(tree: Path, tmp_path: Path) -> None:
 
 
 def test_options_validation() -> None:
-    opts = ImageFolderOptions.from_mapping({"csv": "a.csv", "size": [28, 28], "color": "rgb", "path_col": "file"})
+    from shardtrain.core.validation import validate
+
+    def options(mapping):
+        return validate(ImageFolderOptions, mapping, "dataset.options")
+
+    opts = options({"csv": "a.csv", "size": [28, 28], "color": "rgb", "path_col": "file"})
     assert opts.size == (28, 28) and opts.pil_mode == "RGB" and opts.path_col == "file"
     with pytest.raises(ShardtrainError, match="dataset.options.colour"):
-        ImageFolderOptions.from_mapping({"csv": "a.csv", "colour": "rgb"})
+        options({"csv": "a.csv", "colour": "rgb"})
     with pytest.raises(ShardtrainError, match="dataset.options.csv"):
-        ImageFolderOptions.from_mapping({"root": "x"})
+        options({"root": "x"})
     with pytest.raises(ShardtrainError, match="dataset.options.size"):
-        ImageFolderOptions.from_mapping({"csv": "a.csv", "size": [28]})
+        options({"csv": "a.csv", "size": [28]})
     with pytest.raises(ShardtrainError, match="dataset.options.color"):
-        ImageFolderOptions.from_mapping({"csv": "a.csv", "color": "cmyk"})
+        options({"csv": "a.csv", "color": "cmyk"})
 
 
 def test_line_numbers_survive_blank_lines_and_bom(tree: Path, tmp_path: Path) -> None:

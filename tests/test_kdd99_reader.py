@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from shardtrain.core.errors import ShardtrainError
+from shardtrain.core.validation import validate
 from shardtrain.readers import kdd99
 
 TYPES = "back dos\nsmurf dos\nneptune dos\nsatan probe\nguess_passwd r2l\nrootkit u2r\n"
@@ -138,7 +139,7 @@ def test_attack_types_and_options_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ShardtrainError, match="dataset.options.log1p_columns"):
         kdd99.Kdd99Options(log1p_columns=("service",))
     with pytest.raises(ShardtrainError, match="dataset.options.val_fractio"):
-        kdd99.Kdd99Options.from_mapping({"val_fractio": 0.2})
+        validate(kdd99.Kdd99Options, {"val_fractio": 0.2}, "dataset.options")
 
 
 @pytest.mark.dataset("kdd99")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from shardtrain.core.errors import ShardtrainError
+from shardtrain.core.validation import validate
 from shardtrain.features import logs
 from shardtrain.readers import httplog
 
@@ -144,8 +145,8 @@ def test_options_are_validated() -> None:
     with pytest.raises(ShardtrainError, match="dataset.options.split_rule"):
         httplog.HttpLogOptions(split_rule="random")
     with pytest.raises(ShardtrainError, match="dataset.options.gap_minutes"):
-        httplog.HttpLogOptions.from_mapping({"gap_minutes": 30})
-    opts = httplog.HttpLogOptions.from_mapping({"split_fractions": [0.8, 0.1, 0.1]})
+        validate(httplog.HttpLogOptions, {"gap_minutes": 30}, "dataset.options")
+    opts = validate(httplog.HttpLogOptions, {"split_fractions": [0.8, 0.1, 0.1]}, "dataset.options")
     assert opts.split_fractions == (0.8, 0.1, 0.1)
 
 

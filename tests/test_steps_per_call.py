@@ -13,7 +13,7 @@ import torch
 
 from shardtrain.models.inputs import SparseBatch
 from shardtrain.training.checkpoints import StepCheckpoint
-from shardtrain.config import Config, DataConfig, ModelConfig, TrainConfig
+from shardtrain.config import Config, DataConfig, MLPConfig, TrainConfig
 from shardtrain.data.datamodule import ShardDataModule
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.training.stage import build_module, steps_per_call
@@ -98,7 +98,7 @@ def test_ranks_get_the_same_groups(tmp_path: Path) -> None:
 def _cfg(**train) -> Config:
     base = dict(optimizer="adamw", lr=0.05, weight_decay=0.01, schedule="onecycle", max_epochs=3,
                 log_every_n_steps=5, accelerator="cpu", devices=1)
-    return Config(model=ModelConfig(hidden=(16,), dropout=0.3), train=TrainConfig(**{**base, **train}),
+    return Config(model=MLPConfig(hidden=(16,), dropout=0.3), train=TrainConfig(**{**base, **train}),
                   data=DataConfig(batch_size=8, device_cache="cpu", val_fraction=0.0), seed=5)
 
 

@@ -187,8 +187,8 @@ def test_batch_columns(sms_texts):
 
 
 def test_stage_from_config(sms_texts):
-    cfg = TextAugmentConfig(n_aug=3, synonyms=None)
-    out = TextAugmentStage(cfg, seed=0)(_batch(sms_texts[:4], np.arange(4)))
+    cfg = TextAugmentConfig(synonyms=None)
+    out = TextAugmentStage(cfg, seed=0, n_aug=3)(_batch(sms_texts[:4], np.arange(4)))
     assert len(out["text"]) == 16
     with pytest.raises(ShardtrainError, match="unknown"):
         TextAugmentStage(TextAugmentConfig(method="bogus", synonyms=None), seed=0)

@@ -32,7 +32,9 @@ _EPS = 1e-2  # keeps near-empty cells from amplifying noise when L2-normalised
 
 @dataclass(frozen=True)
 class HandcraftedOptions:
-    """Options of the handcrafted descriptor (same names as ``prepare.handcrafted``)."""
+    """Options of the handcrafted descriptor (``prepare.handcrafted`` in the config)."""
+
+    __pydantic_config__ = {"extra": "forbid"}  # validated from the config by pydantic; unknown keys are errors
 
     intensity_bins: int = 16
     orientation_bins: int = 9

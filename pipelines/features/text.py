@@ -49,6 +49,8 @@ class TextFeatureConfig:
     """Hashed n-gram features: `2**bits` buckets, word and character n-gram sizes (lo, hi)
     (None switches one family off), lowercasing, log1p term frequencies and L2 row norm (or None)."""
 
+    __pydantic_config__ = {"extra": "forbid"}  # validated from the config by pydantic; unknown keys are errors
+
     bits: int = 16
     word_ngrams: tuple[int, int] | None = (1, 2)
     char_ngrams: tuple[int, int] | None = (3, 5)

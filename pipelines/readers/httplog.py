@@ -60,6 +60,8 @@ class HttpLogOptions:
     train (honest for logs); "hash" splits by a seeded hash of the connection id.
     """
 
+    __pydantic_config__ = {"extra": "forbid"}  # validated from the config by pydantic; unknown keys are errors
+
     gap_seconds: int = 1800
     first_k: int = 3
     long_n: int = 10
@@ -97,13 +99,6 @@ class HttpLogOptions:
         if bad:
             value = getattr(self, bad[0])
             raise ShardtrainError(f"config key 'dataset.options.{bad[0]}': {value!r} must be {bad[1]}")
-
-    @classmethod
-    def from_mapping(cls, data: dict[str, Any], prefix: str = "dataset.options") -> HttpLogOptions:
-        """Build from ``dataset.options``; unknown keys and wrong types fail naming the key."""
-        from shardtrain.config import build_dataclass  # the config module's validator
-
-        return build_dataclass(cls, data, prefix)
 
 
 def _lines_from_bytes(body: bytes) -> pa.StringArray:

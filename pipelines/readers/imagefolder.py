@@ -22,10 +22,9 @@ from __future__ import annotations
 import csv
 import posixpath
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -49,43 +48,31 @@ class ImageFolderOptions:
     ``resize`` False rejects images not of ``size`` instead of resizing them.
     """
 
+    __pydantic_config__ = {"extra": "forbid"}  # validated from the config by pydantic; unknown keys are errors
+
     csv: str = ""
     root: str | None = None
     path_col: str | int = 0
     label_col: str | int = 1
     header: bool | None = None
     delimiter: str = ","
-    color: str = "grayscale"
+    color: Literal["grayscale", "rgb"] = "grayscale"
     size: tuple[int, int] | None = None
     resize: bool = True
 
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, Any], key: str = "dataset.options") -> ImageFolderOptions:
-        """Validate a plain mapping (e.g. ``cfg.dataset.options``), naming any bad key."""
-        names = {f.name for f in fields(cls)}
-        for k in options:
-            if k not in names:
-                raise ShardtrainError(f"unknown config key '{key}.{k}' (allowed here: {', '.join(sorted(names))})")
-        opts = dict(options)
-        if not isinstance(opts.get("csv"), str) or not opts["csv"]:
-            raise ShardtrainError(f"config key '{key}.csv': the annotations CSV path is required")
+    def __post_init__(self) -> None:
+        """Check what the types cannot say; a bad value names its ``dataset.options`` key."""
+        key = "config key 'dataset.options"
+        if not self.csv:
+            raise ShardtrainError(f"{key}.csv': the annotations CSV path is required")
         for col in ("path_col", "label_col"):
-            v = opts.get(col, 0)
-            if isinstance(v, bool) or not isinstance(v, (str, int)) or (isinstance(v, int) and v < 0):
-                raise ShardtrainError(f"config key '{key}.{col}': expected a column name or index >= 0, got {v!r}")
-        if opts.get("color", "grayscale") not in COLOR_MODES:
-            raise ShardtrainError(f"config key '{key}.color': {opts['color']!r} is not one of {list(COLOR_MODES)}")
-        size = opts.get("size")
-        if size is not None:
-            if (not isinstance(size, (list, tuple)) or len(size) != 2
-                    or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
-                raise ShardtrainError(f"config key '{key}.size': expected [H, W] (positive ints) or null, got {size!r}")
-            opts["size"] = (int(size[0]), int(size[1]))
-        if not isinstance(opts.get("resize", True), bool):
-            raise ShardtrainError(f"config key '{key}.resize': expected true/false, got {opts['resize']!r}")
-        if opts.get("header") not in (None, True, False):
-            raise ShardtrainError(f"config key '{key}.header': expected true, false or null, got {opts['header']!r}")
-        return cls(**opts)
+            v = getattr(self, col)
+            if isinstance(v, bool) or (isinstance(v, int) and v < 0):
+                raise ShardtrainError(f"{key}.{col}': expected a column name or index >= 0, got {v!r}")
+        if self.color not in COLOR_MODES:
+            raise ShardtrainError(f"{key}.color': {self.color!r} is not one of {list(COLOR_MODES)}")
+        if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
+            raise ShardtrainError(f"{key}.size': expected [H, W] (positive ints) or null, got {list(self.size)!r}")
 
     @property
     def pil_mode(self) -> str:
@@ -246,16 +233,7 @@ def resolve_options(options: ImageFolderOptions, annotations: Annotations) -> Im
     return replace(options, size=probe_image_size(annotations), resize=False)
 
 
-def _options(cfg: Any) -> ImageFolderOptions:
-    """Accept the options dataclass, a plain mapping, or a full config (``cfg.dataset.options``)."""
-    if isinstance(cfg, ImageFolderOptions):
-        return cfg
-    if hasattr(cfg, "dataset"):
-        cfg = cfg.dataset.options
-    return ImageFolderOptions.from_mapping(cfg)
-
-
-def decode_images(batch: dict[str, Any], cfg: Any) -> dict[str, Any]:
+def decode_images(batch: dict[str, Any], cfg: ImageFolderOptions) -> dict[str, Any]:
     """Stage: decode ``batch["path"]`` with PIL into ``x`` uint8 (N, H, W) or (N, H, W, 3).
 
     ``cfg`` is an ImageFolderOptions whose ``size`` is resolved (see
@@ -266,7 +244,7 @@ def decode_images(batch: dict[str, Any], cfg: Any) -> dict[str, Any]:
     """
     from PIL import Image, UnidentifiedImageError
 
-    opts = _options(cfg)
+    opts = cfg
     if opts.size is None:
         raise ShardtrainError("dataset.options.size: unresolved; call resolve_options() before decode_images")
     h, w = opts.size

@@ -70,6 +70,8 @@ _MAX_DETAILS = 10000  # details beyond this many rejected records per file are l
 class Kdd99Options:
     """Options of the kdd99 dataset (``dataset.options`` in the config)."""
 
+    __pydantic_config__ = {"extra": "forbid"}  # validated from the config by pydantic; unknown keys are errors
+
     val_fraction: float = 0.1
     log1p_columns: tuple[str, ...] = LOG1P_COLUMNS
     drop_duplicates: bool = False
@@ -87,13 +89,6 @@ class Kdd99Options:
         if not 0.0 <= self.max_reject_fraction <= 1.0:
             value = self.max_reject_fraction
             raise ShardtrainError(f"{key}.max_reject_fraction': {value!r} must be in [0, 1]")
-
-    @classmethod
-    def from_mapping(cls, data: dict[str, Any], prefix: str = "dataset.options") -> Kdd99Options:
-        """Build from ``dataset.options``; unknown keys and wrong types fail naming the key."""
-        from shardtrain.config import build_dataclass  # the config module's validator
-
-        return build_dataclass(cls, data, prefix)
 
 
 def read_attack_types(path: str | Path) -> dict[str, str]:

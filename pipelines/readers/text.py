@@ -40,6 +40,8 @@ class TextReaderOptions:
     train/val/test fractions (must sum to 1).
     """
 
+    __pydantic_config__ = {"extra": "forbid"}  # validated from the config by pydantic; unknown keys are errors
+
     path: str = "sms-spam/SMSSpamCollection"
     sep: str = "\t"
     text_col: int | str = 1
@@ -48,6 +50,12 @@ class TextReaderOptions:
     classes: tuple[str, ...] | None = ("ham", "spam")
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
     quoting: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse split fractions that are negative or do not sum to 1 before any file is read."""
+        if min(self.split) < 0 or abs(sum(self.split) - 1.0) > 1e-6:
+            raise ShardtrainError(f"config key 'dataset.options.split': split fractions must be 3 non-negative numbers "
+                                  f"summing to 1, got {list(self.split)}")
 
 
 @dataclass

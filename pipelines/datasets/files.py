@@ -1,4 +1,4 @@
-"""The dataset registry: name -> files, checksums, download URLs and the pipeline that reads them.
+"""Raw files of datasets and resources: names, checksums, download URLs, and where they are found.
 
 Files are looked for in ``--data-dir`` (or ``dataset.data_dir``), then
 ``$SHARDTRAIN_DATA``, then the user cache (``$XDG_CACHE_HOME/shardtrain``), each
@@ -13,9 +13,8 @@ import os
 import shutil
 import tempfile
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.core.hashing import file_digest
@@ -37,23 +36,19 @@ class FileSpec:
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
-    """A registry entry: where a dataset's files live and which pipeline reads them.
+class FileSet:
+    """The raw files of one dataset or resource and where to look for them.
 
-    ``pipeline`` names the module whose ``prepare_jobs``/``augment_jobs`` build the
-    stage jobs; ``layouts`` are extra sub-directories to search (torchvision's
-    ``FashionMNIST/raw`` for instance); ``options`` is the dataclass validating
-    ``dataset.options``.
+    ``subdir`` is the folder under each search root (``""``: the root itself);
+    ``layouts`` are extra sub-directories to search (torchvision's
+    ``FashionMNIST/raw`` for instance). ``description`` is one line for listings.
     """
 
     name: str
     subdir: str
     files: tuple[FileSpec, ...]
-    pipeline: str
     layouts: tuple[str, ...] = ()
-    options: Callable[..., Any] | None = None
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _FMNIST = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -67,64 +62,38 @@ def _idx_files(base: str, md5s: tuple[str, str, str, str]) -> tuple[FileSpec, ..
     return tuple(FileSpec(f"{n}.gz", f"md5:{m}", (f"{base}{n}.gz",), (n,)) for n, m in zip(names, md5s))
 
 
-REGISTRY: dict[str, DatasetSpec] = {
-    "fashion-mnist": DatasetSpec(
-        "fashion-mnist", "fashion-mnist",
-        _idx_files(_FMNIST, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-                             "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310")),
-        "shardtrain.stages.images", layouts=("FashionMNIST/raw",),
-        description="Zalando Fashion-MNIST, 60,000 + 10,000 28x28 grayscale images, 10 classes",
-        extra={"classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                           "Sneaker", "Bag", "Ankle boot"]},
-    ),
-    "mnist": DatasetSpec(
-        "mnist", "mnist",
-        _idx_files(_MNIST, ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-                            "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c")),
-        "shardtrain.stages.images", layouts=("MNIST/raw",),
-        description="LeCun et al. MNIST handwritten digits, 60,000 + 10,000 28x28 images",
-        extra={"classes": [str(i) for i in range(10)]},
-    ),
-    "image-folder": DatasetSpec(
-        "image-folder", "", (), "shardtrain.stages.images",
-        description="PNG/JPEG files under a root folder listed in an annotations CSV (path, label)",
-    ),
-    "digits": DatasetSpec(
-        "digits", "", (), "shardtrain.stages.images",
-        description="scikit-learn's bundled 8x8 handwritten digits (1,797 images; offline)",
-        extra={"classes": [str(i) for i in range(10)]},
-    ),
-    "sms-spam": DatasetSpec(
-        "sms-spam", "sms-spam",
-        (FileSpec("SMSSpamCollection", "sha256:7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"),),
-        "shardtrain.stages.text",
-        description="SMS Spam Collection v.1 (UCI 228): 5,574 messages, ham/spam",
-    ),
-    "oewn-2025": DatasetSpec(
+FASHION_MNIST_FILES = FileSet(
+    "fashion-mnist", "fashion-mnist",
+    _idx_files(_FMNIST, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
+                         "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310")),
+    layouts=("FashionMNIST/raw",))
+MNIST_FILES = FileSet(
+    "mnist", "mnist",
+    _idx_files(_MNIST, ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+                        "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c")),
+    layouts=("MNIST/raw",))
+SMS_SPAM_FILES = FileSet(
+    "sms-spam", "sms-spam",
+    (FileSpec("SMSSpamCollection", "sha256:7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"),))
+KDD99_FILES = FileSet(
+    "kdd99", "kddcup99",
+    (
+        FileSpec("kddcup.data_10_percent.gz",
+                 "sha256:8045aca0d84e70e622d1148d7df782496f6333bf6eb979a1b0837c42a9fd9561",
+                 (f"{_KDD}kddcup.data_10_percent.gz",)),
+        FileSpec("corrected.gz", None, (f"{_KDD}corrected.gz",)),
+        FileSpec("training_attack_types", None, (f"{_KDD}training_attack_types",)),
+    ))
+NASA_HTTP_FILES = FileSet("nasa-http", "nasa-http", (FileSpec("NASA_access_log_Aug95.first20000.log"),))
+
+# Resources are files a stage uses that are not datasets (nothing to train on): they
+# are located like datasets, but ``dataset.name`` cannot name them.
+RESOURCES: dict[str, FileSet] = {
+    "oewn-2025": FileSet(
         "oewn-2025", "oewn-2025",
         (FileSpec("oewn-2025-synsets.tsv.gz",
                   "sha256:82aa26cee4acc0dd407c631a3d2ca8c34a60d19812f7540c224ffdd10edd6e3c"),),
-        "shardtrain.stages.text",
-        description="Open English WordNet 2025 synset table: the offline synonym source for EDA",
-    ),
-    "kdd99": DatasetSpec(
-        "kdd99", "kddcup99",
-        (
-            FileSpec("kddcup.data_10_percent.gz",
-                     "sha256:8045aca0d84e70e622d1148d7df782496f6333bf6eb979a1b0837c42a9fd9561",
-                     (f"{_KDD}kddcup.data_10_percent.gz",)),
-            FileSpec("corrected.gz", None, (f"{_KDD}corrected.gz",)),
-            FileSpec("training_attack_types", None, (f"{_KDD}training_attack_types",)),
-        ),
-        "shardtrain.stages.logs",
-        description="KDD Cup 1999 connection records: 10% training file and the labelled 'corrected' test set",
-    ),
-    "nasa-http": DatasetSpec(
-        "nasa-http", "nasa-http",
-        (FileSpec("NASA_access_log_Aug95.first20000.log"),),
-        "shardtrain.stages.logs",
-        description="NASA Kennedy Space Center HTTP access log (Common Log Format), August 1995 excerpt",
-    ),
+        description="Open English WordNet 2025 synset table: the offline synonym source for EDA"),
 }
 
 
@@ -145,14 +114,7 @@ def search_roots(data_dir: str | None) -> list[Path]:
     return roots
 
 
-def get_spec(name: str) -> DatasetSpec:
-    """Look a dataset up by name, failing with the known names."""
-    if name not in REGISTRY:
-        raise ShardtrainError(f"config key 'dataset.name': unknown dataset {name!r} (known: {', '.join(REGISTRY)})")
-    return REGISTRY[name]
-
-
-def _find_in(root: Path, spec: DatasetSpec, f: FileSpec) -> Path | None:
+def _find_in(root: Path, spec: FileSet, f: FileSpec) -> Path | None:
     """A file (or one of its alternative names) under ``root`` in any known layout."""
     dirs = [root / spec.subdir] if spec.subdir else []
     dirs += [root] + [root / layout for layout in spec.layouts]
@@ -173,7 +135,7 @@ def _checksum_ok(path: Path, checksum: str | None) -> bool:
     return file_digest(path, algo) == expected
 
 
-def _download(spec: DatasetSpec, f: FileSpec, dest_dir: Path) -> Path:
+def _download(spec: FileSet, f: FileSpec, dest_dir: Path) -> Path:
     """Download one file into the cache, verifying its checksum before it becomes visible."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     errors = []
@@ -196,9 +158,9 @@ def _download(spec: DatasetSpec, f: FileSpec, dest_dir: Path) -> Path:
     raise ShardtrainError(f"{spec.name}: could not download {f.name} ({'; '.join(errors)})")
 
 
-def locate(name: str, data_dir: str | None = None) -> dict[str, Path]:
-    """Find every file of dataset ``name`` (downloading missing ones when allowed)."""
-    spec = get_spec(name)
+def locate(spec: FileSet, data_dir: str | None = None) -> dict[str, Path]:
+    """Find every file of ``spec`` (downloading missing ones when allowed), by file name."""
+    name = spec.name
     roots = search_roots(data_dir)
     found: dict[str, Path] = {}
     for f in spec.files:

@@ -1,0 +1,14 @@
+"""Datasets: one registered class per dataset kind (``DATASETS``), resources apart (``RESOURCES``).
+
+``shardtrain.datasets.base`` defines the protocol, ``files`` where raw files are found
+(``--data-dir``, then ``$SHARDTRAIN_DATA``, then the user cache; downloaded, checksum
+verified, only when missing and allowed), and ``images``/``text``/``logs`` the kinds.
+Importing this package registers every kind; nothing is read or downloaded at import.
+"""
+
+from shardtrain.datasets.base import DATASETS, Dataset, PreparePlan, register
+from shardtrain.datasets.files import RESOURCES, FileSet, FileSpec, cache_dir, file_fingerprint, locate, search_roots
+from shardtrain.datasets import images, logs, text  # noqa: F401  (registers the kinds, in listing order)
+
+__all__ = ["DATASETS", "RESOURCES", "Dataset", "FileSet", "FileSpec", "PreparePlan", "cache_dir",
+           "file_fingerprint", "locate", "register", "search_roots"]
