@@ -1,6 +1,6 @@
 """Run the benchmark suite and print one table (and optionally JSON).
 
-    PYTHONPATH=. python -m benchmarks run [--quick] [--json FILE] [--only NAME ...] [--list]
+    python -m benchmarks run [--quick] [--json FILE] [--only NAME ...] [--list]
 
 Each benchmark measures ours and its baseline in the same process and run. Benchmarks
 come in groups that share one measurement (``feed_cpu`` and ``rss_feed`` are one pass of

@@ -185,4 +185,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
+    import benchmarks  # noqa: F401  (maps the source tree into shardtrain when nothing is installed)
+
     main()

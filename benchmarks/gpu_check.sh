@@ -4,7 +4,9 @@
 #   SHARDTRAIN_DATA=/path/to/data OUT=/tmp/out bash benchmarks/gpu_check.sh [--quick]
 #
 # Needs torch, pytorch-lightning, torchmetrics, pyarrow, pyyaml, numpy (not Ray,
-# albumentations or nlpaug: those benchmarks report "skipped"). SHARDTRAIN_DATA must hold
+# albumentations or nlpaug: those benchmarks report "skipped"), and no install of shardtrain:
+# without one, benchmarks/__init__.py maps this source tree into the shardtrain namespace
+# (an installed shardtrain is used as it is). SHARDTRAIN_DATA must hold
 # fashion-mnist/*.gz (default: ../shared/data). Writes $OUT/bench_gpu.json and
 # $OUT/bench_gpu.txt; takes about 2-4 minutes on an H100 (most of it Trainer start-ups).
 set -euo pipefail
@@ -29,6 +31,8 @@ for name in ("torch", "pytorch_lightning", "torchmetrics", "pyarrow", "yaml", "n
 import torch
 assert torch.cuda.is_available(), "gpu_check: torch sees no CUDA device"
 print("cuda", torch.version.cuda, torch.cuda.get_device_name(0))
+import benchmarks, shardtrain  # the source tree when nothing is installed
+print("shardtrain", shardtrain.__version__, "from", shardtrain.__file__)
 EOF
 
 # GPU rows first (they are what this machine is for), then the CPU feed rows as a sanity check.
