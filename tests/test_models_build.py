@@ -1,7 +1,5 @@
 """build_model: which network a config and a shard index's feature/label description give."""
 
-from dataclasses import replace
-
 import pytest
 import torch
 from torch import nn
@@ -12,13 +10,16 @@ from shardtrain.models.inputs import SparseBatch
 from shardtrain.models.mlp import MLP
 from shardtrain.models.multitask import MultiTaskMLP
 from shardtrain.models.text import EmbeddingBagMLP
-from shardtrain.config import ModelConfig
+from shardtrain.config import BaggingConfig, MLPConfig, ModelConfig, MultitaskConfig
 from shardtrain.core.errors import ShardtrainError
 
 
-def model_cfg(**overrides) -> ModelConfig:
-    """The real ``model`` config section, with small test sizes."""
-    return ModelConfig(**{"hidden": (32, 16), "members": 3, "embed_dim": 8, **overrides})
+def model_cfg(kind: str = "mlp", **overrides) -> ModelConfig:
+    """The real ``model`` config section of ``kind``, with small test sizes."""
+    if kind not in ("mlp", "bagging", "multitask"):  # what an unvalidated config could carry
+        return MLPConfig.model_construct(kind=kind, hidden=(32, 16), embed_dim=8, **overrides)
+    cls = {"mlp": MLPConfig, "bagging": BaggingConfig, "multitask": MultitaskConfig}[kind]
+    return cls(**{"hidden": (32, 16), "embed_dim": 8, **({"members": 3} if kind == "bagging" else {}), **overrides})
 
 
 DENSE = {"kind": "dense", "shape": [28, 28], "dtype": "uint8", "scale": 1 / 255, "offset": 0.0}
@@ -95,7 +96,7 @@ def test_bad_configs_name_the_key():
     with pytest.raises(ShardtrainError, match="labels.label.classes"):
         build_model(model_cfg(), DENSE, {"label": {"classes": ["only"]}})
     with pytest.raises(ShardtrainError, match="model.task_weighting"):
-        build_model(replace(model_cfg(kind="multitask"), task_weighting="magic"), DENSE, MULTI)
+        build_model(model_cfg(kind="multitask").model_copy(update={"task_weighting": "magic"}), DENSE, MULTI)
     with pytest.raises(ShardtrainError, match="train.loss"):
         build_model(model_cfg(), DENSE, ONE, loss="hinge")
     with pytest.raises(ShardtrainError, match="train.loss"):

@@ -2,7 +2,6 @@
 
 import math
 import warnings
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,13 +13,14 @@ from shardtrain.models.build import build_model
 from shardtrain.training.module import ShardTrainModule
 from shardtrain.models.metrics import classification_report
 from shardtrain.models.mlp import MLP
-from shardtrain.config import EvaluateConfig, ModelConfig, TrainConfig
+from shardtrain.config import BaggingConfig, EvaluateConfig, MLPConfig, ModelConfig, MultitaskConfig, TrainConfig
 from shardtrain.core.errors import ShardtrainError
 
 
-def model_cfg(**overrides) -> ModelConfig:
-    """The real ``model`` config section, with small test sizes."""
-    return ModelConfig(**{"hidden": (16,), "members": 3, "embed_dim": 8, **overrides})
+def model_cfg(kind: str = "mlp", **overrides) -> ModelConfig:
+    """The real ``model`` config section of ``kind``, with small test sizes."""
+    cls = {"mlp": MLPConfig, "bagging": BaggingConfig, "multitask": MultitaskConfig}[kind]
+    return cls(**{"hidden": (16,), "embed_dim": 8, **({"members": 3} if kind == "bagging" else {}), **overrides})
 
 
 def train_cfg(**overrides) -> TrainConfig:
@@ -217,11 +217,12 @@ def test_classification_report_matches_sklearn():
 
 
 def test_bad_train_config_names_the_key():
-    module = ShardTrainModule(MLP(4, (8,), 2), model_cfg(), train_cfg(optimizer="lbfgs-ish"), EvaluateConfig(), BINARY)
+    bad = train_cfg().model_copy(update={"optimizer": "lbfgs-ish"})  # past the config's own check
+    module = ShardTrainModule(MLP(4, (8,), 2), model_cfg(), bad, EvaluateConfig(), BINARY)
     with pytest.raises(ShardtrainError, match="train.optimizer"):
         module.configure_optimizers()
     with pytest.raises(ShardtrainError, match="train.schedule"):
-        ShardTrainModule(MLP(4, (8,), 2), model_cfg(), replace(train_cfg(), schedule="steps"), EvaluateConfig(),
+        ShardTrainModule(MLP(4, (8,), 2), model_cfg(), train_cfg().model_copy(update={"schedule": "steps"}), EvaluateConfig(),
                          BINARY).configure_optimizers()
     with pytest.raises(ShardtrainError, match="train.loss"):  # the model owns its loss: build_model resolves it
         build_model(model_cfg(), {"kind": "dense", "shape": [4]}, BINARY, loss="hinge")

@@ -145,7 +145,7 @@ def test_a_model_of_ones_own_plugs_into_the_shell():
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader
 
-    from shardtrain.config import EvaluateConfig, ModelConfig, TrainConfig
+    from shardtrain.config import EvaluateConfig, MLPConfig, TrainConfig
     from shardtrain.training.module import ShardTrainModule
 
     class Linear(nn.Module):
@@ -177,7 +177,7 @@ def test_a_model_of_ones_own_plugs_into_the_shell():
             return result, {"loss": result["loss"]}
 
     labels = {"label": {"classes": ["a", "b", "c"]}}
-    module = ShardTrainModule(Linear(), ModelConfig(), TrainConfig(optimizer="sgd", lr=0.1, max_epochs=2),
+    module = ShardTrainModule(Linear(), MLPConfig(), TrainConfig(optimizer="sgd", lr=0.1, max_epochs=2),
                               EvaluateConfig(), labels)
     batches = [_batch(seed=s) for s in range(3)]
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,

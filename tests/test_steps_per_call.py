@@ -4,7 +4,6 @@ the fit and the resume are exactly those of one step per call."""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -180,7 +179,7 @@ def test_resolution_of_auto_and_refusals() -> None:
     with pytest.raises(ShardtrainError, match="train.steps_per_call"):
         steps_per_call(_cfg(launcher="ray", num_workers=2, steps_per_call=4))
     with pytest.raises(ShardtrainError, match="train.steps_per_call"):
-        steps_per_call(replace(_cfg(), train=replace(_cfg().train, steps_per_call=-1)))
+        steps_per_call(_cfg().model_copy(update={"train": _cfg().train.model_copy(update={"steps_per_call": -1})}))
 
 
 def test_batches_already_on_the_device_are_not_walked(tmp_path: Path) -> None:
@@ -212,7 +211,7 @@ def test_gradient_clipping_bounds_every_step(tmp_path: Path, listen: bool) -> No
     if listen:
         assert len(norms) == 26 and max(norms) <= 0.01 * (1 + 1e-4)
     # SGD lr 0.05 with every gradient clipped to norm 0.01: each step moves the weights by <= 5e-4
-    unclipped = _fit(train, replace(cfg, train=replace(cfg.train, gradient_clip_norm=0.0)))[1]
+    unclipped = _fit(train, cfg.model_copy(update={"train": cfg.train.model_copy(update={"gradient_clip_norm": 0.0})}))[1]
     pl.seed_everything(cfg.seed, verbose=False)
     start = build_module(cfg, read_index(train))  # the same seeded initial weights
     moved = torch.cat([(a - b).flatten() for a, b in zip(module.parameters(), start.parameters())]).norm()
