@@ -21,32 +21,17 @@ it. Resources (files a stage needs that are not labelled data) live in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from shardtrain.core.errors import ShardtrainError
+from shardtrain.stages.context import PreparePlan
+from shardtrain.stages.context import StageConfig as Config
+from shardtrain.stages.runner import SplitJob
 
-if TYPE_CHECKING:
-    from shardtrain.config import Config
-    from shardtrain.stages.runner import SplitJob
-
-
-@dataclass(frozen=True)
-class PreparePlan:
-    """What one prepare stage reads, decided before any data is read.
-
-    ``splits`` are the output splits; ``inputs`` identifies the raw inputs (file names,
-    sizes, hashes) for the stage fingerprint; ``files`` are the located files by role;
-    ``reader`` is the reader's options with every path resolved (or None).
-    """
-
-    splits: tuple[str, ...]
-    inputs: tuple[Any, ...]
-    files: dict[str, Path] = field(default_factory=dict)
-    reader: Any = None
+__all__ = ["DATASETS", "Dataset", "PreparePlan", "register"]
 
 
 class Dataset(BaseModel):

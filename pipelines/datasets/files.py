@@ -96,6 +96,10 @@ RESOURCES: dict[str, FileSet] = {
         description="Open English WordNet 2025 synset table: the offline synonym source for EDA"),
 }
 
+# Every named file set, datasets and resources alike: what ``locate(name)`` looks up.
+FILES: dict[str, FileSet] = {fs.name: fs for fs in (FASHION_MNIST_FILES, MNIST_FILES, SMS_SPAM_FILES, KDD99_FILES,
+                                                    NASA_HTTP_FILES, *RESOURCES.values())}
+
 
 def cache_dir() -> Path:
     """The user cache where downloads go: ``$XDG_CACHE_HOME/shardtrain`` or ``~/.cache/shardtrain``."""
@@ -158,8 +162,16 @@ def _download(spec: FileSet, f: FileSpec, dest_dir: Path) -> Path:
     raise ShardtrainError(f"{spec.name}: could not download {f.name} ({'; '.join(errors)})")
 
 
-def locate(spec: FileSet, data_dir: str | None = None) -> dict[str, Path]:
-    """Find every file of ``spec`` (downloading missing ones when allowed), by file name."""
+def file_set(name: str) -> FileSet:
+    """The raw files of dataset or resource ``name``, failing with the known names."""
+    if name not in FILES:
+        raise ShardtrainError(f"unknown dataset or resource {name!r} (known: {', '.join(FILES)})")
+    return FILES[name]
+
+
+def locate(spec: FileSet | str, data_dir: str | None = None) -> dict[str, Path]:
+    """Find every file of ``spec`` (a FileSet, or a name in ``FILES``), downloading missing ones when allowed."""
+    spec = file_set(spec) if isinstance(spec, str) else spec
     name = spec.name
     roots = search_roots(data_dir)
     found: dict[str, Path] = {}

@@ -22,7 +22,7 @@ from shardtrain.readers.imagefolder import ImageFolderOptions
 from shardtrain.stages import images as stage
 
 if TYPE_CHECKING:
-    from shardtrain.config import Config
+    from shardtrain.stages.context import StageConfig as Config
     from shardtrain.stages.runner import SplitJob
 
 # Fashion-MNIST's coarse groups for the multitask preset. A dress is worn on the upper

@@ -20,7 +20,7 @@ from shardtrain.readers.kdd99 import Kdd99Options
 from shardtrain.stages import logs as stage
 
 if TYPE_CHECKING:
-    from shardtrain.config import Config
+    from shardtrain.stages.context import StageConfig as Config
     from shardtrain.stages.runner import SplitJob
 
 

@@ -17,7 +17,7 @@ from shardtrain.readers.text import TextReaderOptions
 from shardtrain.stages import text as stage
 
 if TYPE_CHECKING:
-    from shardtrain.config import Config
+    from shardtrain.stages.context import StageConfig as Config
     from shardtrain.readers.text import TextTable
     from shardtrain.stages.runner import SplitJob
 

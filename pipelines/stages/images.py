@@ -18,7 +18,7 @@ import numpy as np
 from shardtrain.stages.runner import SplitJob
 
 if TYPE_CHECKING:
-    from shardtrain.config import Config
+    from shardtrain.stages.context import StageConfig as Config
     from shardtrain.readers.imagefolder import ImageFolderOptions
 
 log = logging.getLogger("shardtrain")

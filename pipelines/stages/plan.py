@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from shardtrain import __version__
-from shardtrain.config import Config, to_dict
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.core.hashing import fingerprint
-from shardtrain.datasets.base import PreparePlan
 from shardtrain.shards import format as fmt
+from shardtrain.stages.context import PreparePlan
+from shardtrain.stages.context import StageConfig as Config
 from shardtrain.stages.runner import is_up_to_date, run_stage
 
 log = logging.getLogger("shardtrain")
+_VERSION = version("shardtrain")  # in every fingerprint: a new release re-runs the stages (no root import here)
 
 
 def stage_dir(out: Path, stage: str) -> Path:
@@ -31,7 +32,7 @@ def stage_dir(out: Path, stage: str) -> Path:
 
 def _fingerprint_config(cfg: Config, sections: tuple[str, ...]) -> dict[str, Any]:
     """The config sections a stage's output depends on (never machine paths like data_dir)."""
-    plain = to_dict(cfg)
+    plain = cfg.model_dump(mode="json")
     plain["dataset"].pop("data_dir", None)
     return {s: plain[s] for s in sections}
 
@@ -51,7 +52,7 @@ def run_data_stage(stage: str, cfg: Config, out: Path, executor: str, address: s
     dataset = cfg.dataset
     if stage == "prepare":
         plan = plan or plan_prepare(cfg)
-        fp = fingerprint(stage, __version__, fmt.SUPPORTED_VERSIONS[-1], list(plan.inputs),
+        fp = fingerprint(stage, _VERSION, fmt.SUPPORTED_VERSIONS[-1], list(plan.inputs),
                          _fingerprint_config(cfg, ("seed", "dataset", "prepare")))
         splits = list(plan.splits)
     else:
@@ -59,7 +60,7 @@ def run_data_stage(stage: str, cfg: Config, out: Path, executor: str, address: s
         if not prep_index.exists():
             raise ShardtrainError(f"{prep_index}: missing; run --stage prepare first")
         prep_fp = json.loads(prep_index.read_text())["fingerprint"]
-        fp = fingerprint(stage, __version__, prep_fp, _fingerprint_config(cfg, ("seed", "augment")))
+        fp = fingerprint(stage, _VERSION, prep_fp, _fingerprint_config(cfg, ("seed", "augment")))
         splits = ["train"]
     target = stage_dir(out, stage)
     if not force and is_up_to_date(target, splits, fp):
@@ -77,7 +78,7 @@ def run_data_stage(stage: str, cfg: Config, out: Path, executor: str, address: s
         stage, jobs, target,
         rows_per_shard=cfg.prepare.rows_per_shard, batch_rows=cfg.prepare.batch_rows,
         max_reject_fraction=cfg.prepare.max_reject_fraction, executor=executor, fp=fp,
-        config=to_dict(cfg), dataset=dataset.name,
+        config=cfg.model_dump(mode="json"), dataset=dataset.name,
     )
     if stage == "augment":
         dataset.after_augment(cfg, target, indexes)

@@ -19,7 +19,7 @@ from shardtrain.stages.runner import SplitJob
 
 if TYPE_CHECKING:
     from shardtrain.augment.text import TextAugmentConfig
-    from shardtrain.config import Config
+    from shardtrain.stages.context import StageConfig as Config
     from shardtrain.readers.text import TextTable
 
 
