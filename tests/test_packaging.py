@@ -91,7 +91,7 @@ def test_bare_source_tree_runs_the_benchmarks(tmp_path: Path) -> None:
     """No shardtrain installed (the GPU machines): ``python -m benchmarks`` maps the source tree.
 
     The interpreter gets this environment's site-packages minus shardtrain (a farm of links,
-    no ``.pth`` hooks, so no editable finder either) and runs from the repository root.
+    no ``.pth`` hooks, so no editable finder either) and runs in a copy of the source folders.
     """
     site = Path(sysconfig.get_paths()["purelib"])
     farm = tmp_path / "site"
@@ -99,14 +99,21 @@ def test_bare_source_tree_runs_the_benchmarks(tmp_path: Path) -> None:
     for entry in site.iterdir():
         if not entry.name.lower().startswith(("shardtrain", "__editable__")) and entry.suffix != ".pth":
             (farm / entry.name).symlink_to(entry)
-    code = ("import runpy, sys; sys.argv = ['benchmarks', 'run', '--list']; "
-            "import importlib.util as u; assert u.find_spec('shardtrain') is None, 'shardtrain is installed here'; "
-            "runpy.run_module('benchmarks', run_name='__main__'); "
-            "import shardtrain, shardtrain.models, shardtrain.data.datamodule; "
+    tree = tmp_path / "tree"  # the tracked source folders only: no *.egg-info or build/ beside them
+    for name in (*SOURCE_DIRS, "benchmarks"):
+        shutil.copytree(REPO / name, tree / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy2(REPO / "pyproject.toml", tree / "pyproject.toml")
+    env = _env(PYTHONPATH=os.pathsep.join([str(tree), str(farm)]))
+    listing = subprocess.run([sys.executable, "-S", "-m", "benchmarks", "run", "--list"], cwd=tree,
+                             capture_output=True, text=True, timeout=300, env=env)
+    assert listing.returncode == 0, listing.stdout[-3000:] + listing.stderr[-3000:]
+    assert "time_to_89_gpu" in listing.stdout
+    code = ("import importlib.util as u, sys; assert u.find_spec('shardtrain') is None, 'shardtrain is installed here'; "
+            "import benchmarks, shardtrain, shardtrain.models, shardtrain.data.datamodule, shardtrain.api; "
+            "import importlib.metadata as md; assert md.version('shardtrain') == shardtrain.__version__; "
             "print('FROM', shardtrain.__file__, shardtrain.models.__file__, 'ray' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-S", "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env=_env(PYTHONPATH=os.pathsep.join([str(REPO), str(farm)])))
+    proc = subprocess.run([sys.executable, "-S", "-c", code], cwd=tree, capture_output=True, text=True, timeout=300,
+                          env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "time_to_89_gpu" in proc.stdout
     last = proc.stdout.strip().splitlines()[-1].split()
-    assert last == ["FROM", str(REPO / "pipelines" / "__init__.py"), str(REPO / "models" / "__init__.py"), "False"]
+    assert last == ["FROM", str(tree / "pipelines" / "__init__.py"), str(tree / "models" / "__init__.py"), "False"]
