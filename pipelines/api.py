@@ -32,7 +32,10 @@ def run_stages(cfg: Config, stage: str, out: Path, *, executor: str = "ray", dat
     order = ["prepare", "augment", "train", "evaluate"] if stage == "all" else [stage]
     if stage == "augment" and not _augments(cfg):
         raise ShardtrainError("config key 'augment.copies': the augment stage needs copies >= 1, got 0")
-    plan = plan_prepare(cfg) if "prepare" in order else None  # missing data fails before anything is written
+    # Missing data or resources fail here, before anything is written.
+    plan = plan_prepare(cfg) if "prepare" in order else None
+    if "augment" in order and _augments(cfg):
+        cfg.dataset.resources(cfg)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     for st in order:

@@ -66,3 +66,12 @@ def test_presets_lists_each_with_its_description(tmp_path: Path) -> None:
     lines = proc.stdout.strip().splitlines()
     assert [line.split()[0] for line in lines] == list(PRESETS)
     assert all(len(line.split(None, 1)) == 2 for line in lines)  # every preset has a description
+
+
+def test_missing_data_or_resource_fails_before_any_output(tmp_path: Path) -> None:
+    for stage, fragment in (("all", "error: dataset sms-spam: missing"), ("augment", "error: resource oewn-2025: missing")):
+        out = tmp_path / f"out-{stage}"
+        proc = _cli("run", "sms-spam", "--stage", stage, "--executor", "local", "--data-dir", str(tmp_path / "none"),
+                    "--out", str(out), cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr.strip().startswith(fragment), proc.stderr
+        assert not out.exists()

@@ -162,7 +162,11 @@ def translate(exc: ValidationError, root: Any, raw: Any, prefix: str = "") -> Sh
     err = exc.errors(include_url=False)[0]
     parts = _key_path(err["loc"], raw)
     if err["type"] == "bad_tag":  # reported on the section; name its tag key
+        if not isinstance(err.get("input"), dict):
+            return ShardtrainError(f"config key '{_join(prefix, parts)}': expected a mapping, got {err.get('input')!r}")
         parts.append(err["ctx"]["field"])
+    if err["type"] == "missing" and parts and parts[-1].startswith("["):  # a fixed-length list was too short
+        return ShardtrainError(f"config key '{_join(prefix, parts[:-1])}': too few values (missing item {parts[-1]})")
     key = _join(prefix, parts)
     if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         allowed = field_names(class_at(root, [p for p in parts[:-1] if not p.startswith("[")], raw))

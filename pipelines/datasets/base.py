@@ -64,6 +64,10 @@ class Dataset(BaseModel):
         raise ShardtrainError(f"dataset {self.name}: the augment stage is not defined for {self.modality} data "
                               "(set augment.copies: 0)")
 
+    def resources(self, cfg: Config) -> dict[str, Path]:
+        """Locate the resources the augment stage will need (so a missing one fails before any output)."""
+        return {}
+
     def after_augment(self, cfg: Config, target: Path, indexes: dict[str, Any]) -> None:
         """Hook run after the augment stage wrote its shards (previews); nothing by default."""
 

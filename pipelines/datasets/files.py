@@ -188,7 +188,7 @@ def locate(spec: FileSet | str, data_dir: str | None = None) -> dict[str, Path]:
     if offline or not all(f.urls for f in missing):
         where = ", ".join(str(r / spec.subdir) if spec.subdir else str(r) for r in roots)
         raise ShardtrainError(
-            f"dataset {name}: missing {', '.join(f.name for f in missing)} (looked in {where}; "
+            f"{'resource' if name in RESOURCES else 'dataset'} {name}: missing {', '.join(f.name for f in missing)} (looked in {where}; "
             f"pass --data-dir or set SHARDTRAIN_DATA)"
         )
     for f in missing:

@@ -67,9 +67,13 @@ class SmsSpam(Dataset):
         text_cfg = dataclasses.replace(cfg.augment.text, synonyms=self._synonyms_path(cfg))
         return stage.augment_jobs(cfg, self._read(cfg, self.plan(cfg)), self.options.split, text_cfg)
 
+    def resources(self, cfg: Config) -> dict[str, Path]:
+        """The OEWN synonym table when ``augment.text.synonyms`` is ``oewn`` (located like a dataset)."""
+        if cfg.augment.text.synonyms != "oewn":
+            return {}
+        return {"synonyms": locate(RESOURCES["oewn-2025"], self.data_dir)["oewn-2025-synsets.tsv.gz"]}
+
     def _synonyms_path(self, cfg: Config) -> str | None:
         """Resolve ``augment.text.synonyms: oewn`` through the resource registry; pass others through."""
-        spec = cfg.augment.text.synonyms
-        if spec == "oewn":
-            return str(locate(RESOURCES["oewn-2025"], self.data_dir)["oewn-2025-synsets.tsv.gz"])
-        return spec
+        found = self.resources(cfg)
+        return str(found["synonyms"]) if found else cfg.augment.text.synonyms
