@@ -16,7 +16,7 @@ import yaml
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run ``python -m shardtrain.cli ARGS`` offline and capture its output."""
-    env = {"SHARDTRAIN_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    env = {"SHARDTRAIN_OFFLINE": "1", "PATH": "/usr/bin:/bin", "XDG_CACHE_HOME": str(cwd / "cache")}  # no real data
     return subprocess.run([sys.executable, "-m", "shardtrain.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
