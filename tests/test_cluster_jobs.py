@@ -26,7 +26,9 @@ AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDR
 def head():
     from shardtrain.cluster.local import local_head
 
-    with local_head(num_cpus=2, auth=True, timeout=180) as h:
+    # No data root on this "cluster" (CI sets SHARDTRAIN_DATA for the client side): a job that
+    # needs a dataset it was not given fails, as test_failed_run_exits_1 expects.
+    with local_head(num_cpus=2, auth=True, timeout=180, env={"SHARDTRAIN_DATA": ""}) as h:
         yield h
 
 
@@ -99,6 +101,26 @@ def test_stop_stops_a_running_job(head, tmp_path):
     assert (status.returncode, status.stdout.strip()) == (3, "STOPPED")
     listing = cli(head, tmp_path, "jobs")
     assert any(line.split()[:2] == [job_id, "STOPPED"] for line in listing.stdout.splitlines())
+
+
+def test_job_imports_the_shipped_package(head, tmp_path):
+    """The staged ``shardtrain/`` in py_modules is what a job imports, ahead of any install on the node."""
+    from ray.job_submission import JobSubmissionClient
+
+    from shardtrain.cluster import jobs
+
+    staged = jobs.stage_package(tmp_path)
+    (staged / "SHIPPED").write_text("marker")  # only the shipped copy has it
+    code = "import pathlib, shardtrain; print('SHIPPED', (pathlib.Path(shardtrain.__file__).parent / 'SHIPPED').exists())"
+    client = JobSubmissionClient(head.dashboard_url, headers={"Authorization": f"Bearer {head.token}"})
+    job_id = client.submit_job(entrypoint=f'python -c "{code}"', runtime_env=jobs.build_runtime_env(None, staged))
+    deadline = time.monotonic() + 180
+    while str(client.get_job_status(job_id)) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        assert time.monotonic() < deadline, "the job never finished"
+        time.sleep(1)
+    logs = client.get_job_logs(job_id)
+    assert str(client.get_job_status(job_id)) == "SUCCEEDED", logs[-3000:]
+    assert "SHIPPED True" in logs
 
 
 def test_token_handling_and_errors_never_show_the_token(head, tmp_path):
