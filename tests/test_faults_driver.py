@@ -25,6 +25,15 @@ from tests.conftest import REPO, run_cli
 ROWS, ROWS_PER_SHARD, BATCH_ROWS = 200, 20, 10  # 10 shards of 2 batches
 
 
+def _psutil():
+    """psutil, which Ray vendors (``ray/thirdparty_files``, put on sys.path by ``import ray``)."""
+    import ray  # noqa: F401
+
+    import psutil
+
+    return psutil
+
+
 def slow_square(batch: dict, ctx: dict) -> dict:
     """Stage function: x ** 2 after ``ctx['sleep_s']`` seconds per batch."""
     time.sleep(ctx["sleep_s"])
@@ -82,7 +91,7 @@ def _wait_for_first_shard(proc: subprocess.Popen, split_dir: Path, timeout: floa
 
 def _running(proc) -> bool:
     """True when a process still exists and is not a zombie."""
-    import psutil
+    psutil = _psutil()
 
     try:
         return proc.status() != psutil.STATUS_ZOMBIE
@@ -92,7 +101,7 @@ def _running(proc) -> bool:
 
 def _name(proc) -> str:
     """A process's name, or "" once it is gone."""
-    import psutil
+    psutil = _psutil()
 
     try:
         return proc.name()
@@ -102,7 +111,7 @@ def _name(proc) -> str:
 
 @pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.ray)])
 def test_driver_killed_mid_stage_leaves_no_index_and_rerun_completes(tmp_path, executor):
-    import psutil
+    psutil = _psutil()
 
     out = tmp_path / "shards" / "prepare"
     split = out / "train"
