@@ -180,20 +180,6 @@ def test_multitask_fit_gives_nested_per_task_metrics():
     assert any(abs(m[t]["log_variance"]) > 0 for t in m)
 
 
-def test_batch_augment_runs_in_training_only():
-    steps = []
-
-    def augment(x: torch.Tensor, step: int) -> torch.Tensor:
-        steps.append(step)
-        return x + 0.01
-
-    batches = _separable_batches(3)
-    module = ShardTrainModule(MLP(4, (8,), 2), model_cfg(), train_cfg(), EvaluateConfig(), BINARY, batch_augment=augment)
-    trainer = _trainer(max_epochs=1)
-    trainer.fit(module, train_dataloaders=_loader(batches), val_dataloaders=_loader(batches))
-    assert steps == [0, 1, 2]
-
-
 def test_classification_report_matches_sklearn():
     from sklearn import metrics as skm
 

@@ -12,7 +12,8 @@ import torch
 
 from shardtrain.models.inputs import SparseBatch
 from shardtrain.training.checkpoints import StepCheckpoint
-from shardtrain.config import Config, DataConfig, MLPConfig, TrainConfig
+from shardtrain.api import run_stages
+from shardtrain.config import Config, DataConfig, MLPConfig, TrainConfig, load_config
 from shardtrain.data.datamodule import ShardDataModule
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.training.stage import build_module, steps_per_call
@@ -248,3 +249,25 @@ def test_unit_weight_loss_equals_the_weighted_loss(tmp_path: Path) -> None:
     torch.manual_seed(0)
     weighted = module.training_loss({**batch, "unit_weights": False})
     torch.testing.assert_close(plain, weighted)
+
+
+def test_config_batch_augment_is_the_datamodules_and_changes_training(tmp_path):
+    """``data.batch_augment`` reaches the DataModule (one place for it) and changes what is trained."""
+    from shardtrain.augment.image import BatchAugment
+    from shardtrain.training.stage import build_datamodule
+
+    prepared = tmp_path / "out"
+    run_stages(load_config("demo", ["augment.copies=0"]), "prepare", prepared, executor="local")
+    train_dir = prepared / "shards" / "prepare" / "train"
+    dirs = {"train": train_dir, "val": None, "test": None}
+    weights = {}
+    for enabled in (False, True):
+        cfg = load_config("demo", ["augment.copies=0", "train.max_epochs=1", "data.val_fraction=0",
+                                   f"data.batch_augment.enabled={str(enabled).lower()}", "data.batch_augment.shift=1"])
+        dm = build_datamodule(cfg, dirs, None)
+        assert isinstance(dm.batch_augment, BatchAugment) is enabled
+        module = build_module(cfg, read_index(train_dir))
+        pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False).fit(module, datamodule=dm)
+        weights[enabled] = torch.cat([p.detach().flatten() for p in module.parameters()])
+    assert not torch.equal(weights[False], weights[True])  # the augmented run trained on other inputs

@@ -19,7 +19,7 @@ dicts from :meth:`ShardTrainModule.metrics_dict`.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -40,17 +40,15 @@ class ShardTrainModule(pl.LightningModule):
     """Lightning shell around a model that follows ``shardtrain.models.protocol``; batches are the DataModule's dicts.
 
     ``labels`` is the shard index's label description (``{"label": {"classes": [...]}}`` or
-    ``{"label_<task>": {...}}``); the model's ``tasks`` must match it. ``batch_augment(x,
-    step) -> x`` (optional) is applied to dense ``x`` in ``training_step`` only, on the device.
+    ``{"label_<task>": {...}}``); the model's ``tasks`` must match it. On-device batch
+    augmentation is the DataModule's (``ShardDataModule(batch_augment=...)``), not the shell's.
     """
 
     def __init__(self, model: nn.Module, model_cfg: Any, train_cfg: Any, eval_cfg: Any,
-                 labels: Mapping[str, Mapping[str, Any]],
-                 batch_augment: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> None:
+                 labels: Mapping[str, Mapping[str, Any]]) -> None:
         super().__init__()
         self.automatic_optimization = False  # GroupedSteps steps the optimizer itself, once per batch
         self.model, self.model_cfg, self.train_cfg, self.eval_cfg = model, model_cfg, train_cfg, eval_cfg
-        self.batch_augment = batch_augment
         self.tasks = task_specs(labels)  # {task: n_classes | "regression"}
         if dict(model.tasks) != self.tasks:
             hint = "; several label columns need model.kind=multitask" if len(self.tasks) > 1 else ""
@@ -82,9 +80,6 @@ class ShardTrainModule(pl.LightningModule):
     # ----------------------------------------------------------------- training
     def training_loss(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """The model's loss + penalties of one batch; adds to the epoch's on-device statistics, no host syncs."""
-        x = batch["x"]
-        if self.batch_augment is not None and isinstance(x, torch.Tensor):
-            batch = {**batch, "x": self.batch_augment(x, self.global_step)}
         out = self.model.loss(batch)
         loss, stats = (out.value, out.stats) if isinstance(out, Loss) else (out, {})  # a plain tensor is fine too
         penalty = optim.penalty(self.model, self.l1, self.l2)

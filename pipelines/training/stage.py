@@ -136,12 +136,30 @@ def steps_per_call(cfg: Config) -> int:
 
 
 def build_datamodule(cfg: Config, dirs: dict[str, Path | None], audit_dir: Path | None) -> Any:
-    """The ShardDataModule over the given split directories."""
+    """The ShardDataModule over the given split directories, with ``data.batch_augment`` when enabled."""
     from shardtrain.data.datamodule import ShardDataModule
 
+    feature = read_index(dirs["train"]).get("features", {}).get("x", {})
     return ShardDataModule.from_config(dirs["train"], dirs["val"], dirs["test"], cfg.data, seed=cfg.seed,
                                        audit_dir=audit_dir if cfg.data.audit else None,
-                                       steps_per_call=steps_per_call(cfg))
+                                       steps_per_call=steps_per_call(cfg), batch_augment=batch_augment(cfg, feature))
+
+
+def batch_augment(cfg: Config, feature: dict[str, Any]) -> Any:
+    """The on-device ``BatchAugment`` that ``data.batch_augment`` asks for (None when off).
+
+    It is the DataModule's (applied to training batches only, drawn from the global step),
+    so a user's own LightningModule on a ``ShardDataModule`` gets the same augmentation.
+    """
+    ba = cfg.data.batch_augment
+    if not ba.enabled:
+        return None
+    if feature.get("kind") != "dense" or len(feature.get("shape", [])) not in (2, 3):
+        raise ShardtrainError("config key 'data.batch_augment.enabled': needs image features (prepare.features=pixels)")
+    from shardtrain.augment.image import BatchAugment
+
+    return BatchAugment(tuple(feature["shape"]), shift=ba.shift, flip=ba.flip, noise_std=ba.noise_std,
+                        erase=ba.erase, seed=cfg.seed)
 
 
 def build_module(cfg: Config, index: dict[str, Any]) -> Any:
@@ -155,16 +173,7 @@ def build_module(cfg: Config, index: dict[str, Any]) -> Any:
     if not labels:
         raise ShardtrainError(f"{index.get('split')} shards have no label column (label or label_<task>)")
     model = build_model(cfg.model, feature, labels, loss=cfg.train.loss)
-    augment = None
-    ba = cfg.data.batch_augment
-    if ba.enabled:
-        if feature.get("kind") != "dense" or len(feature.get("shape", [])) not in (2, 3):
-            raise ShardtrainError("config key 'data.batch_augment.enabled': needs image features (prepare.features=pixels)")
-        from shardtrain.augment.image import BatchAugment
-
-        augment = BatchAugment(tuple(feature["shape"]), shift=ba.shift, flip=ba.flip, noise_std=ba.noise_std,
-                               erase=ba.erase, seed=cfg.seed)
-    module = ShardTrainModule(model, cfg.model, cfg.train, cfg.evaluate, labels, batch_augment=augment)
+    module = ShardTrainModule(model, cfg.model, cfg.train, cfg.evaluate, labels)
     module.seed = cfg.seed
     return module
 
