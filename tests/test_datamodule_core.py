@@ -223,8 +223,8 @@ def test_missing_directory_and_version_propagate(tmp_path: Path) -> None:
     with pytest.raises(ShardtrainError, match="no such shard directory"):
         ShardDataModule(tmp_path / "nope", **dm_kwargs()).setup("fit")
     d = make_shards(tmp_path / "train", [3])
-    text = (d / "index.json").read_text().replace('"version": 1', '"version": 99')
-    (d / "index.json").write_text(text)
+    text = (d / "_index.json").read_text().replace('"version": 1', '"version": 99')
+    (d / "_index.json").write_text(text)
     with pytest.raises(ShardtrainError, match="unknown shard format version"):
         ShardDataModule(d, **dm_kwargs()).setup("fit")
 

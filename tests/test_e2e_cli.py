@@ -30,7 +30,7 @@ def test_demo_runs_offline_and_reports(demo):
                  "checkpoints/last.ckpt"):
         assert (run_dir / name).exists(), name
     assert "accuracy" in res.stdout and "test" in res.stdout  # the summary table
-    assert (out / "shards" / "augment" / "train" / "preview.png").exists()
+    assert (out / "shards" / "augment" / "train" / "_preview.png").exists()
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_train_refuses_labels_outside_the_declared_classes(demo, tmp_path):
     out, _ = demo
     copy = tmp_path / "out"
     shutil.copytree(out / "shards", copy / "shards")
-    index_path = copy / "shards" / "prepare" / "test" / "index.json"
+    index_path = copy / "shards" / "prepare" / "test" / "_index.json"
     index = json.loads(index_path.read_text())
     index["labels"]["label"]["classes"] = index["labels"]["label"]["classes"][:5]
     index_path.write_text(json.dumps(index))

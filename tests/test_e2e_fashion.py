@@ -30,7 +30,7 @@ def test_prepare_gives_the_official_counts(prepared):
         assert report["rows"] == rows
         assert list(report["labels"]["label"]["counts"].values()) == [per_class] * 10
         assert report["labels"]["label"]["classes"][0] == "T-shirt/top"
-    index = json.loads((prepared / "shards" / "prepare" / "train" / "index.json").read_text())
+    index = json.loads((prepared / "shards" / "prepare" / "train" / "_index.json").read_text())
     assert index["config"]["dataset"]["name"] == "fashion-mnist"
     assert [s["rows"] for s in index["shards"]] == [10000] * 6
 
@@ -64,11 +64,11 @@ def test_augment_on_ray_matches_local_byte_for_byte(prepared, data_dir, tmp_path
     assert local.returncode == 0, local.stderr
     remote = run_cli(*args, "--executor", "ray", "--out", str(ray_out))
     assert remote.returncode == 0, remote.stderr
-    a = json.loads((prepared / "shards" / "augment" / "train" / "index.json").read_text())
-    b = json.loads((ray_out / "shards" / "augment" / "train" / "index.json").read_text())
+    a = json.loads((prepared / "shards" / "augment" / "train" / "_index.json").read_text())
+    b = json.loads((ray_out / "shards" / "augment" / "train" / "_index.json").read_text())
     assert a["rows"] == b["rows"] == 120000
     assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
-    assert (prepared / "shards" / "augment" / "train" / "preview.png").stat().st_size > 1000
+    assert (prepared / "shards" / "augment" / "train" / "_preview.png").stat().st_size > 1000
     ss = ShardSet(prepared / "shards" / "augment" / "train")
     aug = ss.concat("aug_index")
     assert (aug == 0).sum() == (aug == 1).sum() == 60000

@@ -123,7 +123,7 @@ def test_driver_killed_mid_stage_leaves_no_index_and_rerun_completes(tmp_path, e
 
     assert proc.returncode == -signal.SIGKILL
     assert written < ROWS // ROWS_PER_SHARD
-    assert not (split / "index.json").exists()
+    assert not (split / "_index.json").exists()
     assert list(split.glob("part-*.arrow")), "the killed run should have left orphan shards"
     # The stage's readers refuse the half-done split.
     assert run_cli("inspect", str(split), "--verify", timeout=120).returncode == 1

@@ -50,13 +50,13 @@ def test_rejects_are_written_counted_and_limited(tmp_path):
     index = _run(tmp_path, _job(reject=True), max_reject=0.2)["train"]
     assert index["rows"] == 95 - 9
     assert index["rejects"]["count"] == 9
-    lines = [json.loads(line) for line in (tmp_path / "train" / "rejects.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "train" / "_rejects.jsonl").read_text().splitlines()]
     assert sorted(r["sample_id"] for r in lines) == list(range(7, 95, 10))
     assert all(r["reason"] == "bad record: ends in 7" for r in lines)
     with pytest.raises(ShardtrainError, match="9 of 95 records rejected"):
         _run(tmp_path / "strict", _job(reject=True), max_reject=0.05)
     # A failed stage leaves no index behind.
-    assert not (tmp_path / "strict" / "train" / "index.json").exists()
+    assert not (tmp_path / "strict" / "train" / "_index.json").exists()
 
 
 def test_rerun_replaces_old_shards_and_index_is_last(tmp_path):

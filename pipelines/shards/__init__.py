@@ -1,4 +1,4 @@
-"""The shardtrain shard format: Arrow IPC files plus an ``index.json`` (see FORMAT.md)."""
+"""The shardtrain shard format: Arrow IPC files plus an ``_index.json`` (see FORMAT.md)."""
 
 from shardtrain.shards.format import (
     FORMAT_NAME,
@@ -6,7 +6,7 @@ from shardtrain.shards.format import (
     SUPPORTED_VERSIONS,
     shard_name,
 )
-from shardtrain.shards.reader import ShardSet, verify_shards
+from shardtrain.shards.reader import ShardSet, index_path, verify_shards
 from shardtrain.shards.writer import write_index, write_shard
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "INDEX_NAME",
     "SUPPORTED_VERSIONS",
     "ShardSet",
+    "index_path",
     "shard_name",
     "verify_shards",
     "write_index",

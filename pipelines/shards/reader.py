@@ -1,7 +1,7 @@
 """Read a shard set: memory-mapped Arrow tables and zero-copy numpy/torch views.
 
-``ShardSet`` refuses what it cannot trust: a directory without ``index.json`` (the
-stage never finished), a format or version it does not know, a missing shard file,
+``ShardSet`` refuses what it cannot trust: a directory without an index (``_index.json``,
+or ``index.json`` for versions 1 and 2: the stage never finished), a format or version it does not know, a missing shard file,
 or, with ``verify=True``, a shard whose size or sha256 differs from the index.
 """
 
@@ -19,10 +19,21 @@ from shardtrain.core.hashing import file_digest
 from shardtrain.shards import format as fmt
 
 
-def read_index(directory: str | Path) -> dict[str, Any]:
-    """Load and check ``index.json`` of a split directory (format name and version)."""
+def index_path(directory: str | Path) -> Path:
+    """The index file of a split directory: ``_index.json``, else a version 1/2 ``index.json``.
+
+    Returns the current name when neither exists (the caller reports it missing).
+    """
     directory = Path(directory)
     path = directory / fmt.INDEX_NAME
+    legacy = directory / fmt.LEGACY_INDEX_NAME
+    return legacy if not path.exists() and legacy.exists() else path
+
+
+def read_index(directory: str | Path) -> dict[str, Any]:
+    """Load and check the index of a split directory (format name and version)."""
+    directory = Path(directory)
+    path = index_path(directory)
     if not path.exists():
         if not directory.exists():
             raise ShardtrainError(f"{directory}: no such shard directory")
@@ -38,6 +49,8 @@ def read_index(directory: str | Path) -> dict[str, Any]:
             f"{path}: unknown shard format version {index.get('version')!r} "
             f"(this shardtrain reads {', '.join(map(str, fmt.SUPPORTED_VERSIONS))})"
         )
+    if path.name == fmt.LEGACY_INDEX_NAME and index["version"] not in fmt.LEGACY_VERSIONS:
+        raise ShardtrainError(f"{path}: version {index['version']} names its index {fmt.INDEX_NAME}")
     return index
 
 
@@ -62,7 +75,7 @@ def verify_shards(directory: str | Path) -> list[str]:
             problems.append(f"{path}: sha256 mismatch")
         total += entry["rows"]
     if total != index.get("rows") and not problems:
-        problems.append(f"{directory / fmt.INDEX_NAME}: shards hold {total} rows, index says {index.get('rows')}")
+        problems.append(f"{index_path(directory)}: shards hold {total} rows, index says {index.get('rows')}")
     return problems
 
 
@@ -140,10 +153,15 @@ class ShardSet:
         for table in self.tables:
             arr = self._chunk(table, name)
             if pa.types.is_fixed_size_list(arr.type):
-                width = arr.type.list_size
-                flat = arr.values.slice(arr.offset * width, len(arr) * width)
+                # Version 3 nests one fixed-size list per dimension; 1/2 hold a flat one whose
+                # shape is in the index. Either way: one contiguous buffer, reshaped in place.
+                flat, dims = arr, []
+                while pa.types.is_fixed_size_list(flat.type):
+                    width = flat.type.list_size
+                    dims.append(width)
+                    flat = flat.values.slice(flat.offset * width, len(flat) * width)
                 values = flat.to_numpy(zero_copy_only=True)
-                out.append(values.reshape((len(arr), *(shape or [width]))))
+                out.append(values.reshape((len(arr), *(shape or dims))))
             else:
                 out.append(arr.to_numpy(zero_copy_only=not pa.types.is_string(arr.type)))
         return out

@@ -81,11 +81,12 @@ def augment_job(cfg: Config, source: dict[str, Any], label_desc: dict, decode: I
 
 
 def write_preview(cfg: Config, target: Path) -> None:
-    """Write ``preview.png``: a few originals beside their augmented copies (pixel features only)."""
+    """Write ``_preview.png``: a few originals beside their augmented copies (pixel features only)."""
     if cfg.augment.preview <= 0 or cfg.prepare.features != "pixels":
         return
     from shardtrain.augment.image import preview_grid
     from shardtrain.shards import ShardSet
+    from shardtrain.shards.format import PREVIEW_NAME
 
     ss = ShardSet(target / "train")
     x = ss.column("x")[0]
@@ -95,6 +96,6 @@ def write_preview(cfg: Config, target: Path) -> None:
     starts = np.flatnonzero(aug == 0)[:n]
     originals = x[starts]
     copies = np.stack([x[starts + j] for j in range(1, k + 1)], axis=1)  # (n, K, H, W)
-    path = target / "train" / "preview.png"
+    path = target / "train" / PREVIEW_NAME
     preview_grid(originals, copies, path, n=n)
     log.info("augment preview: %s", path)

@@ -120,7 +120,7 @@ def run_shard_task(task: dict[str, Any], source: dict[str, Any], fn: StageFn, ct
     rows = _slice(source, task["start"], task["stop"])
     columns, rejects = process_shard(rows, fn, ctx, task["batch_rows"])
     path = Path(task["out_dir"]) / fmt.shard_name(task["index"], task["count"])
-    entry = write_shard(path, columns, (task["index"], task["count"]))
+    entry = write_shard(path, columns, (task["index"], task["count"]), task.get("classes"))
     label_counts = {}
     for name, values in columns.items():
         if name == "label" or name.startswith("label_"):
@@ -137,10 +137,12 @@ def plan_tasks(job: SplitJob, out_dir: Path, rows_per_shard: int, batch_rows: in
     """Cut a split's source into shard tasks by row position (at least one shard)."""
     n = _rows(job.source)
     count = max(1, -(-n // rows_per_shard))
+    # Class names travel with each task into its shard's metadata (HF datasets reads them).
+    classes = {col: desc.get("classes") for col, desc in job.describe.get("labels", {}).items()}
     return [
         {"split": job.split, "index": i, "count": count, "start": i * rows_per_shard,
          "stop": min((i + 1) * rows_per_shard, n), "out_dir": str(out_dir / job.split),
-         "batch_rows": batch_rows}
+         "batch_rows": batch_rows, "classes": classes}
         for i in range(count)
     ]
 
@@ -163,9 +165,12 @@ def _clear_split_dir(directory: Path) -> None:
     """Remove the index first (so nothing half-written is ever trusted), then old shards."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / fmt.INDEX_NAME).unlink(missing_ok=True)
+    (directory / fmt.LEGACY_INDEX_NAME).unlink(missing_ok=True)
     for old in list(directory.glob(fmt.SHARD_GLOB)) + list(directory.glob(".part-*.tmp-*")):
         old.unlink(missing_ok=True)
     (directory / fmt.REJECTS_NAME).unlink(missing_ok=True)
+    (directory / fmt.LEGACY_REJECTS_NAME).unlink(missing_ok=True)
+    (directory / fmt.LEGACY_PREVIEW_NAME).unlink(missing_ok=True)  # other tools would try to read it
 
 
 def _execute_local(tasks: list[dict], jobs: dict[str, SplitJob]) -> list[dict]:
@@ -222,7 +227,7 @@ def run_stage(
 
 def _finish_split(stage: str, job: SplitJob, results: list[dict], directory: Path,
                   max_reject_fraction: float, fp: str, config: dict, dataset: str) -> dict[str, Any]:
-    """Check rejects against the allowed fraction, then write rejects.jsonl and the index."""
+    """Check rejects against the allowed fraction, then write the rejects file and the index."""
     rejects = list(job.pre_rejects) + [r for res in results for r in res["rejects"]]
     input_rows = job.input_rows if job.input_rows is not None else _rows(job.source) + len(job.pre_rejects)
     reasons = Counter(r["reason"].split(":")[0] if ":" in r["reason"] else r["reason"] for r in rejects)
