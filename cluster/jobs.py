@@ -1,4 +1,7 @@
-"""``shardtrain submit | status | logs | stop | jobs``: runs as Ray jobs, through ``JobSubmissionClient``.
+"""``shardtrain submit | status | logs | stop | list``: runs as Ray jobs, through ``JobSubmissionClient``.
+
+The commands mirror ``ray job``: ``submit`` waits and streams the job's logs unless
+``--no-wait`` (``--wait`` is accepted, a no-op); ``logs -f``; ``list`` (alias ``jobs``).
 
 ``submit`` validates the config here, then submits ``python -m shardtrain.cli run CONFIG ...``
 with a runtime env built from ``cluster/runtime_env.yaml``:
@@ -15,6 +18,15 @@ with a runtime env built from ``cluster/runtime_env.yaml``:
 * ``--working-dir DIR`` ships DIR instead of the checkout, in both cases (from a checkout,
   shardtrain still travels in ``py_modules``).
 
+The user's runtime env (``--runtime-env FILE`` or ``--runtime-env-json JSON``, as in ``ray job
+submit``) and ``--env KEY=VALUE`` are merged into that one (``merge_runtime_env``):
+``env_vars`` are merged key by key (template, then the runtime env, then ``--env``: the last
+wins); ``py_modules`` and ``excludes`` are appended to ours (shardtrain's own package stays
+first); a ``working_dir`` there acts as ``--working-dir`` (a local directory) or is passed as it
+is (a remote URI); every other key (``pip``, ``uv``, ``conda``, ``container``, ``config``, ...)
+is the user's. Values of environment variables are never printed. ``--submission-id`` names
+the job (default ``shardtrain-<config>-<UTC time>-<4 hex>``).
+
 A run that trains with Lightning inside the driver on GPUs (``train.launcher: local``,
 ``train.accelerator: gpu``) reserves ``train.devices`` GPUs for the entrypoint, so the
 driver lands on a GPU node. Data paths (``--data-dir``, ``--out``) are never uploaded: they are passed as they are
@@ -26,13 +38,13 @@ mode unset it is sent only after the server answers 401. It is read as Ray reads
 ``$RAY_AUTH_TOKEN``, then the file ``$RAY_AUTH_TOKEN_PATH``, then ``~/.ray/auth_token``.
 ``RAY_AUTH_MODE=disabled`` never sends one. The token never appears in any output.
 
-Exit codes (``status``, ``submit --wait``, ``logs --follow``):
+Exit codes (``status``, ``submit`` unless ``--no-wait``, ``logs -f``):
 
 ========================  =====
 job status                exit
 ========================  =====
 SUCCEEDED                 0
-PENDING, RUNNING          0 (``status`` only; ``--wait``/``--follow`` wait for the end)
+PENDING, RUNNING          0 (``status`` only; ``submit``/``logs -f`` wait for the end)
 FAILED                    1
 STOPPED                   3
 shardtrain error          2 (cannot connect, auth, unknown job id, bad config)
@@ -40,7 +52,7 @@ interrupted (Ctrl-C)      130 (the job keeps running)
 ========================  =====
 
 ``stop`` exits 0 once the job is in a final state, 1 if it is still running after
-``STOP_TIMEOUT_S``; ``jobs`` and ``logs`` exit 0.
+``STOP_TIMEOUT_S``; ``list`` and ``logs`` exit 0; ``submit --no-wait`` exits 0 once submitted.
 """
 
 from __future__ import annotations
@@ -104,10 +116,17 @@ def find_token() -> tuple[str, str] | None:
     return None
 
 
+# Values that must never appear in our output besides the token: env_vars the user gave the job
+# (``--env``, a runtime env) whose names look like credentials. Filled by ``merge_runtime_env``.
+SECRET_NAME = re.compile(r"(?i)(token|secret|passw|key|credential|auth)")
+_secrets: set[str] = set()
+
+
 def mask(text: str) -> str:
-    """``text`` with every token we could have sent replaced by ``****``, cut to one line."""
+    """``text`` with every token we could have sent (and every secret env var value) replaced by
+    ``****``, cut to one line."""
     found = find_token()
-    tokens = {os.environ.get("RAY_AUTH_TOKEN", "").strip()} | ({found[0]} if found else set())
+    tokens = {os.environ.get("RAY_AUTH_TOKEN", "").strip()} | ({found[0]} if found else set()) | _secrets
     for token in tokens:
         if len(token) >= 4:
             text = text.replace(token, "****")
@@ -156,10 +175,12 @@ def job_errors(url: str, job_id: str | None = None) -> Iterator[None]:
         raise ShardtrainError(
             f"cannot reach the Ray job server at {url} ({type(exc).__name__}); start a cluster, "
             f"port-forward its dashboard (ray dashboard cluster/cluster.yaml) or pass --address") from None
+    except ValueError as exc:  # Ray's own check of the runtime env, a duplicate submission id, ...
+        raise ShardtrainError(f"job server {url}: {mask(str(exc))}") from None
     except RuntimeError as exc:
         text = str(exc)
         if job_id and ("404" in text or "does not exist" in text):
-            raise ShardtrainError(f"job {job_id!r}: no such job on {url} (list them with `shardtrain jobs`)") from None
+            raise ShardtrainError(f"job {job_id!r}: no such job on {url} (list them with `shardtrain list`)") from None
         raise ShardtrainError(f"job server {url}: {mask(text)}") from None
 
 
@@ -260,10 +281,85 @@ def build_runtime_env(working_dir: Path | None, package: Path | None = None) -> 
     return env
 
 
+def _read_runtime_env(file: str | None, inline: str | None) -> dict[str, Any]:
+    """The user's runtime env from ``--runtime-env FILE`` (YAML or JSON) or ``--runtime-env-json``."""
+    import json
+
+    if file:
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise ShardtrainError(f"--runtime-env {file}: no such file")
+        try:
+            env = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ShardtrainError(f"--runtime-env {file}: not YAML/JSON ({' '.join(str(exc).split())})") from None
+        where = f"--runtime-env {file}"
+    elif inline:
+        try:
+            env = json.loads(inline)
+        except json.JSONDecodeError as exc:
+            raise ShardtrainError(f"--runtime-env-json: not JSON ({exc})") from None
+        where = "--runtime-env-json"
+    else:
+        return {}
+    if env is None:
+        return {}
+    if not isinstance(env, dict):
+        raise ShardtrainError(f"{where}: a runtime env must be a mapping, got {type(env).__name__}")
+    if "env_vars" in env and not isinstance(env["env_vars"], dict):
+        raise ShardtrainError(f"{where}: env_vars must be a mapping of names to strings")
+    for key in ("py_modules", "excludes"):
+        if key in env and not isinstance(env[key], list):
+            raise ShardtrainError(f"{where}: {key} must be a list")
+    return env
+
+
+def _parse_env(items: list[str]) -> dict[str, str]:
+    """``--env KEY=VALUE`` flags as a mapping (the last of a repeated KEY wins)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ShardtrainError(f"--env {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def merge_runtime_env(base: dict[str, Any], user: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """shardtrain's runtime env ``base`` with the user's runtime env and ``--env`` variables merged in.
+
+    ``env_vars``: base, then ``user``'s, then ``env`` (the last wins); ``py_modules`` and
+    ``excludes``: ours first, then the user's (duplicates dropped); ``working_dir`` is handled by
+    the caller (it decides what travels); any other key is the user's.
+    """
+    out = dict(base)
+    for key, value in user.items():
+        if key == "working_dir":
+            continue
+        if key == "env_vars":
+            continue
+        if key in ("py_modules", "excludes"):
+            merged = list(out.get(key, []))
+            merged += [v for v in value if v not in merged]
+            out[key] = merged
+        else:
+            out[key] = value
+    env_vars = {**base.get("env_vars", {}), **{str(k): str(v) for k, v in (user.get("env_vars") or {}).items()},
+                **(env or {})}
+    if env_vars:
+        out["env_vars"] = env_vars
+    for name, value in env_vars.items():
+        if SECRET_NAME.search(name) and len(value) >= 4:
+            _secrets.add(value)
+    return out
+
+
 def _config_arg(config: str, working_dir: Path | None) -> str:
     """The config as the job sees it: a preset name, or a file path relative to the working dir."""
+    from shardtrain.config import is_config_path
+
     path = Path(config)
-    if not path.is_file():
+    if not is_config_path(config) or not path.is_file():
         return config
     if working_dir is not None:
         try:
@@ -282,11 +378,12 @@ def build_entrypoint(args: argparse.Namespace, config: str) -> str:
             "--executor", args.executor, "--out", args.out]
     if args.data_dir:
         argv += ["--data-dir", args.data_dir]
-    overrides = [item for group in args.overrides for item in group]
-    if overrides:
-        argv += ["--set", *overrides]
+    for item in args.overrides:  # one --set each: a value is never read as the next flag's
+        argv += ["--set", item]
     if args.force:
         argv.append("--force")
+    if getattr(args, "debug", False):
+        argv.append("--debug")  # the job shows tracebacks and third-party noise too
     return shlex.join(argv)
 
 
@@ -305,34 +402,62 @@ def _submission_id(name: str) -> str:
     return f"shardtrain-{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
 
 
+def _working_dir(flag: str | None, from_env: Any) -> tuple[Path | None, str | None]:
+    """``(local directory to ship, remote URI)`` from ``--working-dir`` or a runtime env's ``working_dir``
+    (at most one of them), else the source checkout."""
+    if flag and from_env:
+        raise ShardtrainError("--working-dir and a working_dir in the runtime env: give one of them")
+    given, name = (flag, "--working-dir") if flag else (from_env, "runtime env working_dir")
+    if not given:
+        return source_checkout(), None
+    if not isinstance(given, str):
+        raise ShardtrainError(f"{name}: expected a directory or a URI, got {type(given).__name__}")
+    if "://" in given:
+        return None, given
+    working_dir = Path(given).expanduser().resolve()
+    if not working_dir.is_dir():
+        raise ShardtrainError(f"{name} {given}: not a directory")
+    return working_dir, None
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
-    """Validate the config locally, submit the run, print the job id; ``--wait`` follows it."""
+    """Validate the config locally, submit the run, print the job id; then follow it unless ``--no-wait``."""
     from shardtrain.config import load_config
 
-    cfg = load_config(args.config, [item for group in args.overrides for item in group])
-    if args.working_dir:
-        working_dir = Path(args.working_dir).expanduser().resolve()
-        if not working_dir.is_dir():
-            raise ShardtrainError(f"--working-dir {args.working_dir}: not a directory")
-    else:
-        working_dir = source_checkout()
+    cfg = load_config(args.config, list(args.overrides))
+    user_env = _read_runtime_env(getattr(args, "runtime_env", None), getattr(args, "runtime_env_json", None))
+    env_vars = _parse_env(getattr(args, "env", None) or [])
+    working_dir, remote_dir = _working_dir(args.working_dir, user_env.get("working_dir"))
     for flag, value in (("--out", args.out), ("--data-dir", args.data_dir)):
         if value and "://" not in value and not Path(value).is_absolute():
             log.warning("%s %s is relative: on the cluster it resolves inside the job's temporary working "
                         "directory; pass a path on shared storage", flag, value)
-    entrypoint = build_entrypoint(args, _config_arg(args.config, working_dir))
+    if remote_dir is not None:
+        config_arg = args.config  # a file must then be inside that URI, at this relative path
+        if Path(args.config).is_file():
+            log.warning("%s: the working_dir is %s, so this path must exist inside it", args.config, remote_dir)
+    else:
+        config_arg = _config_arg(args.config, working_dir)
+    entrypoint = build_entrypoint(args, config_arg)
     gpus = entrypoint_gpus(cfg, args.stage)
     ships_package = source_checkout() is not None  # else the cluster's installed shardtrain runs
     client, url = connect(args.address)
     with tempfile.TemporaryDirectory(prefix="shardtrain-submit-") as staging, job_errors(url):
         package = stage_package(Path(staging)) if ships_package else None
-        runtime_env = build_runtime_env(working_dir, package)
+        runtime_env = merge_runtime_env(build_runtime_env(working_dir, package), user_env, env_vars)
+        if remote_dir is not None:
+            runtime_env["working_dir"] = remote_dir
+            runtime_env.pop("excludes", None)  # they apply to a local directory only
         job_id = client.submit_job(  # uploads working_dir and py_modules before it returns
-            entrypoint=entrypoint, runtime_env=runtime_env, submission_id=_submission_id(cfg.name),
+            entrypoint=entrypoint, runtime_env=runtime_env,
+            submission_id=args.submission_id or _submission_id(cfg.name),
             metadata={"shardtrain.config": cfg.name, "shardtrain.stage": args.stage},
             **({"entrypoint_num_gpus": gpus} if gpus else {}))
-    shipped = [f"working_dir {working_dir}"] if working_dir else []
+    shipped = [f"working_dir {working_dir or remote_dir}"] if working_dir or remote_dir else []
     shipped += ["shardtrain in py_modules"] if ships_package else ["the cluster's installed shardtrain"]
+    extra = sorted(set(user_env) - {"working_dir"})
+    if extra or env_vars:  # names only: values (credentials) are never printed
+        shipped.append("runtime env " + ", ".join(extra + [f"env {name}" for name in sorted(env_vars)]))
     log.info("submitted %s to %s (%s)", job_id, url, ", ".join(shipped))
     print(job_id, flush=True)
     if not args.wait:
@@ -396,7 +521,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    """Print the job's logs so far; ``--follow`` streams them and exits with the job's code."""
+    """Print the job's logs so far; ``-f/--follow`` streams them and exits with the job's code."""
     client, url = connect(args.address)
     if args.follow:
         _status(client, url, args.job_id)  # a clear error for an unknown id before streaming
@@ -439,11 +564,12 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"submit": cmd_submit, "status": cmd_status, "logs": cmd_logs, "stop": cmd_stop, "jobs": cmd_jobs}
+COMMANDS = {"submit": cmd_submit, "status": cmd_status, "logs": cmd_logs, "stop": cmd_stop, "list": cmd_jobs,
+            "jobs": cmd_jobs}
 
 
 def main(args: argparse.Namespace) -> int:
-    """Dispatch ``shardtrain submit|status|logs|stop|jobs`` (called by ``shardtrain.cli``)."""
+    """Dispatch ``shardtrain submit|status|logs|stop|list`` (``jobs`` = ``list``; called by ``shardtrain.cli``)."""
     if args.command not in COMMANDS:
         raise ShardtrainError(f"unknown cluster command {args.command!r}")
     return COMMANDS[args.command](args)

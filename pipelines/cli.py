@@ -2,6 +2,19 @@
 
 Every user-facing failure is a ``ShardtrainError`` printed as one line
 (``error: ...``) with exit code 2; ``--debug`` shows the traceback instead.
+
+Conventions (as in ``ray job`` and most CLIs):
+
+* ``--version``; the global flags ``--debug`` and ``-q/--quiet`` go before or after the
+  subcommand.
+* ``--set KEY=VALUE`` is repeatable, and the tokens right after one ``--set`` that look like
+  ``KEY=VALUE`` (a dotted name, then ``=``) belong to it too: ``--set a=1 b=2 demo`` sets two
+  keys and ``demo`` stays the config. A token without ``=`` (or whose ``=`` comes after a
+  ``/``, as in a path) ends the list.
+* A config that contains ``/`` or ends in ``.yaml``/``.yml``/``.json`` is a file; a bare name is
+  a preset (``shardtrain.config.load_raw``).
+* On a normal run the known third-party noise is dropped (``shardtrain.core.offline``);
+  ``--debug`` shows it.
 """
 
 from __future__ import annotations
@@ -9,71 +22,188 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import sys
 from pathlib import Path
 
+from shardtrain.core import offline
 from shardtrain.core.errors import ShardtrainError
 
 from shardtrain.api import STAGES
+
+# A token that continues a --set list: a dotted key, then "=" (paths have "/" before any "=").
+OVERRIDE_TOKEN = re.compile(r"^[A-Za-z_][\w-]*(\.[\w-]+)*=")
+
+EPILOG = """\
+exit codes:
+  0    success (status: the job SUCCEEDED, or is PENDING/RUNNING)
+  1    the job FAILED (status, submit, logs -f); inspect --verify found a mismatch; stop timed out
+  2    error: a bad config, flag or input, cannot reach or authenticate to the job server,
+       unknown job id (one line "error: ..."; --debug shows the traceback)
+  3    the job was STOPPED
+  130  interrupted (Ctrl-C); a submitted job keeps running
+
+environment variables:
+  SHARDTRAIN_DATA          raw data root searched after --data-dir
+  SHARDTRAIN_OFFLINE=1     never download a missing dataset file
+  XDG_CACHE_HOME           downloads go to $XDG_CACHE_HOME/shardtrain (default ~/.cache/shardtrain)
+  RAY_ADDRESS              run --executor ray joins this cluster instead of starting a local Ray;
+                           the job server when RAY_API_SERVER_ADDRESS is unset
+  RAY_API_SERVER_ADDRESS   the job server of submit/status/logs/stop/list (default http://127.0.0.1:8265)
+  RAY_AUTH_MODE            token: always send the token; disabled: never (unset: only after a 401)
+  RAY_AUTH_TOKEN           the cluster's auth token (never printed)
+  RAY_AUTH_TOKEN_PATH      a file holding the token (then ~/.ray/auth_token)
+  SHARDTRAIN_QUIET_DEPS    set by shardtrain for the processes it starts (1: drop third-party noise)
+
+Run `shardtrain COMMAND --help` for a command's arguments."""
+
+
+def expand_set(argv: list[str]) -> list[str]:
+    """``--set a=1 b=2`` becomes ``--set a=1 --set b=2``; the first token after ``--set`` is its
+    value whatever it is, the next ones only while they look like ``KEY=VALUE``; ``--`` ends it."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            out += argv[i:]
+            break
+        out.append(token)
+        i += 1
+        if token == "--set" and i < len(argv):
+            out.append(argv[i])
+            i += 1
+            while i < len(argv) and OVERRIDE_TOKEN.match(argv[i]):
+                out += ["--set", argv[i]]
+                i += 1
+    return out
+
+
+def _key_value(flag: str):
+    """An argparse ``type`` that accepts only ``KEY=VALUE`` (a usage error otherwise)."""
+    def check(text: str) -> str:
+        key, sep, _ = text.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+        return text
+    check.__name__ = flag  # argparse names the type in its message
+    return check
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse`` plus the ``--set`` grammar of ``expand_set`` (for this parser and its subparsers)."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args(expand_set(args), namespace)
+
+
+def _version() -> str:
+    """The imported package's version (``shardtrain`` is always imported before its ``cli``)."""
+    version = getattr(sys.modules.get("shardtrain"), "__version__", None)
+    if version is None:
+        from importlib.metadata import version as dist_version
+
+        version = dist_version("shardtrain")
+    return f"shardtrain {version}"
+
+
+def _add_global_flags(p: argparse.ArgumentParser, top: bool) -> None:
+    """``--debug`` and ``-q``, accepted before and after the subcommand. In a subparser the default
+    is SUPPRESS, so a flag given before the subcommand is not reset by the subparser."""
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show tracebacks and the third-party warnings a normal run hides")
+    p.add_argument("-q", "--quiet", action="store_true", default=default, help="log warnings and errors only")
 
 
 def _add_run_args(p: argparse.ArgumentParser, config: bool = True) -> None:
     """Arguments shared by ``run``, ``demo`` and ``submit``."""
     if config:
-        p.add_argument("config", help="a preset name (fashion-mnist, demo, ...) or a YAML config file")
+        p.add_argument("config", metavar="CONFIG",
+                       help="a preset name (fashion-mnist, demo, ...; see `shardtrain presets`) or a config file "
+                            "(a path: contains '/' or ends in .yaml/.yml/.json, e.g. ./my.yaml)")
     p.add_argument("--stage", choices=STAGES, default="all", help="which stage to run (default: all)")
     p.add_argument("--executor", choices=("ray", "local"), default="ray",
                    help="run stages on Ray (default) or in this process without Ray")
-    p.add_argument("--data-dir", default=None, help="where raw dataset files are looked for first")
-    p.add_argument("--out", default="shardtrain-out", help="output root (shards/ and runs/ go here)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], nargs="+", metavar="KEY=VALUE",
-                   help="override config keys, e.g. --set train.max_epochs=2 model.dropout=0.2")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where raw dataset files are looked for first (then $SHARDTRAIN_DATA, the cache)")
+    p.add_argument("--out", default="shardtrain-out", metavar="DIR",
+                   help="output root: shards/ and runs/ go here (default: shardtrain-out)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], type=_key_value("--set"),
+                   metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.max_epochs=2; repeatable, and the KEY=VALUE "
+                        "tokens right after one --set belong to it (--set a=1 b=2); never takes the config")
     p.add_argument("--force", action="store_true", help="re-run stages even when their output is up to date")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser for every subcommand."""
-    parser = argparse.ArgumentParser(prog="shardtrain", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("-q", "--quiet", action="store_true", help="less logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="shardtrain", epilog=EPILOG,
+                    description="shardtrain: raw data -> Arrow shards -> MLP training, on Ray or in process; Ray jobs.",
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=_version(), help="print the version and exit")
+    _add_global_flags(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
 
-    p = sub.add_parser("run", help="run stages of a preset or config")
+    def command(name: str, helptext: str, **kwargs) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=helptext, description=helptext, **kwargs)
+        _add_global_flags(p, top=False)
+        return p
+
+    p = command("run", "run stages of a preset or config")
     _add_run_args(p)
-    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--address", default=None, metavar="ADDRESS",
+                   help="join this Ray cluster (default: $RAY_ADDRESS, else start a private local Ray)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (after --set overrides) as YAML and exit without running")
 
-    sub.add_parser("presets", help="list the presets shipped with shardtrain, one line each")
+    command("presets", "list the presets shipped with shardtrain, one line each")
 
-    p = sub.add_parser("demo", help="the whole pipeline offline on scikit-learn's digits (under 2 minutes)")
+    p = command("demo", "the whole pipeline offline on scikit-learn's digits (under 2 minutes)")
     _add_run_args(p, config=False)
     p.set_defaults(config="demo", address=None)
 
-    p = sub.add_parser("inspect", help="describe a shard directory")
-    p.add_argument("dir", help="a split directory holding index.json")
+    p = command("inspect", "describe a shard directory")
+    p.add_argument("dir", metavar="DIR", help="a split directory holding index.json")
     p.add_argument("--verify", action="store_true", help="re-hash every shard; exit 1 on any mismatch")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    p = sub.add_parser("submit", help="submit a run as a Ray job")
+    address_help = "the Ray job server (default: $RAY_API_SERVER_ADDRESS, $RAY_ADDRESS, http://127.0.0.1:8265)"
+    p = command("submit", "submit a run as a Ray job; waits and streams its logs unless --no-wait")
     _add_run_args(p)
-    p.add_argument("--address", default=None, help="Ray dashboard address (default: $RAY_ADDRESS)")
-    p.add_argument("--wait", action="store_true", help="wait for the job and exit with its status")
-    p.add_argument("--working-dir", default=None, help="ship this directory as the job's working_dir")
-    for name, helptext in (("status", "a job's status"), ("logs", "a job's logs"), ("stop", "stop a job")):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("job_id")
-        p.add_argument("--address", default=None)
+    p.add_argument("--address", default=None, metavar="URL", help=address_help)
+    p.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="print the job id and return at once instead of streaming the logs to the end")
+    p.add_argument("--wait", dest="wait", action="store_true",
+                   help="wait for the job and exit with its status (the default; kept for compatibility)")
+    p.set_defaults(wait=True)
+    p.add_argument("--working-dir", default=None, metavar="DIR",
+                   help="ship this directory as the job's working_dir (default: the source checkout, if any)")
+    env_file = p.add_mutually_exclusive_group()
+    env_file.add_argument("--runtime-env", default=None, metavar="FILE",
+                          help="a YAML/JSON runtime env merged into the one shardtrain builds (env_vars, pip, ...)")
+    env_file.add_argument("--runtime-env-json", default=None, metavar="JSON",
+                          help="the same as --runtime-env, inline as JSON")
+    p.add_argument("--env", dest="env", action="append", default=[], type=_key_value("--env"),
+                   metavar="KEY=VALUE", help="an environment variable of the job (repeatable; wins over the runtime env)")
+    p.add_argument("--submission-id", default=None, metavar="ID",
+                   help="the job id to use (default: shardtrain-<config>-<UTC time>-<4 hex>)")
+
+    job_id_help = "the job's submission id, as `shardtrain submit` printed it or `shardtrain list` shows it"
+    for name, helptext in (("status", "print a job's status (SUCCEEDED, RUNNING, ...); exit code by status"),
+                           ("logs", "print a job's logs so far, or stream them with -f"),
+                           ("stop", "stop a job and wait until it has stopped")):
+        p = command(name, helptext)
+        p.add_argument("job_id", metavar="JOB_ID", help=job_id_help)
+        p.add_argument("--address", default=None, metavar="URL", help=address_help)
         if name == "logs":
-            p.add_argument("--follow", action="store_true", help="stream logs until the job ends")
-    p = sub.add_parser("jobs", help="list jobs on a cluster")
-    p.add_argument("--address", default=None)
+            p.add_argument("-f", "--follow", action="store_true",
+                           help="stream the logs until the job ends and exit with its status")
+    p = command("list", "list the jobs on a cluster: id, status, start time, entrypoint", aliases=["jobs"])
+    p.add_argument("--address", default=None, metavar="URL", help=address_help)
     return parser
-
-
-def _flatten(overrides: list[list[str]]) -> list[str]:
-    """argparse's append+nargs gives a list of lists; flatten it."""
-    return [item for group in overrides for item in group]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -85,12 +215,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         from shardtrain.config import replace, to_dict
 
-        cfg = resolve_config(args.config, _flatten(args.overrides))
+        cfg = resolve_config(args.config, args.overrides)
         if args.data_dir:
             cfg = replace(cfg, dataset={"data_dir": args.data_dir})
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False, width=1000), end="")
         return 0
-    run(args.config, args.stage, args.out, _flatten(args.overrides), executor=args.executor,
+    run(args.config, args.stage, args.out, args.overrides, executor=args.executor,
         data_dir=args.data_dir, address=args.address, force=args.force)
     return 0
 
@@ -115,9 +245,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 1 if report.get("problems") else 0
 
 
+def _third_party_noise(show: bool) -> None:
+    """Hide (normal run) or show (``--debug``) the known third-party noise, here and in the
+    processes this one starts (a local Ray's workers, DDP ranks inherit the environment)."""
+    if show:
+        offline.show_third_party()
+        os.environ[offline.QUIET_ENV] = "0"
+    else:
+        offline.quiet_third_party()
+        os.environ[offline.QUIET_ENV] = "1"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``shardtrain`` console script."""
     args = build_parser().parse_args(argv)
+    _third_party_noise(show=args.debug)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
     try:

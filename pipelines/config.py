@@ -169,6 +169,8 @@ class TrainConfig(Section):
     max_failures: Annotated[int, in_range(ge=-1)] = 0
     storage_path: str | None = None
     resume: str | None = None
+    # Experiment loggers, one or a list (shardtrain.training.loggers); values checked at load.
+    logger: Union[Literal["csv", "tensorboard", "mlflow"], list[Literal["csv", "tensorboard", "mlflow"]]] = "csv"
 
     @model_validator(mode="after")
     def _epochs_not_zero(self) -> TrainConfig:
@@ -326,20 +328,41 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def is_config_path(config_or_preset: str) -> bool:
+    """A path is a path: it contains a directory separator or ends in ``.yaml``/``.yml``/``.json``;
+    anything else is a preset name, even when a file or folder of that name exists here."""
+    text = str(config_or_preset)
+    return "/" in text or "\\" in text or text.lower().endswith(CONFIG_SUFFIXES)
+
+
 def load_raw(config_or_preset: str) -> dict[str, Any]:
-    """Read a config file, or a preset by name, into a raw mapping (no validation yet)."""
-    path = Path(config_or_preset)
-    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+    """Read a config file, or a preset by name, into a raw mapping (no validation yet).
+
+    ``is_config_path`` decides which: a bare name is always a preset, so a folder called
+    ``demo`` never hides the preset (``./demo.yaml`` or ``./demo`` names a file).
+    """
+    import difflib
+
+    if is_config_path(config_or_preset):
+        path = Path(config_or_preset).expanduser()
         if not path.exists():
             raise ShardtrainError(f"{path}: config file not found")
+        if not path.is_file():
+            raise ShardtrainError(f"{path}: not a config file (a directory)")
         data = read_yaml(path)
-    elif config_or_preset in PRESETS:
-        data = read_yaml(preset_path(config_or_preset))
-    else:
+        data.setdefault("name", path.stem)
+        return data
+    if config_or_preset not in PRESETS:
+        close = difflib.get_close_matches(config_or_preset, PRESETS, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ShardtrainError(
-            f"'{config_or_preset}' is neither a config file nor a preset (presets: {', '.join(PRESETS)})"
-        )
-    data.setdefault("name", config_or_preset if config_or_preset in PRESETS else path.stem)
+            f"'{config_or_preset}' is neither a config file nor a preset{hint} (presets: {', '.join(PRESETS)}; "
+            f"a config file path contains '/' or ends in .yaml/.yml/.json, e.g. ./{config_or_preset}.yaml)")
+    data = read_yaml(preset_path(config_or_preset))
+    data.setdefault("name", config_or_preset)
     return data
 
 
@@ -379,6 +402,6 @@ def describe_presets() -> list[tuple[str, str]]:
 __all__ = [
     "AugmentConfig", "BaggingConfig", "BatchAugmentConfig", "Config", "DataConfig", "Dataset", "DatasetConfig",
     "EvaluateConfig", "MLPConfig", "ModelConfig", "MultitaskConfig", "PRESETS", "PrepareConfig", "TrainConfig",
-    "apply_overrides", "describe_presets", "from_dict", "load_config", "load_raw", "parse_override",
-    "preset_path", "read_yaml", "replace", "to_dict", "yaml_load",
+    "CONFIG_SUFFIXES", "apply_overrides", "describe_presets", "from_dict", "is_config_path", "load_config", "load_raw",
+    "parse_override", "preset_path", "read_yaml", "replace", "to_dict", "yaml_load",
 ]

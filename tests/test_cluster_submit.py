@@ -81,11 +81,92 @@ def test_entrypoint_quotes_every_argument():
     assert shlex.split(entry) == [
         "python", "-m", "shardtrain.cli", "run", "demo", "--stage", "prepare", "--executor", "local",
         "--out", "/shared/my out", "--data-dir", "/data/it's here",
-        "--set", "model.hidden=[64, 32]", "train.lr=0.01", "name=a b", "--force"]
+        "--set", "model.hidden=[64, 32]", "--set", "train.lr=0.01", "--set", "name=a b", "--force"]
     # The job's own parser reads it back to the same values.
     parsed = build_parser().parse_args(shlex.split(entry)[3:])
     assert parsed.data_dir == "/data/it's here" and parsed.out == "/shared/my out"
-    assert [i for g in parsed.overrides for i in g] == ["model.hidden=[64, 32]", "train.lr=0.01", "name=a b"]
+    assert parsed.overrides == ["model.hidden=[64, 32]", "train.lr=0.01", "name=a b"]
+    # --debug (before or after the subcommand) travels to the job.
+    assert shlex.split(jobs.build_entrypoint(build_parser().parse_args(["--debug", "submit", "demo"]), "demo"))[-1] \
+        == "--debug"
+
+
+def test_runtime_env_merge_keeps_ours_and_adds_the_users(tmp_path):
+    base = jobs.build_runtime_env(REPO, tmp_path / "shardtrain")
+    user = {"env_vars": {"A": "1", "RAY_USAGE_STATS_ENABLED": "1"}, "pip": ["rich"], "py_modules": ["s3://b/m.zip"],
+            "excludes": ["data/"], "working_dir": "ignored-here"}
+    merged = jobs.merge_runtime_env(base, user, {"A": "2", "MY_API_TOKEN": "tok-secret-123"})
+    assert merged["working_dir"] == str(REPO)  # cmd_submit decides what travels
+    assert merged["py_modules"] == [str(tmp_path / "shardtrain"), "s3://b/m.zip"]  # shardtrain stays first
+    assert merged["excludes"][:len(base["excludes"])] == base["excludes"] and merged["excludes"][-1] == "data/"
+    assert merged["pip"] == ["rich"]
+    assert merged["env_vars"] == {"RAY_USAGE_STATS_ENABLED": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "A": "2",
+                                  "MY_API_TOKEN": "tok-secret-123"}
+    assert base["env_vars"]["RAY_USAGE_STATS_ENABLED"] == "0"  # base untouched
+    assert "tok-secret-123" not in jobs.mask("boom: MY_API_TOKEN=tok-secret-123")  # credential-like names masked
+
+
+def test_runtime_env_files_and_json(tmp_path):
+    f = tmp_path / "env.yaml"
+    f.write_text("env_vars:\n  A: '1'\npip: [rich]\n")
+    assert jobs._read_runtime_env(str(f), None) == {"env_vars": {"A": "1"}, "pip": ["rich"]}
+    assert jobs._read_runtime_env(None, '{"pip": ["x"]}') == {"pip": ["x"]}
+    assert jobs._read_runtime_env(None, None) == {}
+    for file, inline, message in ((str(tmp_path / "nope.yaml"), None, "no such file"),
+                                  (None, "{bad", "not JSON"), (None, "[1]", "must be a mapping"),
+                                  (None, '{"env_vars": [1]}', "env_vars must be a mapping")):
+        with pytest.raises(ShardtrainError, match=message):
+            jobs._read_runtime_env(file, inline)
+
+
+class _FakeClient:
+    """Records ``submit_job``: ``cmd_submit`` end to end without a cluster."""
+
+    def __init__(self):
+        self.submitted = {}
+
+    def submit_job(self, **kwargs):
+        self.submitted = kwargs
+        return kwargs["submission_id"]
+
+
+def test_submit_merges_the_users_runtime_env_and_never_prints_values(tmp_path, monkeypatch, capsys, caplog):
+    import json
+    import logging
+
+    fake = _FakeClient()
+    monkeypatch.setattr(jobs, "connect", lambda address: (fake, "http://fake:8265"))
+    monkeypatch.setattr(jobs, "stage_package", lambda dest: Path(dest) / "shardtrain")
+    env_json = json.dumps({"env_vars": {"FROM_JSON": "j", "WANDB_API_KEY": "k-0123456789"}, "pip": ["rich"]})
+    args = _submit_args("--set", "train.max_epochs=2", "demo", "--out", "/shared/out", "--no-wait",
+                        "--runtime-env-json", env_json, "--env", "FROM_FLAG=f", "--env", "FROM_JSON=flag-wins",
+                        "--submission-id", "my-run-1")
+    with caplog.at_level(logging.INFO, logger="shardtrain"):
+        assert jobs.cmd_submit(args) == 0
+    sent = fake.submitted
+    assert sent["submission_id"] == "my-run-1" and capsys.readouterr().out.strip() == "my-run-1"
+    env = sent["runtime_env"]
+    assert env["env_vars"]["FROM_JSON"] == "flag-wins" and env["env_vars"]["FROM_FLAG"] == "f"
+    assert env["env_vars"]["RAY_USAGE_STATS_ENABLED"] == "0" and env["pip"] == ["rich"]
+    if jobs.source_checkout() is not None:
+        assert env["working_dir"] == str(REPO) and env["py_modules"][0].endswith("shardtrain")
+    assert "--set train.max_epochs=2" in sent["entrypoint"]
+    said = caplog.text
+    assert "my-run-1" in said and "env WANDB_API_KEY" not in said and "k-0123456789" not in said
+    assert "FROM_FLAG" in said and "=f" not in said  # names only
+    # A working_dir in the runtime env acts as --working-dir; both at once is an error.
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    args = _submit_args("demo", "--no-wait", "--runtime-env-json", json.dumps({"working_dir": str(wd)}))
+    jobs.cmd_submit(args)
+    assert fake.submitted["runtime_env"]["working_dir"] == str(wd)
+    args = _submit_args("demo", "--no-wait", "--runtime-env-json", '{"working_dir": "s3://bucket/code.zip"}')
+    jobs.cmd_submit(args)
+    assert fake.submitted["runtime_env"]["working_dir"] == "s3://bucket/code.zip"
+    assert "excludes" not in fake.submitted["runtime_env"]
+    with pytest.raises(ShardtrainError, match="give one of them"):
+        jobs.cmd_submit(_submit_args("demo", "--working-dir", str(wd), "--runtime-env-json",
+                                     json.dumps({"working_dir": str(wd)})))
 
 
 def test_driver_asks_for_gpus_only_when_lightning_trains_on_gpus_in_it():
@@ -176,6 +257,8 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path):
     assert down.returncode == 2 and err.startswith("error: cannot reach the Ray job server at " + url)
     assert "\n" not in err
     # A bad config fails here, before anything is sent.
+    down = run_cli_env("list", "--address", url, env=env)  # the ray-job name of `jobs`
+    assert down.returncode == 2 and down.stderr.startswith("error: cannot reach")
     bad = run_cli_env("submit", "demo", "--set", "model.nope=1", "--address", url, env=env)
     assert bad.returncode == 2 and "model.nope" in bad.stderr
     nodir = run_cli_env("submit", "demo", "--working-dir", str(tmp_path / "missing"), "--address", url, env=env)
