@@ -153,7 +153,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """One Ray Train worker: build data, model and Trainer as ``shardtrain.training.stage`` does, resume, fit.
 
     ``config``: ``cfg`` (Config), ``run_dir``, ``dirs`` ({split: path | None}), ``index`` (train's
-    index.json), ``has_val``, ``ckpt_path`` (``train.resume``'s file or None), ``extra_callbacks``.
+    _index.json), ``has_val``, ``ckpt_path`` (``train.resume``'s file or None), ``extra_callbacks``.
     Returns (rank 0's value reaches the driver as ``Result.return_value``) the epochs and steps
     done and the step this attempt resumed from.
     """

@@ -131,7 +131,7 @@ def feature_names(kind: str, image_shape: tuple[int, ...], options: Any = None) 
 
 
 def describe_features(kind: str, image_shape: tuple[int, ...], options: Any = None) -> dict[str, Any]:
-    """The ``features["x"]`` entry of index.json for an extractor applied to images of ``image_shape``."""
+    """The ``features["x"]`` entry of _index.json for an extractor applied to images of ``image_shape``."""
     shape = [int(s) for s in image_shape]
     if kind == "pixels":
         return {"dtype": "uint8", "shape": shape, "scale": 1.0 / 255.0, "offset": 0.0, "kind": "dense",
