@@ -1,8 +1,8 @@
 """Other tools read a split directory as it stands: pyarrow.dataset, pandas, polars, HF datasets, Ray Data.
 
 The split is written by the stage runner (so it holds ``_index.json`` and ``_rejects.jsonl``
-beside the shards, and a leftover ``preview.png`` check); each reader must see exactly the
-kept rows, the class names and the (4, 3) feature shape.
+beside the shards); each reader must see exactly the kept rows, the class names and the
+(4, 3) feature shape.
 """
 
 from __future__ import annotations
@@ -56,6 +56,16 @@ def test_split_holds_only_shards_and_underscore_files(split):
     assert [n for n in names if not n.endswith(".arrow")] == [fmt.INDEX_NAME, fmt.REJECTS_NAME]
     assert all(n.startswith("_") for n in names if not n.endswith(".arrow"))
     assert ShardSet(split, verify=True).rows == N - 1
+
+
+def test_rerunning_a_stage_over_a_version_2_directory_removes_the_old_names(tmp_path):
+    old = tmp_path / "train"
+    old.mkdir()
+    for name in (fmt.LEGACY_INDEX_NAME, fmt.LEGACY_REJECTS_NAME, fmt.LEGACY_PREVIEW_NAME):
+        (old / name).write_text("from version 2")
+    split = _write_split(tmp_path)
+    assert not any((split / n).exists() for n in (fmt.LEGACY_INDEX_NAME, fmt.LEGACY_REJECTS_NAME, fmt.LEGACY_PREVIEW_NAME))
+    assert pads.dataset(split, format="ipc").count_rows() == N - 1
 
 
 def test_pyarrow_dataset_reads_the_directory(split):
