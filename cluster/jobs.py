@@ -75,6 +75,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from shardtrain.core import offline
 from shardtrain.core.errors import ShardtrainError
 
 log = logging.getLogger("shardtrain")
@@ -160,8 +161,9 @@ def _no_address_env() -> Iterator[None]:
 
 
 @contextmanager
-def job_errors(url: str, job_id: str | None = None) -> Iterator[None]:
-    """Turn Ray/requests failures into one-line ``ShardtrainError``s with tokens masked."""
+def job_errors(url: str, job_id: str | None = None, new_job: str | None = None) -> Iterator[None]:
+    """Turn Ray/requests failures into one-line ``ShardtrainError``s with tokens masked (``job_id``: an
+    existing job the request is about; ``new_job``: the submission id being submitted)."""
     import requests
     from ray.exceptions import AuthenticationError
 
@@ -179,6 +181,9 @@ def job_errors(url: str, job_id: str | None = None) -> Iterator[None]:
         raise ShardtrainError(f"job server {url}: {mask(str(exc))}") from None
     except RuntimeError as exc:
         text = str(exc)
+        if new_job and "already exists" in text:
+            raise ShardtrainError(f"job {new_job!r} already exists on {url}: a submission id is used once; "
+                                  f"pass another --submission-id") from None
         if job_id and ("404" in text or "does not exist" in text):
             raise ShardtrainError(f"job {job_id!r}: no such job on {url} (list them with `shardtrain list`)") from None
         raise ShardtrainError(f"job server {url}: {mask(text)}") from None
@@ -442,15 +447,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
     gpus = entrypoint_gpus(cfg, args.stage)
     ships_package = source_checkout() is not None  # else the cluster's installed shardtrain runs
     client, url = connect(args.address)
-    with tempfile.TemporaryDirectory(prefix="shardtrain-submit-") as staging, job_errors(url):
+    submission_id = args.submission_id or _submission_id(cfg.name)
+    with tempfile.TemporaryDirectory(prefix="shardtrain-submit-") as staging, job_errors(url, new_job=submission_id):
         package = stage_package(Path(staging)) if ships_package else None
-        runtime_env = merge_runtime_env(build_runtime_env(working_dir, package), user_env, env_vars)
+        base = build_runtime_env(working_dir, package)
+        # The job's processes (its Ray workers included) drop third-party noise unless --debug.
+        base.setdefault("env_vars", {})[offline.QUIET_ENV] = "0" if getattr(args, "debug", False) else "1"
+        runtime_env = merge_runtime_env(base, user_env, env_vars)
         if remote_dir is not None:
             runtime_env["working_dir"] = remote_dir
             runtime_env.pop("excludes", None)  # they apply to a local directory only
         job_id = client.submit_job(  # uploads working_dir and py_modules before it returns
             entrypoint=entrypoint, runtime_env=runtime_env,
-            submission_id=args.submission_id or _submission_id(cfg.name),
+            submission_id=submission_id,
             metadata={"shardtrain.config": cfg.name, "shardtrain.stage": args.stage},
             **({"entrypoint_num_gpus": gpus} if gpus else {}))
     shipped = [f"working_dir {working_dir or remote_dir}"] if working_dir or remote_dir else []

@@ -64,6 +64,7 @@ def pin_ray_to_loopback() -> None:
 
 def ray_process_tree(root_pid: int | None = None) -> list[Any]:
     """``psutil.Process`` objects of ``root_pid`` (default: this process) and all its descendants."""
+    import ray  # noqa: F401  # Ray vendors psutil; importing Ray puts it on sys.path
     import psutil
 
     try:
@@ -75,6 +76,7 @@ def ray_process_tree(root_pid: int | None = None) -> list[Any]:
 
 def listening_addresses(processes: list[Any]) -> list[tuple[str, int, str]]:
     """``(ip, port, process name)`` of every TCP socket in LISTEN state held by ``processes``."""
+    import ray  # noqa: F401  # Ray vendors psutil; importing Ray puts it on sys.path
     import psutil
 
     by_pid = {p.pid: p for p in processes}
@@ -187,6 +189,7 @@ class LocalHead:
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM this head's processes (what ``ray stop`` does, but only ours), SIGKILL what remains."""
+        import ray  # noqa: F401  # Ray vendors psutil; importing Ray puts it on sys.path
         import psutil
 
         procs = self.processes()
@@ -209,6 +212,7 @@ class LocalHead:
 
 def _running(proc: Any) -> bool:
     """True while a process exists and is not a zombie (a zombie only waits to be reaped)."""
+    import ray  # noqa: F401  # Ray vendors psutil; importing Ray puts it on sys.path
     import psutil
 
     try:
@@ -219,6 +223,7 @@ def _running(proc: Any) -> bool:
 
 def _signal(proc: Any, sig: int) -> None:
     """Send ``sig`` to one process by pid, ignoring one that is already gone."""
+    import ray  # noqa: F401  # Ray vendors psutil; importing Ray puts it on sys.path
     import psutil
 
     try:

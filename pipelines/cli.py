@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(config="demo", address=None)
 
     p = command("inspect", "describe a shard directory")
-    p.add_argument("dir", metavar="DIR", help="a split directory holding index.json")
+    p.add_argument("dir", metavar="DIR", help="a split directory (holding _index.json, or index.json before v3)")
     p.add_argument("--verify", action="store_true", help="re-hash every shard; exit 1 on any mismatch")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 

@@ -169,6 +169,8 @@ logging.getLogger("ray._private.authentication.authentication_token_setup").warn
 logging.getLogger("pytorch_lightning.utilities.rank_zero").info("\\U0001F4A1 Tip: For seamless cloud logging, try litlogger")
 logging.getLogger("lightning_fabric.utilities.rank_zero").info("\\U0001F4A1 Tip: try litmodels")
 logging.getLogger("pytorch_lightning.utilities.rank_zero").info("GPU available: False, used: False")
+logging.getLogger("ray.dashboard.modules.dashboard_sdk").info("Uploading package gcs://_ray_pkg_1.zip.")
+logging.getLogger("ray.dashboard.modules.job.sdk").info("WebSocket closed for job j with close code 1000")
 logging.getLogger("ray").warning("a real Ray warning")
 warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning)
 warnings.warn("some other deprecation", FutureWarning)
@@ -181,7 +183,7 @@ def test_third_party_noise_is_dropped_unless_debug(mode):
     res = subprocess.run([sys.executable, "-c", NOISE, mode], capture_output=True, text=True, timeout=120,
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), **env}, encoding="utf-8")
     assert res.returncode == 0, res.stderr
-    noise = ("Token authentication is enabled", "Tip:", "LeafSpec")
+    noise = ("Token authentication is enabled", "Tip:", "LeafSpec", "Uploading package", "WebSocket closed")
     kept = ("GPU available", "a real Ray warning", "some other deprecation")  # targeted, not a blanket ignore
     for text in kept:
         assert text in res.stderr, (mode, text)

@@ -46,14 +46,30 @@ def cli(head, home: Path, *args: str, env: dict | None = None, timeout: int = 40
                        env=env if env is not None else _env(head, home, **head.client_env()))
 
 
-def test_submit_wait_runs_the_demo_and_every_command_reports_it(head, tmp_path):
+def test_submit_waits_runs_the_demo_and_every_command_reports_it(head, tmp_path):
+    """``submit`` waits by default, as ``ray job submit``; the ray-job flags reach the job's runtime env."""
+    import json
+
+    from ray.job_submission import JobSubmissionClient
+
     out = tmp_path / "out"
-    sub = cli(head, tmp_path, "submit", "demo", "--out", str(out), "--set", "train.max_epochs=2", "--wait")
+    job_id = f"shardtrain-conventions-{os.getpid()}"
+    sub = cli(head, tmp_path, "submit", "--set", "train.max_epochs=2", "demo", "--out", str(out),
+              "--submission-id", job_id, "--env", "SHARDTRAIN_TEST_FLAG=from-env",
+              "--runtime-env-json", json.dumps({"env_vars": {"SHARDTRAIN_TEST_JSON": "from-json"}}))
     assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
-    job_id = sub.stdout.splitlines()[0].strip()
-    assert job_id.startswith("shardtrain-demo-")
-    # --wait streamed the run, down to its summary table.
+    assert sub.stdout.splitlines()[0].strip() == job_id
+    # It streamed the run, down to its summary table, and no third-party noise came with it.
     assert "stage prepare:" in sub.stdout and "accuracy" in sub.stdout
+    for noise in ("💡 Tip", "LeafSpec", "Token authentication is enabled"):
+        assert noise not in sub.stdout + sub.stderr, noise
+    client = JobSubmissionClient(head.dashboard_url, headers={"Authorization": f"Bearer {head.token}"})
+    env = client.get_job_info(job_id).runtime_env
+    assert env["env_vars"]["SHARDTRAIN_TEST_FLAG"] == "from-env"
+    assert env["env_vars"]["SHARDTRAIN_TEST_JSON"] == "from-json"
+    assert env["env_vars"]["RAY_USAGE_STATS_ENABLED"] == "0" and env.get("py_modules")
+    follow = cli(head, tmp_path, "logs", "-f", job_id)  # a finished job: its logs, then its exit code
+    assert follow.returncode == 0 and "accuracy" in follow.stdout
 
     status = cli(head, tmp_path, "status", job_id)
     assert (status.returncode, status.stdout.strip()) == (0, "SUCCEEDED")
@@ -61,7 +77,7 @@ def test_submit_wait_runs_the_demo_and_every_command_reports_it(head, tmp_path):
     assert logs.returncode == 0
     assert "python -m shardtrain.cli run demo" in logs.stdout and "train.max_epochs=2" in logs.stdout
     assert "stage augment:" in logs.stdout and "test " in logs.stdout and "accuracy" in logs.stdout
-    listing = cli(head, tmp_path, "jobs")
+    listing = cli(head, tmp_path, "list")
     assert listing.returncode == 0
     assert any(line.split()[:2] == [job_id, "SUCCEEDED"] for line in listing.stdout.splitlines())
 
@@ -73,12 +89,17 @@ def test_submit_wait_runs_the_demo_and_every_command_reports_it(head, tmp_path):
 
 
 def test_failed_run_exits_1(head, tmp_path):
+    env = _env(head, tmp_path, SHARDTRAIN_OFFLINE="1", **head.client_env())
     sub = cli(head, tmp_path, "submit", "fashion-mnist", "--stage", "prepare", "--executor", "local",
-              "--data-dir", str(tmp_path / "no-data"), "--out", str(tmp_path / "out"), "--wait",
-              env=_env(head, tmp_path, SHARDTRAIN_OFFLINE="1", **head.client_env()))
-    assert sub.returncode == 1, sub.stdout[-3000:] + sub.stderr[-3000:]
-    job_id = sub.stdout.splitlines()[0].strip()
-    assert "error: dataset fashion-mnist: missing" in sub.stdout
+              "--data-dir", str(tmp_path / "no-data"), "--out", str(tmp_path / "out"), "--no-wait", env=env)
+    assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
+    job_id = sub.stdout.strip()  # --no-wait: the id only, at once
+    follow = cli(head, tmp_path, "logs", job_id, "--follow", env=env)
+    assert follow.returncode == 1, follow.stdout[-3000:] + follow.stderr[-3000:]
+    assert "error: dataset fashion-mnist: missing" in follow.stdout
+    again = cli(head, tmp_path, "submit", "demo", "--stage", "prepare", "--submission-id", job_id, "--no-wait", env=env)
+    assert again.returncode == 2, again.stderr  # an id is used once: one line that says so
+    assert again.stderr.splitlines()[-1].startswith(f"error: job {job_id!r} already exists")
     status = cli(head, tmp_path, "status", job_id)
     assert (status.returncode, status.stdout.strip()) == (1, "FAILED")
 

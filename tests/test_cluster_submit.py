@@ -148,6 +148,7 @@ def test_submit_merges_the_users_runtime_env_and_never_prints_values(tmp_path, m
     env = sent["runtime_env"]
     assert env["env_vars"]["FROM_JSON"] == "flag-wins" and env["env_vars"]["FROM_FLAG"] == "f"
     assert env["env_vars"]["RAY_USAGE_STATS_ENABLED"] == "0" and env["pip"] == ["rich"]
+    assert env["env_vars"]["SHARDTRAIN_QUIET_DEPS"] == "1"  # the job's workers drop third-party noise too
     if jobs.source_checkout() is not None:
         assert env["working_dir"] == str(REPO) and env["py_modules"][0].endswith("shardtrain")
     assert "--set train.max_epochs=2" in sent["entrypoint"]

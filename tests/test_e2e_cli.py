@@ -33,6 +33,27 @@ def test_demo_runs_offline_and_reports(demo):
     assert (out / "shards" / "augment" / "train" / "_preview.png").exists()
 
 
+# What a normal run hides and --debug shows (shardtrain.core.offline.NOISY_*).
+THIRD_PARTY_NOISE = ("💡 Tip", "LeafSpec", "Token authentication is enabled")
+
+
+def test_a_normal_run_has_no_third_party_noise(demo):
+    _, res = demo
+    for text in THIRD_PARTY_NOISE:
+        assert text not in res.stderr, text
+    assert "GPU available" in res.stderr  # Lightning's own lines stay: the filters are targeted
+
+
+def test_debug_shows_third_party_noise(demo, tmp_path):
+    out, _ = demo
+    copy = tmp_path / "out"
+    shutil.copytree(out / "shards", copy / "shards")
+    res = run_cli("run", "demo", "--stage", "train", "--executor", "local", "--out", str(copy),
+                  "--set", "train.max_epochs=1", "--debug")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "💡 Tip" in res.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -40,6 +61,8 @@ def test_demo_runs_offline_and_reports(demo):
         (["run", "demo", "--set", "data.batch_size=big"], "error: config key 'data.batch_size': expected an integer"),
         (["run", "fashion-mnist", "--stage", "prepare", "--data-dir", "/nonexistent"], "error: dataset fashion-mnist: missing"),
         (["run", "no-such-thing"], "error: 'no-such-thing' is neither a config file nor a preset"),
+        (["run", "demoo"], "error: 'demoo' is neither a config file nor a preset; did you mean 'demo'?"),
+        (["run", "./missing.yaml"], "error: missing.yaml: config file not found"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
