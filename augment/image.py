@@ -26,7 +26,7 @@ import functools
 import json
 import random
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -260,13 +260,16 @@ def augment_images(batch: dict[str, Any], cfg: Any) -> dict[str, Any]:
     return _cached_augmenter(json.dumps(pipeline, sort_keys=True), int(copies), int(seed))(batch)
 
 
-def preview_grid(originals: np.ndarray, copies: np.ndarray, path: str | Path, n: int = 8, zoom: int = 4) -> Path:
+def preview_grid(originals: np.ndarray, copies: np.ndarray, path: str | Path, n: int = 8, zoom: int = 4,
+                 captions: Sequence[str] | None = None, title: str = "") -> Path:
     """Write a PNG grid: one row per image, the original then its K copies, ``zoom``x nearest-neighbour.
 
     ``originals`` is uint8 (M, H, W[, 3]) and ``copies`` (M, K, H, W[, 3]); the first
-    ``n`` rows are drawn, separated by 2-pixel grey gutters.
+    ``n`` rows are drawn, separated by 2-pixel grey gutters. A header names the columns
+    (``original``, ``copy 1`` ...); ``captions`` (one per row, e.g. ``"id 17  T-shirt"``)
+    label the rows on the left, and ``title`` goes above everything.
     """
-    from PIL import Image
+    from PIL import Image, ImageDraw, ImageFont
 
     originals, copies = np.asarray(originals), np.asarray(copies)
     m = min(n, len(originals))
@@ -280,11 +283,32 @@ def preview_grid(originals: np.ndarray, copies: np.ndarray, path: str | Path, n:
         for col in range(cols):
             y, x0 = gap + r * (h + gap), gap + col * (w + gap)
             grid[y:y + h, x0:x0 + w] = tiles[r, col]
-    img = Image.fromarray(grid[..., 0] if c == 1 else grid)
+    img = Image.fromarray(grid[..., 0] if c == 1 else grid).convert("RGB")
     img = img.resize((img.width * zoom, img.height * zoom), Image.Resampling.NEAREST)
+    cell_w, cell_h = (w + gap) * zoom, (h + gap) * zoom
+    font = ImageFont.load_default(size=max(10, min(14, cell_h // 4)))
+    draw = ImageDraw.Draw(img)
+    line = font.getbbox("Ag")[3] + 4
+    rows = list(captions or [])[:m]
+    left = max([int(draw.textlength(t, font=font)) for t in rows], default=0) + (12 if rows else 0)
+    top = line + 4 + (line + 4 if title else 0)
+    width = max(img.width + left, int(draw.textlength(title, font=font)) + 8 if title else 0)
+    canvas = Image.new("RGB", (width, img.height + top), "white")
+    canvas.paste(img, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((4, 2), title, fill="black", font=font)
+    header_y = top - line - 2
+    for col in range(cols):
+        label = "original" if col == 0 else f"copy {col}"
+        x = left + gap * zoom + col * cell_w + (w * zoom - draw.textlength(label, font=font)) / 2
+        draw.text((x, header_y), label, fill="black", font=font)
+    for r, text in enumerate(rows):
+        y = top + gap * zoom + r * cell_h + (h * zoom - line) / 2
+        draw.text((4, y), text, fill="black", font=font)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, format="PNG")
+    canvas.save(path, format="PNG")
     return path
 
 
@@ -294,7 +318,8 @@ def preview_batch(batch: dict[str, Any], path: str | Path, n: int = 8) -> Path:
     k = int(aug.max(initial=0)) + 1
     x = np.asarray(batch["x"])
     groups = x[: len(x) // k * k].reshape(-1, k, *x.shape[1:])           # (M, K+1, H, W[, C])
-    return preview_grid(groups[:, 0], groups[:, 1:], path, n=n)
+    ids = np.asarray(batch.get("source_id", batch["sample_id"]))[: len(x) // k * k : k]
+    return preview_grid(groups[:, 0], groups[:, 1:], path, n=n, captions=[f"id {int(i)}" for i in ids])
 
 
 def step_seed(seed: int, step: int) -> int:

@@ -200,7 +200,10 @@ class BaggingEnsemble(nn.Module):
         if obj.kind != REGRESSION:
             with torch.no_grad():  # out-of-bag: rows member k never trains on
                 oob = (counts == 0) & valid & (batch["w"] > 0)  # (K, B)
-                stats = {"oob_correct": (oob & (obj.probs(out).argmax(-1) == y)).sum(1), "oob_total": oob.sum(1)}
+                probs = obj.probs(out)  # (K, B, C)
+                wv = torch.where(valid, batch["w"], 0.0)  # (B,)
+                stats = {"oob_correct": (oob & (probs.argmax(-1) == y)).sum(1), "oob_total": oob.sum(1),
+                         "train_correct": ((probs.mean(0).argmax(-1) == y) * wv).sum(), "train_count": wv.sum()}
         return Loss(weighted_mean(per, batch["w"], valid), stats)
 
     def predict(self, x: Any) -> dict[str, torch.Tensor]:

@@ -27,7 +27,9 @@ class Loss(NamedTuple):
 
     ``stats`` holds tensors the shell sums over an epoch's steps and across DDP ranks,
     then hands back to :meth:`SupervisedModel.training_metrics` (bagging's out-of-bag
-    counts); reading them never syncs with the host during training.
+    counts); reading them never syncs with the host during training. ``train_correct``
+    and ``train_count`` (a tensor or a Python number), when given, make the shell log
+    the epoch's train accuracy as their ratio.
     """
 
     value: torch.Tensor  # scalar, penalties (train.l1 / l2) excluded: the shell adds those

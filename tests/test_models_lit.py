@@ -169,6 +169,24 @@ def test_bagging_fit_gives_ensemble_member_and_oob_metrics():
     assert m["loss"] < np.mean([member["loss"] for member in m["members"]]) - 1e-4
 
 
+@pytest.mark.parametrize("kind", ["mlp", "bagging"])
+def test_epoch_row_has_train_and_val_loss_accuracy_and_lr(kind):
+    """What the loggers get once per epoch; the train accuracy is the weighted share right in the last epoch."""
+    batches = _separable_batches()
+    module = _fit_and_test(model_cfg(kind=kind, **({"members": 3} if kind == "bagging" else {})), BINARY, batches,
+                           train_cfg(schedule="cosine"))
+    row = module.epoch_row()
+    assert row["epoch"] == 3 and row["step"] == 3 * len(batches)  # optimizer steps
+    assert set(row) == {"epoch", "step", "train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr"}
+    assert row["train_accuracy"] > 0.9 and row["val_accuracy"] > 0.9 and row["train_loss"] < 0.5
+    assert row["lr"] == module.trainer.optimizers[0].param_groups[0]["lr"]
+    module.eval()
+    with torch.no_grad():  # the last epoch's weights are not those of the epoch's steps: bound, not equality
+        right = sum(float(((module.model.predict(b["x"])["label"].argmax(-1) == b["y"]) * b["w"]).sum()) for b in batches)
+    total = sum(float(b["w"].sum()) for b in batches)
+    assert abs(row["train_accuracy"] - right / total) < 0.1
+
+
 def test_multitask_fit_gives_nested_per_task_metrics():
     cfg = model_cfg(kind="multitask", task_weighting="uncertainty")
     module = _fit_and_test(cfg, MULTI, _separable_batches(multitask=True), train_cfg(optimizer="adamw", l2=1e-4))

@@ -43,8 +43,11 @@ def test_mlp_loss_is_weighted_cross_entropy_over_labelled_rows():
     torch.manual_seed(0)
     model, batch = MLP(5, (8,), 3), _batch()
     loss = model.loss(batch)
-    assert isinstance(loss, Loss) and dict(loss.stats) == {}
+    assert isinstance(loss, Loss) and set(loss.stats) == {"train_correct", "train_count"}  # the train accuracy's
     torch.testing.assert_close(loss.value, _weighted_ce(model(batch["x"]), batch["y"], batch["w"]))
+    wv = batch["w"] * (batch["y"] >= 0)
+    torch.testing.assert_close(loss.stats["train_correct"], ((model(batch["x"]).argmax(-1) == batch["y"]) * wv).sum())
+    torch.testing.assert_close(loss.stats["train_count"], wv.sum())
     full = _batch(missing=False)
     unit = {**full, "w": torch.ones(12), "unit_weights": True}  # the DataModule's fast path: plain mean
     torch.testing.assert_close(model.loss(unit).value, F.cross_entropy(model(full["x"]), full["y"]))

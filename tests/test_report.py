@@ -26,3 +26,81 @@ def test_epoch_points_skip_the_post_fit_validation(tmp_path: Path) -> None:
     assert epoch_points(rows, "val_loss") == [(1, 0.46), (2, 0.3738)]
     assert epoch_points(rows, "val_accuracy") == [(1, 0.8362), (2, 0.865)]
     assert plot_learning_curves(path, tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_curve_rows_from_old_metrics_csv_are_per_trained_epoch(tmp_path: Path) -> None:
+    from shardtrain.training.report import curve_rows
+
+    path = tmp_path / "metrics.csv"
+    path.write_text(CSV)
+    rows = curve_rows(path)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert [r["train_loss"] for r in rows] == [0.9109, 0.4075] and [r["val_loss"] for r in rows] == [0.46, 0.3738]
+
+
+EPOCHS = """epoch,step,train_loss,val_loss,train_accuracy,val_accuracy,lr,seconds
+1,41,2.29,2.25,0.12,0.25,0.00046,12.8
+2,82,2.11,1.59,0.38,0.72,0.0013,4.5
+3,123,1.28,0.54,0.63,0.83,0.0023,1.6
+"""
+
+
+def test_learning_curves_have_every_epoch_lr_and_a_title(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib.figure
+
+    from shardtrain.training.report import curve_rows
+
+    path = tmp_path / "epochs.csv"
+    path.write_text(EPOCHS)
+    assert [r["lr"] for r in curve_rows(path)] == [0.00046, 0.0013, 0.0023]
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    plot_learning_curves(path, tmp_path / "curves.png", title="20261201-run: metrics of epoch 2", evaluated_epoch=2)
+    (fig,) = saved
+    assert fig._suptitle.get_text() == "20261201-run: metrics of epoch 2"
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["loss", "accuracy", "learning rate"]
+    lines = {line.get_label(): line for ax in fig.axes for line in ax.get_lines()}
+    for name in ("train loss", "val loss", "train accuracy", "val accuracy", "learning rate"):
+        assert list(lines[name].get_xdata()) == [1, 2, 3], name  # one point per epoch, not per logged step
+    assert "evaluated (epoch 2)" in lines
+
+
+def test_confusion_matrix_names_classes_raw_and_normalised(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib.figure
+
+    from shardtrain.training.report import plot_confusion
+
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    plot_confusion([[8, 2], [1, 9]], ["ham", "spam"], tmp_path / "cm.png", "run-1, epoch 3, test")
+    (fig,) = saved
+    raw, norm = [ax for ax in fig.axes if ax.get_title()]
+    assert raw.get_title() == "counts" and norm.get_title() == "normalised by true class"
+    for ax in (raw, norm):
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["ham", "spam"]
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["ham", "spam"]
+    assert [t.get_text() for t in raw.texts] == ["8", "2", "1", "9"]
+    assert [t.get_text() for t in norm.texts] == ["0.80", "0.20", "0.10", "0.90"]
+    assert fig._suptitle.get_text() == "run-1, epoch 3, test: confusion matrix, 20 samples, accuracy 0.8500"
+    monkeypatch.undo()
+    path = plot_confusion([[3, 0], [0, 4]], ["a", "b"], tmp_path / "real.png")
+    assert path.stat().st_size > 0
+
+
+def test_augment_preview_has_a_header_and_row_captions(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from shardtrain.augment.image import preview_grid
+
+    originals = np.zeros((3, 8, 8), dtype=np.uint8)
+    copies = np.full((3, 2, 8, 8), 255, dtype=np.uint8)
+    plain = Image.open(preview_grid(originals, copies, tmp_path / "plain.png", zoom=4))
+    captioned = Image.open(preview_grid(originals, copies, tmp_path / "captioned.png", zoom=4,
+                                        captions=["id 0: T-shirt", "id 1: Trouser", "id 2: Bag"], title="demo preview"))
+    untitled = Image.open(preview_grid(originals, copies, tmp_path / "untitled.png", zoom=4, captions=["id 0"]))
+    assert captioned.width > plain.width  # room on the left for the captions
+    assert plain.height > (3 * 10 + 2) * 4 and captioned.height > untitled.height  # a header row; the title above it
+    left = np.asarray(captioned.convert("L"))[:, : captioned.width - plain.width]
+    assert (left < 128).any()  # caption text was drawn there

@@ -80,6 +80,12 @@ def augment_job(cfg: Config, source: dict[str, Any], label_desc: dict, decode: I
     return SplitJob("train", source, chain, {"steps": _steps(cfg, decode, augment=True)}, describe=describe)
 
 
+def _class_caption(label: int, classes: list[str] | None) -> str:
+    """``T-shirt/top``, or ``class 3`` when the class has no name or its name is just a number."""
+    name = str(classes[label]) if classes and 0 <= label < len(classes) else ""
+    return name if name and not name.isdigit() else f"class {name or label}"
+
+
 def write_preview(cfg: Config, target: Path) -> None:
     """Write ``_preview.png``: a few originals beside their augmented copies (pixel features only)."""
     if cfg.augment.preview <= 0 or cfg.prepare.features != "pixels":
@@ -96,6 +102,12 @@ def write_preview(cfg: Config, target: Path) -> None:
     starts = np.flatnonzero(aug == 0)[:n]
     originals = x[starts]
     copies = np.stack([x[starts + j] for j in range(1, k + 1)], axis=1)  # (n, K, H, W)
+    ids = ss.column("sample_id")[0][starts]
+    classes = (ss.labels.get("label") or {}).get("classes")
+    labels = ss.column("label")[0][starts] if "label" in ss.column_names else None
+    captions = [f"id {int(i)}" if labels is None else f"id {int(i)}: {_class_caption(int(y), classes)}"
+                for i, y in zip(ids, labels if labels is not None else ids)]
     path = target / "train" / PREVIEW_NAME
-    preview_grid(originals, copies, path, n=n)
+    preview_grid(originals, copies, path, n=n, captions=captions,
+                 title=f"{cfg.name} augment preview: {k} {'copy' if k == 1 else 'copies'} each, seed {cfg.seed}")
     log.info("augment preview: %s", path)

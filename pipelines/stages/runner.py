@@ -174,11 +174,29 @@ def _clear_split_dir(directory: Path) -> None:
 
 
 def _execute_local(tasks: list[dict], jobs: dict[str, SplitJob]) -> list[dict]:
-    """Run shard tasks one after another in this process (no Ray import)."""
+    """Run shard tasks one after another in this process (no Ray import).
+
+    Progress goes to stderr: a tqdm bar of shards on a TTY (as the Ray executor shows),
+    otherwise one line per split when its last shard is written.
+    """
+    import sys
+
+    from tqdm import tqdm  # installed with pytorch-lightning
+
+    tty = sys.stderr.isatty()
+    left = Counter(task["split"] for task in tasks)
+    t0 = time.perf_counter()
     results = []
-    for task in tasks:
-        job = jobs[task["split"]]
-        results.append(run_shard_task(task, job.source, job.fn, job.ctx))
+    with tqdm(total=len(tasks), unit="shard", desc="shards", file=sys.stderr, leave=False, disable=not tty) as bar:
+        for task in tasks:
+            job = jobs[task["split"]]
+            results.append(run_shard_task(task, job.source, job.fn, job.ctx))
+            bar.update(1)
+            left[task["split"]] -= 1
+            if not tty and left[task["split"]] == 0:
+                rows = sum(r["entry"]["rows"] for r in results if r["split"] == task["split"])
+                print(f"{task['split']}: {task['count']} shards, {rows} rows ({time.perf_counter() - t0:.1f} s)",
+                      file=sys.stderr, flush=True)
     return results
 
 

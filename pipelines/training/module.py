@@ -7,11 +7,13 @@ optimizer and schedule (``shardtrain.training.optim``), the grouped optimizer st
 (``train.steps_per_call``, ``shardtrain.training.steps``), dropout seeding per (seed, rank,
 step) and the DDP weight check (``shardtrain.training.determinism``).
 
-Hot path: ``training_step`` never syncs with the host. The loss is handed to ``self.log``
-only on the steps the Trainer flushes its logs (``log_every_n_steps``; not on the
-progress bar, which would convert it to a float every step); epoch means and the model's
-epoch statistics (``Loss.stats``, e.g. out-of-bag counts) are accumulated on the device
-and reduced once per epoch. Metrics are computed only in validation/test (DDP-synced
+Hot path: ``training_step`` never syncs with the host. The loss goes to the loggers
+only when a call passes a multiple of ``train.log_every_n_steps`` *optimizer* steps (as
+``train_loss_step`` at ``global_step``; not on the progress bar, which would convert it to
+a float every step); epoch means and the model's epoch statistics (``Loss.stats``: e.g.
+out-of-bag counts, and ``train_correct`` / ``train_count`` for the train accuracy) are
+accumulated on the device and reduced once per epoch, when :meth:`epoch_row` sends the
+loggers one row per epoch (``shardtrain.training.loggers``). Metrics are computed only in validation/test (DDP-synced
 ``torchmetrics`` states, see ``shardtrain.models.metrics``) and come back as JSON-ready
 dicts from :meth:`ShardTrainModule.metrics_dict`.
 """
@@ -68,6 +70,8 @@ class ShardTrainModule(pl.LightningModule):
         self._train_metrics: dict[str, Any] | None = None  # model.training_metrics of the last training epoch
         self._acc: dict[str, torch.Tensor] | None = None  # on-device training accumulators
         self._steps = 0
+        self._epoch_val: dict[str, float] = {}  # the validation scalars of this training epoch
+        self._row: dict[str, Any] | None = None  # epoch_row's cache for the current epoch
         self.ranks_agree: bool | None = None  # set after a DDP fit: every rank ended with the same weights
         self.seed = int(getattr(model_cfg, "seed", 0))  # the train stage sets the run's seed
         self._uses_dropout = determinism.uses_dropout(model, model_cfg)
@@ -91,8 +95,10 @@ class ShardTrainModule(pl.LightningModule):
         for name, value in stats.items():
             if name in self._acc:
                 self._acc[name] += value
-            else:
-                self._acc[name] = value.detach().clone()
+            elif isinstance(value, torch.Tensor):  # float: counts of int and float batches may mix
+                self._acc[name] = value.detach().to(torch.float32, copy=True)
+            else:  # a Python number stays one (no device op per step)
+                self._acc[name] = value
         self._steps += 1
         return loss
 
@@ -104,17 +110,20 @@ class ShardTrainModule(pl.LightningModule):
     def training_step(self, batch: Mapping[str, Any] | list[Mapping[str, Any]], batch_idx: int) -> torch.Tensor:
         """One optimizer step per batch; ``batch`` is a batch dict or a list of them. Returns the last loss."""
         batches = [batch] if isinstance(batch, Mapping) else batch
+        before = self.global_step
         loss = self.stepper.run(self, batches, self._seeded_loss)
-        if self._flushes_logs():
-            self.log("train_loss", loss.detach(), on_step=True, on_epoch=False, batch_size=batches[-1]["w"].shape[0])
+        if self._logs_step(before):
+            step = self.global_step
+            for lg in self.loggers:  # one host sync, every log_every_n_steps optimizer steps
+                lg.log_metrics({"train_loss_step": float(loss.detach())}, step=step)
         return loss.detach()
 
-    def _flushes_logs(self) -> bool:
-        """Whether the Trainer writes its logs after this call (Lightning's own test, ``log_every_n_steps``)."""
-        if self._trainer is None:
+    def _logs_step(self, before: int) -> bool:
+        """Whether this call's optimizer steps passed a multiple of ``train.log_every_n_steps`` (rank 0, loggers on)."""
+        n = int(getattr(self.train_cfg, "log_every_n_steps", 0) or 0)
+        if self._trainer is None or n <= 0 or not self.trainer.is_global_zero or not self.loggers:
             return False
-        connector = getattr(self.trainer, "_logger_connector", None)
-        return bool(getattr(connector, "should_update_logs", True))
+        return self.global_step // n > before // n
 
     def on_train_start(self) -> None:
         """Sort the LR schedules by interval and pick the lean step path (``GroupedSteps.start``)."""
@@ -122,18 +131,49 @@ class ShardTrainModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         """Start fresh on-device accumulators; bring per-epoch LR schedules to this epoch."""
-        self._acc = None
+        self._acc, self._row, self._epoch_val = None, None, {}
         self.stepper.epoch_start(self.current_epoch)
 
-    def on_train_epoch_end(self) -> None:
-        """Log the epoch's mean training loss; reduce the model's epoch statistics across ranks (one sync)."""
+    def epoch_row(self) -> dict[str, Any]:
+        """This training epoch's row (computed once; DDP-reduced): what the loggers and ``epochs.csv`` get.
+
+        ``{"epoch": epochs done, "step": optimizer steps, "train_loss", "train_accuracy"
+        (None without ``train_correct`` stats), "val_loss", "val_accuracy" (None without
+        validation), "lr"}``. Called from ``on_train_epoch_end`` (here and by the
+        ``EpochRecord`` callback, whichever runs first).
+        """
+        if self._row is not None:
+            return self._row
         if self._acc is None:
             self._acc, self._steps = {"loss_sum": torch.zeros((), device=self.device)}, 0
-        acc = self._acc
-        self.log("train_loss_epoch", acc["loss_sum"] / max(1, self._steps), on_epoch=True, sync_dist=True)
-        stats = {k: self.trainer.strategy.reduce(v, reduce_op="sum") for k, v in acc.items() if k != "loss_sum"}
+        acc, strategy = self._acc, self.trainer.strategy
+        mean_loss = strategy.reduce(acc["loss_sum"] / max(1, self._steps), reduce_op="mean")
+        stats = {k: strategy.reduce(torch.as_tensor(v, device=self.device), reduce_op="sum")
+                 for k, v in acc.items() if k != "loss_sum"}
         if stats:
             self._train_metrics = self.model.training_metrics(stats)
+        correct, count = stats.get("train_correct"), stats.get("train_count")
+        train_acc = None if correct is None or count is None else float(correct.sum() / count.sum().clamp_min(1))
+        self._row = {"epoch": self.current_epoch + 1, "step": int(self.global_step),
+                     "train_loss": float(mean_loss), "train_accuracy": train_acc,
+                     "val_loss": self._epoch_val.get("loss"), "val_accuracy": self._epoch_val.get("accuracy"),
+                     "lr": self._lr()}
+        return self._row
+
+    def _lr(self) -> float | None:
+        """The first optimizer's learning rate now (a Python float: no sync)."""
+        optimizers = self.trainer.optimizers if self._trainer is not None else []
+        return float(optimizers[0].param_groups[0]["lr"]) if optimizers else None
+
+    def on_train_epoch_end(self) -> None:
+        """One row per epoch to the loggers at ``global_step``; train scalars in ``callback_metrics`` (one sync)."""
+        row = self.epoch_row()
+        for name in ("train_loss", "train_accuracy", "lr"):
+            if row[name] is not None:
+                self.log(name, row[name], logger=False, on_epoch=True)
+        metrics = {k: v if k == "epoch" else float(v) for k, v in row.items() if k != "step" and v is not None}
+        for lg in self.loggers:
+            lg.log_metrics(metrics, step=row["step"])
 
     def on_train_end(self) -> None:
         """Under DDP, check once that every rank ends with the same weights (``ranks_agree``)."""
@@ -177,9 +217,15 @@ class ShardTrainModule(pl.LightningModule):
     def _finish(self, split: str) -> None:
         reports = {t: summary_reports(self.summaries[f"{split}__{t}"], self.class_names[t]) for t in self.tasks}
         self._results[split], scalars = self.model.summarize(reports)
+        # During fit the epoch's row (epoch_row) carries the validation scalars to the loggers.
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if fitting:
+            self._epoch_val = {k: float(v) for k, v in scalars.items() if v is not None}
         for name, value in scalars.items():
             if value is not None:
-                self.log(f"{split}_{name}", float(value), prog_bar=name == "loss", sync_dist=True)
+                self.log(f"{split}_{name}", float(value), prog_bar=name == "loss", sync_dist=True, logger=not fitting)
+        if not fitting and self._trainer is not None and self.loggers:
+            self.log("step", float(self.global_step), sync_dist=False)  # x axis: optimizer steps
 
     def metrics_dict(self, split: str) -> dict:
         """JSON-ready metrics of the last ``"val"`` or ``"test"`` epoch, as the model shapes them.

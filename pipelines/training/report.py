@@ -21,7 +21,7 @@ def _matplotlib():
 
 
 def read_metrics_csv(path: Path) -> list[dict[str, float]]:
-    """Rows of Lightning's CSVLogger ``metrics.csv`` with numbers parsed (blank cells dropped)."""
+    """Rows of a CSV of numbers (Lightning's ``metrics.csv``, a run's ``epochs.csv``), blank cells dropped."""
     if not path.exists():
         return []
     rows = []
@@ -45,39 +45,59 @@ def epoch_points(rows: list[dict[str, float]], key: str) -> list[tuple[float, fl
     return [(e + 1, v) for e, v in sorted(seen.items())]
 
 
-def plot_learning_curves(metrics_csv: Path, path: Path) -> Path | None:
-    """Loss (train per logged step, validation per epoch) and validation accuracy against epochs."""
-    rows = read_metrics_csv(metrics_csv)
+def curve_rows(source: Path) -> list[dict[str, float]]:
+    """Per-epoch rows (``epoch`` 1-based, ``train_loss``, ``val_loss``, ``*_accuracy``, ``lr``) for the curves.
+
+    ``source`` is a run's ``epochs.csv``, or (runs from before it existed) Lightning's
+    CSVLogger ``metrics.csv``, whose per-epoch training loss was ``train_loss_epoch``.
+    """
+    rows = read_metrics_csv(source)
+    if not any("train_loss_epoch" in r for r in rows):  # epochs.csv, or a newer metrics.csv's epoch rows
+        return [r for r in rows if "epoch" in r and "train_loss" in r]
+    merged: dict[int, dict[str, float]] = {}
+    for key, name in (("train_loss_epoch", "train_loss"), ("val_loss", "val_loss"), ("val_accuracy", "val_accuracy")):
+        for epoch, value in epoch_points(rows, key):
+            merged.setdefault(int(epoch), {"epoch": float(epoch)})[name] = value
+    return [merged[e] for e in sorted(merged)]
+
+
+def plot_learning_curves(source: Path, path: Path, title: str = "", evaluated_epoch: int | None = None) -> Path | None:
+    """Loss, accuracy (train and val per epoch) and the learning rate against epochs, in one titled figure.
+
+    ``source``: ``epochs.csv`` (or an old run's ``metrics.csv``, see :func:`curve_rows`).
+    ``evaluated_epoch`` (1-based) is marked on every panel: the checkpoint the metrics are of.
+    """
+    rows = curve_rows(source)
     if not rows:
         return None
     plt = _matplotlib()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    train = [(r["epoch"], r["train_loss"]) for r in rows if "train_loss" in r and "epoch" in r]
-    steps_per_epoch = {}
-    for r in rows:
-        if "train_loss" in r and "step" in r:
-            steps_per_epoch.setdefault(int(r["epoch"]), []).append(r["step"])
-    if train:
-        # Spread each epoch's logged steps over [epoch, epoch + 1) so curves share one x axis.
-        xs = []
-        for r in rows:
-            if "train_loss" in r and "step" in r:
-                steps = steps_per_epoch[int(r["epoch"])]
-                lo, hi = min(steps), max(steps) + 1
-                xs.append(r["epoch"] + (r["step"] - lo) / max(hi - lo, 1))
-        ax_loss.plot(xs, [y for _, y in train], label="train loss", alpha=0.6)
-    val = epoch_points(rows, "val_loss")
-    if val:
-        ax_loss.plot(*zip(*val), marker="o", label="val loss")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("loss")
-    ax_loss.legend()
-    acc = epoch_points(rows, "val_accuracy")
-    if acc:
-        ax_acc.plot(*zip(*acc), marker="o", label="val accuracy")
-        ax_acc.legend()
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("accuracy")
+    panels = [("loss", ("train_loss", "val_loss")), ("accuracy", ("train_accuracy", "val_accuracy")),
+              ("learning rate", ("lr",))]
+    panels = [(label, keys) for label, keys in panels if any(k in r for r in rows for k in keys)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
+    styles = {"train": dict(marker="o", markersize=3), "val": dict(marker="s", markersize=3, linestyle="--")}
+    n_epochs = int(max(r["epoch"] for r in rows))
+    for ax, (label, keys) in zip(axes[0], panels):
+        for key in keys:
+            points = [(r["epoch"], r[key]) for r in rows if key in r and "epoch" in r]
+            if not points:
+                continue
+            split = key.split("_")[0]
+            name = {"lr": "learning rate"}.get(key, f"{split} {label}")
+            ax.plot(*zip(*points), label=name, **styles.get(split, dict(marker="o", markersize=3)))
+        if evaluated_epoch is not None:
+            ax.axvline(evaluated_epoch, color="grey", linewidth=1, linestyle=":", label=f"evaluated (epoch {evaluated_epoch})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(True, alpha=0.3)
+        if n_epochs <= 20:
+            ax.set_xticks(range(1, n_epochs + 1))
+        if label == "learning rate":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -85,23 +105,40 @@ def plot_learning_curves(metrics_csv: Path, path: Path) -> Path | None:
 
 
 def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, title: str = "") -> Path:
-    """A confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
+    """A confusion matrix, counts and row-normalised side by side (rows: true class, columns: predicted).
+
+    Classes are named on both axes (class ids when the index has no names); the
+    normalised panel's diagonal is each class's recall.
+    """
+    import numpy as np
+
     plt = _matplotlib()
-    n = len(matrix)
-    size = max(4.0, 0.6 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(n), labels=classes[:n], rotation=45, ha="right")
-    ax.set_yticks(range(n), labels=classes[:n])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    peak = max((max(row) for row in matrix), default=0)
-    for i, row in enumerate(matrix):
-        for j, value in enumerate(row):
-            ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
-                    color="white" if value > peak / 2 else "black")
-    if title:
-        ax.set_title(title)
+    counts = np.asarray(matrix, dtype=float)
+    n = len(counts)
+    names = [str(c) for c in classes[:n]] + [str(i) for i in range(len(classes), n)]
+    totals = counts.sum(1, keepdims=True)
+    normalised = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    side = max(4.5, 0.42 * n + 2.2)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side + 0.6))
+    fontsize = 8 if n <= 12 else 6
+    for ax, values, label, fmt in ((axes[0], counts, "counts", "{:.0f}"), (axes[1], normalised, "normalised by true class", "{:.2f}")):
+        image = ax.imshow(values, cmap="Blues", vmin=0, vmax=values.max() if values.size and values.max() > 0 else 1)
+        ax.set_xticks(range(n), labels=names, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticks(range(n), labels=names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(label)
+        peak = values.max() if values.size else 0
+        for i in range(n):
+            for j in range(n):
+                if values is normalised and counts[i, j] == 0:
+                    continue  # empty cells stay blank in the normalised panel: the errors stand out
+                ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=fontsize,
+                        color="white" if values[i, j] > peak / 2 else "black")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    total = int(counts.sum())
+    accuracy = float(np.trace(counts) / total) if total else float("nan")
+    fig.suptitle(f"{title + ': ' if title else ''}confusion matrix, {total} samples, accuracy {accuracy:.4f}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -179,20 +179,25 @@ def build_module(cfg: Config, index: dict[str, Any]) -> Any:
 
 
 def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
-    """Trainer arguments from ``cfg.train``: devices, strategy, precision, loggers, checkpoints, early stopping."""
-    import sys
+    """Trainer arguments from ``cfg.train``: devices, strategy, precision, loggers, progress, checkpoints, early stopping.
 
+    Loggers and progress are ``shardtrain.training.loggers``'s: every step they show is an
+    optimizer step, and the shell sends them its own rows (per epoch, and the training
+    loss every ``log_every_n_steps`` optimizer steps), so Lightning's per-call step
+    logging is off (``log_every_n_steps=0``: no per-call log flush either).
+    """
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger
 
     from shardtrain.training.checkpoints import StepCheckpoint
+    from shardtrain.training.loggers import build_loggers, progress_callbacks
 
     tc = cfg.train
     # Without validation there is no "best": keep only last.ckpt (one save per epoch, not two).
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
                            monitor="val_loss" if has_val else None, save_last=True,
                            save_top_k=1 if has_val else 0)
-    callbacks = [ckpt]
+    progress, bar = progress_callbacks(steps_per_call(cfg), run_dir)
+    callbacks = [ckpt, *progress]
     if tc.checkpoint_every_n_steps:
         # Mid-epoch checkpoints (the DataModule's position is in them), the latest two kept.
         callbacks.append(StepCheckpoint(run_dir / "checkpoints", tc.checkpoint_every_n_steps, keep=2))
@@ -203,10 +208,8 @@ def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
     return {
         "accelerator": tc.accelerator, "devices": tc.devices, "strategy": tc.strategy, "precision": tc.precision,
         "max_epochs": tc.max_epochs, "max_steps": tc.max_steps,
-        # Lightning counts calls; a call takes steps_per_call optimizer steps.
-        "log_every_n_steps": max(1, round(tc.log_every_n_steps / steps_per_call(cfg))) if tc.log_every_n_steps else 0,
-        "logger": CSVLogger(save_dir=str(run_dir), name="", version="logs"), "callbacks": callbacks,
-        "num_sanity_val_steps": 0, "enable_progress_bar": sys.stderr.isatty(),
+        "log_every_n_steps": 0, "logger": build_loggers(cfg, run_dir), "callbacks": callbacks,
+        "num_sanity_val_steps": 0, "enable_progress_bar": bar,
         "default_root_dir": str(run_dir),
     }
 
@@ -272,6 +275,8 @@ def fit(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | None], ind
     """The in-process fit: Lightning on this machine's devices (one process, or DDP ranks)."""
     import pytorch_lightning as pl
 
+    from shardtrain.training.loggers import log_config
+
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     set_cpu_threads(cfg)
     dm = build_datamodule(cfg, dirs, run_dir)
@@ -280,6 +285,7 @@ def fit(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | None], ind
         check_checkpoint(module, ckpt_path)
     has_val = dirs["val"] is not None or cfg.data.val_fraction > 0
     trainer = pl.Trainer(**trainer_kwargs(cfg, run_dir, has_val))
+    log_config(trainer.loggers, to_dict(cfg))
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - t0
@@ -295,6 +301,7 @@ def evaluate(cfg: Config, out: Path, result: TrainResult | None = None) -> dict[
     """Validate and test the trained model; write metrics.json, plots and print the summary table."""
     import pytorch_lightning as pl
 
+    from shardtrain.training.loggers import EPOCHS_CSV
     from shardtrain.training.report import plot_confusion, plot_learning_curves, summary_table
 
     if result is None:
@@ -329,22 +336,37 @@ def evaluate(cfg: Config, out: Path, result: TrainResult | None = None) -> dict[
             "epochs": trainer.current_epoch, "device_cache": getattr(dm, "cache_modes", {}),
             "padding_per_epoch": getattr(dm, "padding_per_epoch", 0), "carved_val": getattr(dm, "carve_report", None),
             "ranks_agree": getattr(module, "ranks_agree", None)}
+    epoch = evaluated_epoch(ckpt_path, trainer)
+    info["evaluated_epoch"] = epoch
     (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-    plot_learning_curves(run_dir / "logs" / "metrics.csv", run_dir / "learning_curves.png")
-    _plot_confusions(metrics.get("test", {}), dm.labels, run_dir, plot_confusion)
+    curves = run_dir / EPOCHS_CSV if (run_dir / EPOCHS_CSV).exists() else run_dir / "logs" / "metrics.csv"
+    plot_learning_curves(curves, run_dir / "learning_curves.png", evaluated_epoch=epoch,
+                         title=f"{run_dir.name}: metrics of epoch {epoch}" if epoch else run_dir.name)
+    _plot_confusions(metrics.get("test", {}), dm.labels, run_dir, plot_confusion,
+                     f"{run_dir.name}, epoch {epoch}" if epoch else run_dir.name)
     print(f"\nrun: {run_dir}\n{summary_table(metrics)}", flush=True)
     return metrics
 
 
-def _plot_confusions(test: dict[str, Any], labels: dict[str, Any], run_dir: Path, plot: Any) -> None:
-    """One confusion-matrix PNG per classification task of the test split."""
+def evaluated_epoch(ckpt_path: str | None, trainer: Any) -> int | None:
+    """The 1-based training epoch whose weights were evaluated: the checkpoint's, else the last trained."""
+    if ckpt_path:
+        import torch
+
+        epoch = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("epoch")
+        return None if epoch is None else int(epoch) + 1  # Lightning saves the 0-based current epoch
+    return int(trainer.current_epoch) or None
+
+
+def _plot_confusions(test: dict[str, Any], labels: dict[str, Any], run_dir: Path, plot: Any, run: str) -> None:
+    """One confusion-matrix PNG per classification task of the test split, titled with the run and epoch."""
     if "confusion_matrix" in test:
         (desc,) = labels.values() if len(labels) == 1 else (next(iter(labels.values())),)
         plot(test["confusion_matrix"], [str(c) for c in desc.get("classes") or []], run_dir / "confusion_matrix.png",
-             "test")
+             f"{run}, test")
         return
     for column, desc in labels.items():
         task = column[len("label_"):] if column.startswith("label_") else column
         if isinstance(test.get(task), dict) and "confusion_matrix" in test[task]:
             plot(test[task]["confusion_matrix"], [str(c) for c in desc.get("classes") or []],
-                 run_dir / f"confusion_matrix_{task}.png", f"test: {task}")
+                 run_dir / f"confusion_matrix_{task}.png", f"{run}, test: {task}")
