@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     env_file.add_argument("--runtime-env-json", default=None, metavar="JSON",
                           help="the same as --runtime-env, inline as JSON")
     p.add_argument("--env", dest="env", action="append", default=[], type=_key_value("--env"),
-                   metavar="KEY=VALUE", help="an environment variable of the job (repeatable; wins over the runtime env)")
+                   metavar="KEY=VALUE",
+                   help="an environment variable of the job (repeatable; wins over the runtime env)")
     p.add_argument("--submission-id", default=None, metavar="ID",
                    help="the job id to use (default: shardtrain-<config>-<UTC time>-<4 hex>)")
 

@@ -8,8 +8,8 @@ user (or a Ray worker) happens to import first.
 Third-party noise (``quiet_third_party``): the ``shardtrain`` command line drops a few
 known lines that say nothing about the run (Ray's token-authentication notice, Lightning's
 "💡 Tip" adverts and its dataloader chatter, torch's ``LeafSpec`` deprecation raised from
-inside Lightning, the Ray job client's "Uploading package" and "WebSocket closed" lines). Each is matched by logger or warning category *and* message, never a
-blanket ignore. The CLI turns it on for a normal run and leaves it off with ``--debug``;
+inside Lightning, the Ray job client's "Uploading package" and "WebSocket closed" lines).
+Each is matched by logger or warning category *and* message, never a blanket ignore. The CLI turns it on for a normal run and leaves it off with ``--debug``;
 it exports ``SHARDTRAIN_QUIET_DEPS=1`` so that processes it starts (Ray workers of a local
 Ray, DDP ranks) quiet themselves at import. Importing shardtrain as a library changes
 nothing unless that variable is set.
@@ -31,11 +31,12 @@ NOISY_WARNINGS = (
 )
 # logger name -> message regexes of records dropped from exactly that logger.
 NOISY_LOGS = {
-    "ray._private.authentication.authentication_token_setup": (r"Token authentication is enabled for this Ray cluster",),
+    "ray._private.authentication.authentication_token_setup": (
+        r"Token authentication is enabled for this Ray cluster",),
     # The job client's packaging and log-stream chatter (``submit`` says itself what it shipped).
     "ray.dashboard.modules.dashboard_sdk": (r"^Uploading package ", r"^Package \S+ already exists, skipping upload"),
     "ray.dashboard.modules.job.sdk": (r"^WebSocket closed for job ",),
-    **{f"{pkg}.utilities.rank_zero": (r"💡 Tip:", r"Loading `train_dataloader` to estimate number of stepping batches")
+    **{f"{pkg}.utilities.rank_zero": (r"💡 Tip:", r"Loading `train_dataloader` to estimate number of stepping")
        for pkg in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric")},
 }
 
@@ -82,7 +83,9 @@ def show_third_party() -> None:
         if entry in warnings.filters:
             warnings.filters.remove(entry)
     _warning_filters.clear()
-    warnings._filters_mutated()  # type: ignore[attr-defined]  # drop the per-module "already warned" caches
+    mutated = getattr(warnings, "_filters_mutated", None)  # drop the per-module "already warned" caches
+    if mutated is not None:
+        mutated()
 
 
 if os.environ.get(QUIET_ENV, "") not in ("", "0"):
