@@ -71,7 +71,7 @@ class StepReportCallback(RayTrainReportCallback, Checkpoint):
     (never the best), or ``-step`` without validation (the latest is the best). Every rank
     calls ``report`` at the same steps (Ray requires it); only rank 0 writes the file.
     Being a Lightning ``Checkpoint`` makes it run last, after the module's own
-    ``on_train_epoch_end`` (so the epoch's ``train_loss_epoch`` is in the report) and after
+    ``on_train_epoch_end`` (so the epoch's ``train_loss`` and ``train_accuracy`` are in the report) and after
     early stopping, like ``ModelCheckpoint``; it is the run's only checkpoint callback.
     """
 

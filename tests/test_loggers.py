@@ -31,10 +31,10 @@ def _fit(run_dir: Path, names: list[str], capsys: pytest.CaptureFixture) -> tupl
     module = ShardTrainModule(MLP(4, (16,), 2), model_cfg(), train_cfg(max_epochs=EPOCHS, log_every_n_steps=4,
                                                                       schedule="cosine"), _cfg(names).evaluate, BINARY)
     callbacks, bar = lg.progress_callbacks(GROUP, run_dir, tty=False)
+    callbacks.append(lg.ConfigHyperparams({"train": {"lr": 0.05}, "name": "tiny"}))
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=EPOCHS, logger=lg.build_loggers(_cfg(names), run_dir),
                          callbacks=callbacks, enable_progress_bar=bar, enable_checkpointing=False,
                          enable_model_summary=False, log_every_n_steps=0, num_sanity_val_steps=0)
-    lg.log_config(trainer.loggers, {"train": {"lr": 0.05}, "name": "tiny"})
     trainer.fit(module, train_dataloaders=DataLoader(groups, batch_size=None),
                 val_dataloaders=DataLoader(batches[:2], batch_size=None))
     return module, capsys.readouterr().err
@@ -46,7 +46,7 @@ def _expected_steps() -> list[int]:
 
 def test_csv_rows_per_epoch_at_optimizer_steps_and_plain_progress_lines(tmp_path: Path, capsys) -> None:
     module, err = _fit(tmp_path, ["csv"], capsys)
-    for name in ("train_loss", "train_accuracy", "lr", "val_loss"):  # for checkpoints, early stopping, Ray Train reports
+    for name in ("train_loss", "train_accuracy", "lr", "val_loss"):  # checkpoints, early stopping, Ray Train reports
         assert float(module.trainer.callback_metrics[name]) == pytest.approx(module.epoch_row()[name])
     with open(tmp_path / "logs" / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -128,3 +128,17 @@ def test_tty_gets_the_step_counting_bar(tmp_path: Path) -> None:
     assert bar and any(isinstance(cb, lg.StepProgressBar) and cb.steps_per_call == 16 for cb in callbacks)
     callbacks, bar = lg.progress_callbacks(16, tmp_path, tty=False)
     assert not bar and not any(isinstance(cb, lg.StepProgressBar) for cb in callbacks)
+
+
+def test_trainer_kwargs_wire_the_loggers_progress_and_config(tmp_path: Path) -> None:
+    from shardtrain.config import to_dict
+    from shardtrain.training.stage import trainer_kwargs
+
+    pytest.importorskip("tensorboard")
+    cfg = _cfg(["csv", "tensorboard"])
+    kw = trainer_kwargs(cfg, tmp_path, has_val=True)
+    assert [type(x).__name__ for x in kw["logger"]] == ["CSVLogger", "TensorBoardLogger"]
+    assert kw["log_every_n_steps"] == 0  # the shell logs at optimizer steps itself; no per-call flush
+    (hp,) = [cb for cb in kw["callbacks"] if isinstance(cb, lg.ConfigHyperparams)]
+    assert hp.config == to_dict(cfg)
+    assert any(isinstance(cb, lg.EpochRecord) for cb in kw["callbacks"])

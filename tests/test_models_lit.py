@@ -182,7 +182,8 @@ def test_epoch_row_has_train_and_val_loss_accuracy_and_lr(kind):
     assert row["lr"] == module.trainer.optimizers[0].param_groups[0]["lr"]
     module.eval()
     with torch.no_grad():  # the last epoch's weights are not those of the epoch's steps: bound, not equality
-        right = sum(float(((module.model.predict(b["x"])["label"].argmax(-1) == b["y"]) * b["w"]).sum()) for b in batches)
+        right = sum(float(((module.model.predict(b["x"])["label"].argmax(-1) == b["y"]) * b["w"]).sum())
+                    for b in batches)
     total = sum(float(b["w"].sum()) for b in batches)
     assert abs(row["train_accuracy"] - right / total) < 0.1
 

@@ -55,9 +55,9 @@ def test_learning_curves_have_every_epoch_lr_and_a_title(tmp_path: Path, monkeyp
     assert [r["lr"] for r in curve_rows(path)] == [0.00046, 0.0013, 0.0023]
     saved = []
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
-    plot_learning_curves(path, tmp_path / "curves.png", title="20261201-run: metrics of epoch 2", evaluated_epoch=2)
+    plot_learning_curves(path, tmp_path / "curves.png", title="20261201-run: evaluated epoch 2", evaluated_epoch=2)
     (fig,) = saved
-    assert fig._suptitle.get_text() == "20261201-run: metrics of epoch 2"
+    assert fig._suptitle.get_text() == "20261201-run: evaluated epoch 2"
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["loss", "accuracy", "learning rate"]
     lines = {line.get_label(): line for ax in fig.axes for line in ax.get_lines()}

@@ -195,7 +195,8 @@ def _execute_local(tasks: list[dict], jobs: dict[str, SplitJob]) -> list[dict]:
             left[task["split"]] -= 1
             if not tty and left[task["split"]] == 0:
                 rows = sum(r["entry"]["rows"] for r in results if r["split"] == task["split"])
-                print(f"{task['split']}: {task['count']} shards, {rows} rows ({time.perf_counter() - t0:.1f} s)",
+                shards = f"{task['count']} shard{'s' if task['count'] != 1 else ''}"
+                print(f"{task['split']}: {shards}, {rows} rows ({time.perf_counter() - t0:.1f} s)",
                       file=sys.stderr, flush=True)
     return results
 

@@ -85,6 +85,16 @@ def log_config(loggers: list[Any], config: dict[str, Any]) -> None:
         lg.log_hyperparams(config)
 
 
+class ConfigHyperparams(pl.Callback):
+    """Log the resolved config as hyperparameters when fitting starts (in-process and Ray Train workers alike)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        log_config(trainer.loggers, self.config)
+
+
 def write_epoch_row(run_dir: Path, row: dict[str, Any]) -> None:
     """Append one epoch's row to ``epochs.csv`` (header on the first; blank where unknown)."""
     path = run_dir / EPOCHS_CSV
@@ -154,6 +164,13 @@ class StepProgressBar(TQDMProgressBar):
         super().on_train_epoch_start(trainer, *args)
         self._epoch_start_step = trainer.global_step
         self.train_progress_bar.unit = "step"
+        total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}{total}")  # as the plain lines
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # the logger's version ("logs"): noise on the bar
+        return metrics
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

@@ -86,7 +86,8 @@ def plot_learning_curves(source: Path, path: Path, title: str = "", evaluated_ep
             name = {"lr": "learning rate"}.get(key, f"{split} {label}")
             ax.plot(*zip(*points), label=name, **styles.get(split, dict(marker="o", markersize=3)))
         if evaluated_epoch is not None:
-            ax.axvline(evaluated_epoch, color="grey", linewidth=1, linestyle=":", label=f"evaluated (epoch {evaluated_epoch})")
+            ax.axvline(evaluated_epoch, color="grey", linewidth=1, linestyle=":",
+                       label=f"evaluated (epoch {evaluated_epoch})")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(label)
@@ -121,7 +122,8 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path, titl
     side = max(4.5, 0.42 * n + 2.2)
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side + 0.6))
     fontsize = 8 if n <= 12 else 6
-    for ax, values, label, fmt in ((axes[0], counts, "counts", "{:.0f}"), (axes[1], normalised, "normalised by true class", "{:.2f}")):
+    panels = ((axes[0], counts, "counts", "{:.0f}"), (axes[1], normalised, "normalised by true class", "{:.2f}"))
+    for ax, values, label, fmt in panels:
         image = ax.imshow(values, cmap="Blues", vmin=0, vmax=values.max() if values.size and values.max() > 0 else 1)
         ax.set_xticks(range(n), labels=names, rotation=45, ha="right", rotation_mode="anchor")
         ax.set_yticks(range(n), labels=names)

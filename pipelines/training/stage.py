@@ -179,7 +179,7 @@ def build_module(cfg: Config, index: dict[str, Any]) -> Any:
 
 
 def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
-    """Trainer arguments from ``cfg.train``: devices, strategy, precision, loggers, progress, checkpoints, early stopping.
+    """Trainer arguments from ``cfg.train``: devices, strategy, precision, loggers, progress, checkpoints, early stop.
 
     Loggers and progress are ``shardtrain.training.loggers``'s: every step they show is an
     optimizer step, and the shell sends them its own rows (per epoch, and the training
@@ -189,7 +189,7 @@ def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     from shardtrain.training.checkpoints import StepCheckpoint
-    from shardtrain.training.loggers import build_loggers, progress_callbacks
+    from shardtrain.training.loggers import ConfigHyperparams, build_loggers, progress_callbacks
 
     tc = cfg.train
     # Without validation there is no "best": keep only last.ckpt (one save per epoch, not two).
@@ -197,7 +197,7 @@ def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
                            monitor="val_loss" if has_val else None, save_last=True,
                            save_top_k=1 if has_val else 0)
     progress, bar = progress_callbacks(steps_per_call(cfg), run_dir)
-    callbacks = [ckpt, *progress]
+    callbacks = [ckpt, *progress, ConfigHyperparams(to_dict(cfg))]
     if tc.checkpoint_every_n_steps:
         # Mid-epoch checkpoints (the DataModule's position is in them), the latest two kept.
         callbacks.append(StepCheckpoint(run_dir / "checkpoints", tc.checkpoint_every_n_steps, keep=2))
@@ -275,8 +275,6 @@ def fit(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | None], ind
     """The in-process fit: Lightning on this machine's devices (one process, or DDP ranks)."""
     import pytorch_lightning as pl
 
-    from shardtrain.training.loggers import log_config
-
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     set_cpu_threads(cfg)
     dm = build_datamodule(cfg, dirs, run_dir)
@@ -285,7 +283,6 @@ def fit(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | None], ind
         check_checkpoint(module, ckpt_path)
     has_val = dirs["val"] is not None or cfg.data.val_fraction > 0
     trainer = pl.Trainer(**trainer_kwargs(cfg, run_dir, has_val))
-    log_config(trainer.loggers, to_dict(cfg))
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - t0
@@ -341,7 +338,7 @@ def evaluate(cfg: Config, out: Path, result: TrainResult | None = None) -> dict[
     (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     curves = run_dir / EPOCHS_CSV if (run_dir / EPOCHS_CSV).exists() else run_dir / "logs" / "metrics.csv"
     plot_learning_curves(curves, run_dir / "learning_curves.png", evaluated_epoch=epoch,
-                         title=f"{run_dir.name}: metrics of epoch {epoch}" if epoch else run_dir.name)
+                         title=f"{run_dir.name}: evaluated epoch {epoch}" if epoch else run_dir.name)
     _plot_confusions(metrics.get("test", {}), dm.labels, run_dir, plot_confusion,
                      f"{run_dir.name}, epoch {epoch}" if epoch else run_dir.name)
     print(f"\nrun: {run_dir}\n{summary_table(metrics)}", flush=True)
