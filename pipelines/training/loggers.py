@@ -135,9 +135,12 @@ class EpochRecord(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch_row = getattr(pl_module, "epoch_row", None)
-        if epoch_row is None or not trainer.is_global_zero:
+        if epoch_row is None:
             return
-        row = dict(epoch_row(), seconds=round(time.perf_counter() - self._t0, 3))
+        row = epoch_row()  # on every rank: its DDP reduce is a collective
+        if not trainer.is_global_zero:
+            return
+        row = dict(row, seconds=round(time.perf_counter() - self._t0, 3))
         if self.run_dir is not None:
             write_epoch_row(self.run_dir, row)
         if self.print_lines:
