@@ -157,8 +157,12 @@ def test_preview_png(tmp_path: Path) -> None:
 
     out = ImageAugmenter(None, copies=3, seed=0)(make_batch(n=10))
     path = preview_batch(out, tmp_path / "preview" / "grid.png", n=8)
-    img = Image.open(path)
-    assert img.format == "PNG" and img.size == (4 * (4 * 18 + 2), 4 * (8 * 18 + 2))
+    img = Image.open(path).convert("RGB")
+    grid_w, grid_h = 4 * (4 * 18 + 2), 4 * (8 * 18 + 2)  # 8 rows of original + 3 copies, zoom 4, 2 px gutters
+    w, h = img.size
+    assert Image.open(path).format == "PNG"
+    assert w > grid_w and h > grid_h  # a caption column on the left and a column header on top
+    assert img.getpixel((w - 1, h - 1)) == (128, 128, 128)  # the grid's grey gutter ends the canvas
     rgb = np.zeros((2, 5, 5, 3), np.uint8)
     assert Image.open(preview_grid(rgb, rgb[:, None], tmp_path / "rgb.png", zoom=1)).mode == "RGB"
 
