@@ -25,8 +25,14 @@ STAGES = ("prepare", "augment", "train", "evaluate", "all")
 
 
 def run_stages(cfg: Config, stage: str, out: Path, *, executor: str = "ray", data_dir: str | None = None,
-               address: str | None = None, force: bool = False) -> dict[str, Any]:
-    """Run one stage or all of them; returns what each stage produced (indexes, run dir)."""
+               address: str | None = None, force: bool = False, run: str | Path | None = None) -> dict[str, Any]:
+    """Run one stage or all of them; returns what each stage produced (indexes, run dir).
+
+    ``run`` (``--run``) picks the run ``evaluate`` uses when it runs alone: a run directory
+    or a run name under ``out/runs``; without it, the newest run whose training finished.
+    """
+    if run is not None and stage != "evaluate":
+        raise ShardtrainError(f"run: picks the run for --stage evaluate only, not --stage {stage}")
     if data_dir:
         cfg = replace(cfg, dataset={"data_dir": data_dir})
     order = ["prepare", "augment", "train", "evaluate"] if stage == "all" else [stage]
@@ -50,7 +56,7 @@ def run_stages(cfg: Config, stage: str, out: Path, *, executor: str = "ray", dat
         else:
             from shardtrain.training.stage import evaluate
 
-            results[st] = evaluate(cfg, out, results.get("train"))
+            results[st] = evaluate(cfg, out, results.get("train"), run=run)
     return results
 
 
@@ -72,7 +78,7 @@ def _augments(cfg: Config) -> bool:
 
 def run(config: Any, stage: str = "all", out: str | Path = "shardtrain-out", overrides: list[str] | None = None,
         *, executor: str = "local", data_dir: str | None = None, address: str | None = None,
-        force: bool = False) -> dict[str, Any]:
+        force: bool = False, run: str | Path | None = None) -> dict[str, Any]:
     """Run the pipeline in this process and return what each stage produced.
 
     ``config`` is a preset name, a YAML file path, a mapping in the YAML's shape, or a
@@ -82,7 +88,10 @@ def run(config: Any, stage: str = "all", out: str | Path = "shardtrain-out", ove
     ``train`` to a :class:`~shardtrain.training.stage.TrainResult` (``run_dir``, the
     trainer, module and DataModule), ``evaluate`` to the metrics written to
     ``metrics.json``. ``executor`` defaults to ``"local"`` (no Ray); ``"ray"`` runs
-    the data stages as Ray tasks, as the CLI does by default. A bad config raises
+    the data stages as Ray tasks, as the CLI does by default. ``run`` (with
+    ``stage="evaluate"``) picks the run to evaluate: a run directory or a run name under
+    ``out/runs``; without it the newest run whose training finished (one that crashed is
+    never picked, and naming one is refused). A bad config raises
     :class:`~shardtrain.core.errors.ShardtrainError` before anything is written.
     """
     if stage not in STAGES:
@@ -90,7 +99,8 @@ def run(config: Any, stage: str = "all", out: str | Path = "shardtrain-out", ove
     if executor not in ("local", "ray"):
         raise ShardtrainError(f"executor: unknown executor {executor!r}; expected 'local' or 'ray'")
     cfg = resolve_config(config, overrides)
-    return run_stages(cfg, stage, Path(out), executor=executor, data_dir=data_dir, address=address, force=force)
+    return run_stages(cfg, stage, Path(out), executor=executor, data_dir=data_dir, address=address, force=force,
+                      run=run)
 
 
 def resolve_config(config: Any, overrides: list[str] | None = None) -> Config:

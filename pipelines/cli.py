@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="join this Ray cluster (default: $RAY_ADDRESS, else start a private local Ray)")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (after --set overrides) as YAML and exit without running")
+    p.add_argument("--run", default=None, metavar="RUN",
+                   help="with --stage evaluate: the run to evaluate, a run directory or a run name under "
+                        "OUT/runs (default: the newest run whose training finished)")
 
     command("presets", "list the presets shipped with shardtrain, one line each")
 
@@ -222,7 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False, width=1000), end="")
         return 0
     run(args.config, args.stage, args.out, args.overrides, executor=args.executor,
-        data_dir=args.data_dir, address=args.address, force=args.force)
+        data_dir=args.data_dir, address=args.address, force=args.force, run=getattr(args, "run", None))
     return 0
 
 

@@ -28,6 +28,7 @@ from shardtrain.shards.reader import read_index, verify_shards
 log = logging.getLogger("shardtrain")
 
 RUN_DIR_ENV = "SHARDTRAIN_RUN_DIR"  # how DDP child ranks (re-launched scripts) find rank 0's run dir
+COMPLETE_NAME = "_COMPLETE"  # written in a run dir, by rank 0, once training there finished
 
 
 @dataclass
@@ -102,12 +103,50 @@ def new_run_dir(cfg: Config, out: Path) -> Path:
     return run_dir
 
 
-def latest_run_dir(out: Path) -> Path:
-    """The most recent run directory under ``O/runs`` (for ``--stage evaluate`` and ``resume: last``)."""
+def latest_run_dir(out: Path, complete: bool = False) -> Path:
+    """The most recent run directory under ``O/runs``; with ``complete``, the newest whose training finished.
+
+    ``train.resume: last`` takes the newest run, finished or not (resuming a crashed run is
+    the point); ``--stage evaluate`` without ``--run`` takes the newest complete one.
+    """
     runs = sorted((p for p in (out / "runs").glob("*") if (p / "config.yaml").exists()), key=lambda p: p.name)
     if not runs:
         raise ShardtrainError(f"{out / 'runs'}: no runs yet; run --stage train first")
-    return runs[-1]
+    if not complete:
+        return runs[-1]
+    done = [p for p in runs if is_complete(p)]
+    if not done:
+        raise ShardtrainError(f"{out / 'runs'}: no complete run ({len(runs)} whose training did not finish, newest "
+                              f"{runs[-1].name}); run --stage train again")
+    return done[-1]
+
+
+def is_complete(run_dir: Path) -> bool:
+    """Whether training in ``run_dir`` finished (its ``_COMPLETE`` marker is there)."""
+    return (run_dir / COMPLETE_NAME).is_file()
+
+
+def mark_complete(run_dir: Path, info: dict[str, Any]) -> None:
+    """Write ``_COMPLETE`` atomically (temporary name, then rename): training in ``run_dir`` finished."""
+    tmp = run_dir / f".{COMPLETE_NAME}.tmp"
+    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
+    os.replace(tmp, run_dir / COMPLETE_NAME)
+
+
+def find_run_dir(out: Path, run: str | Path | None) -> Path:
+    """The run ``--stage evaluate`` uses: ``run`` (a run directory, or a run name under ``O/runs``),
+    else the newest complete run. A run whose training did not finish is refused."""
+    if run is None:
+        return latest_run_dir(out, complete=True)
+    path = Path(run)
+    run_dir = path if path.is_dir() else out / "runs" / str(run)
+    if not (run_dir / "config.yaml").is_file():
+        raise ShardtrainError(f"run: {run}: not a run directory (no config.yaml in {run_dir}); "
+                              f"runs are under {out / 'runs'}")
+    if not is_complete(run_dir):
+        raise ShardtrainError(f"{run_dir}: training did not finish in this run (no {COMPLETE_NAME}); "
+                              "pick another with --run, or train again")
+    return run_dir
 
 
 AUTO_STEPS_PER_CALL = 16  # Lightning's ~1.5 ms per call is then < 0.1 ms per optimizer step
@@ -266,8 +305,19 @@ def train(cfg: Config, out: Path, launcher: Callable[..., TrainResult] | None = 
     index = check_shards(dirs)
     ckpt_path = _resume_path(cfg, out)
     run_dir = latest_run_dir(out) if cfg.train.resume == "last" else new_run_dir(cfg, out)
+    if _local_rank_zero():
+        (run_dir / COMPLETE_NAME).unlink(missing_ok=True)  # a resumed run is unfinished again until fit returns
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return (launcher or fit)(cfg, out, run_dir, dirs, index, ckpt_path)
+    result = (launcher or fit)(cfg, out, run_dir, dirs, index, ckpt_path)
+    trainer = result.trainer
+    if trainer.is_global_zero and not getattr(trainer, "interrupted", False):
+        mark_complete(run_dir, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fit_seconds": result.fit_seconds})
+    return result
+
+
+def _local_rank_zero() -> bool:
+    """Whether this process is not a re-launched DDP child rank (those share rank 0's run dir)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def fit(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | None], index: dict[str, Any],
@@ -294,15 +344,20 @@ def fit(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | None], ind
     return TrainResult(run_dir, trainer, module, dm, best, fit_seconds)
 
 
-def evaluate(cfg: Config, out: Path, result: TrainResult | None = None) -> dict[str, Any]:
-    """Validate and test the trained model; write metrics.json, plots and print the summary table."""
+def evaluate(cfg: Config, out: Path, result: TrainResult | None = None,
+             run: str | Path | None = None) -> dict[str, Any]:
+    """Validate and test the trained model; write metrics.json, plots and print the summary table.
+
+    Without ``result`` (``--stage evaluate``) the run is ``run`` (a run directory or a run
+    name under ``O/runs``), else the newest complete one; see :func:`find_run_dir`.
+    """
     import pytorch_lightning as pl
 
     from shardtrain.training.loggers import EPOCHS_CSV
     from shardtrain.training.report import plot_confusion, plot_learning_curves, summary_table
 
     if result is None:
-        run_dir = latest_run_dir(out)
+        run_dir = find_run_dir(out, run)
         cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
         dirs = shard_dirs(cfg, out)
         index = check_shards(dirs)
