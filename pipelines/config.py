@@ -52,6 +52,10 @@ class PrepareConfig(Section):
     rows_per_shard: PositiveInt = 10000
     batch_rows: PositiveInt = 2048
     max_reject_fraction: Fraction = 0.01
+    # A user's batch function "package.module:function", fn(batch, ctx) -> batch, run after
+    # the kind's own transform in every shard task (shardtrain.stages.usermap).
+    map: str | None = None
+    map_options: dict[str, Any] = {}
 
 
 class AugmentConfig(Section):
@@ -66,6 +70,8 @@ class AugmentConfig(Section):
     pipeline: dict[str, Any] | None = None
     text: TextAugmentConfig = TextAugmentConfig()
     preview: NonNegativeInt = 8
+    map: str | None = None
+    map_options: dict[str, Any] = {}
 
 
 class BatchAugmentConfig(Section):
@@ -153,6 +159,10 @@ class TrainConfig(Section):
     schedule: Literal["none", "onecycle", "cosine"] = "none"
     loss: Literal["auto", "cross_entropy", "mse"] = "auto"
     early_stopping_patience: NonNegativeInt = 0
+    # The validation metric that picks the evaluated checkpoint and drives early stopping:
+    # auto = val_accuracy (max) for classification, val_loss (min) for regression.
+    monitor: Literal["auto", "val_loss", "val_accuracy"] = "auto"
+    monitor_mode: Literal["auto", "min", "max"] = "auto"
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = "auto"  # Lightning's registry + auto/gpu
     devices: Union[Annotated[int, in_range(ge=-1)], str] = 1
     strategy: str = "auto"
@@ -224,9 +234,6 @@ class Config(Section):
                 raise ShardtrainError(f"config key 'augment.copies': dataset '{name}' has no augment stage "
                                       f"(no label-preserving transform for {ds.modality} data), got "
                                       f"{self.augment.copies}; set 0")
-            if ds.modality == "image" and not self.augment.pipeline:
-                raise ShardtrainError("config key 'augment.pipeline': copies > 0 needs an albumentations "
-                                      "pipeline, got null")
         if self.data.source == "augment" and self.augment.copies == 0:
             raise ShardtrainError("config key 'data.source': 'augment' needs augment.copies >= 1, got copies 0")
         return self
@@ -272,7 +279,26 @@ def from_dict(data: dict[str, Any]) -> Config:
     if name in RESOURCES:
         raise ShardtrainError(f"config key 'dataset.name': {name!r} is a resource ({RESOURCES[name].description}), "
                               f"not a labelled dataset; datasets: {', '.join(DATASETS)}")
+    kind = DATASETS.get(name if isinstance(name, str) else "fashion-mnist")
+    if kind is not None and kind.recipe:
+        data = _under(kind.recipe, data)
     return validate(Config, data)
+
+
+def _under(recipe: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the dataset kind's recipe filled in wherever ``data`` leaves a key unset.
+
+    A section ``data`` sets as a whole to something other than a mapping (a typed value,
+    ``null``) is taken as it is. Re-validating a resolved config changes nothing: every
+    recipe key is then already set.
+    """
+    out = dict(data)
+    for key, value in recipe.items():
+        if key not in out:
+            out[key] = copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _under(value, out[key])
+    return out
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

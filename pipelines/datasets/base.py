@@ -12,6 +12,10 @@ config when ``dataset.name`` names it) that also knows how to plan its stages:
         def prepare_jobs(self, cfg, plan, executor) -> list[SplitJob]: ...
         def augment_jobs(self, cfg, prepare_dir) -> list[SplitJob]: ...
 
+``predict_job`` turns new raw data into the same features for ``shardtrain predict``,
+from what the training split's index recorded (``transform``: whatever the kind fitted
+on the training split). ``recipe`` holds the kind's default config values.
+
 ``plan`` returns a typed :class:`PreparePlan` (which splits, the identity of the
 inputs, the located files and the reader's resolved options); the stage runner
 consumes the :class:`~shardtrain.stages.runner.SplitJob` list the dataset builds from
@@ -47,6 +51,9 @@ class Dataset(BaseModel):
     modality: ClassVar[str] = "table"
     augmentable: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    # The kind's default recipe: raw config sections merged *under* a config naming this
+    # kind (anything the config sets wins), e.g. ``{"model": {"hidden": [256]}}``.
+    recipe: ClassVar[dict[str, Any]] = {}
 
     name: str
     data_dir: str | None = None
@@ -70,6 +77,19 @@ class Dataset(BaseModel):
 
     def after_augment(self, cfg: Config, target: Path, indexes: dict[str, Any]) -> None:
         """Hook run after the augment stage wrote its shards (previews); nothing by default."""
+
+    def predict_job(self, cfg: Config, fitted: dict[str, Any], path: Path) -> SplitJob:
+        """The job that turns new raw data at ``path`` into the run's features, as split ``predict``.
+
+        ``fitted`` is the run's prepare index of the training split: its ``features``,
+        ``labels`` (the class vocabularies) and ``transform`` (what the kind fitted on the
+        training split: category vocabularies, standardisation, the resolved image size).
+        Nothing is refitted. Label columns are kept when the input has them, encoded with
+        the fitted vocabulary (a label outside it becomes -1, which no metric counts; it
+        is not a reject, the row is still predicted), so a labelled file can be scored.
+        Bad rows are rejects, as in prepare.
+        """
+        raise ShardtrainError(f"dataset {self.name}: predict is not supported for this dataset kind")
 
 
 DATASETS: dict[str, type[Dataset]] = {}
