@@ -4,6 +4,10 @@ The dataset class (``cfg.dataset``, one registered kind per ``dataset.name``) pl
 its splits into a typed :class:`~shardtrain.datasets.base.PreparePlan` and builds the
 split jobs; the runner applies their pure batch functions shard by shard. A data stage
 whose output indexes already carry the same fingerprint is skipped.
+
+A user map (``prepare.map`` / ``augment.map``, ``shardtrain.stages.usermap``) wraps every
+split job of its stage; its spec, options and the sha256 of its module's file are in the
+stage fingerprint, and a bad spec fails in :func:`plan_prepare`, before any output exists.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from shardtrain.shards import format as fmt
 from shardtrain.stages.context import PreparePlan
 from shardtrain.stages.context import StageConfig as Config
 from shardtrain.stages.runner import is_up_to_date, run_stage
+from shardtrain.stages.usermap import check_spec, source_identity, wrap_job
 
 log = logging.getLogger("shardtrain")
 _VERSION = version("shardtrain")  # in every fingerprint: a new release re-runs the stages (no root import here)
@@ -37,8 +42,19 @@ def _fingerprint_config(cfg: Config, sections: tuple[str, ...]) -> dict[str, Any
     return {s: plain[s] for s in sections}
 
 
+def _map_identity(spec: str | None, key: str) -> list[str]:
+    """The user map's part of a fingerprint: nothing without one (older fingerprints stay valid)."""
+    return [] if spec is None else [source_identity(spec, key)]
+
+
 def plan_prepare(cfg: Config) -> PreparePlan:
-    """The prepare plan: located, fingerprinted inputs (fails on missing files before anything is written)."""
+    """The prepare plan: located, fingerprinted inputs (fails on missing files before anything is written).
+
+    The user maps are resolved here too, so a bad ``prepare.map`` / ``augment.map`` fails
+    before the output directory is made.
+    """
+    check_spec(cfg.prepare.map, "prepare.map")
+    check_spec(cfg.augment.map, "augment.map")
     return cfg.dataset.plan(cfg)
 
 
@@ -53,14 +69,16 @@ def run_data_stage(stage: str, cfg: Config, out: Path, executor: str, address: s
     if stage == "prepare":
         plan = plan or plan_prepare(cfg)
         fp = fingerprint(stage, _VERSION, fmt.SUPPORTED_VERSIONS[-1], list(plan.inputs),
-                         _fingerprint_config(cfg, ("seed", "dataset", "prepare")))
+                         _fingerprint_config(cfg, ("seed", "dataset", "prepare")),
+                         *_map_identity(cfg.prepare.map, "prepare.map"))
         splits = list(plan.splits)
     else:
         prep_index = stage_dir(out, "prepare") / "train" / fmt.INDEX_NAME
         if not prep_index.exists():
             raise ShardtrainError(f"{prep_index}: missing; run --stage prepare first")
         prep_fp = json.loads(prep_index.read_text())["fingerprint"]
-        fp = fingerprint(stage, _VERSION, prep_fp, _fingerprint_config(cfg, ("seed", "augment")))
+        fp = fingerprint(stage, _VERSION, prep_fp, _fingerprint_config(cfg, ("seed", "augment")),
+                         *_map_identity(cfg.augment.map, "augment.map"))
         splits = ["train"]
     target = stage_dir(out, stage)
     if not force and is_up_to_date(target, splits, fp):
@@ -74,6 +92,8 @@ def run_data_stage(stage: str, cfg: Config, out: Path, executor: str, address: s
         jobs = dataset.prepare_jobs(cfg, plan, executor)
     else:
         jobs = dataset.augment_jobs(cfg, stage_dir(out, "prepare"))
+    section = cfg.prepare if stage == "prepare" else cfg.augment
+    jobs = [wrap_job(job, section.map, section.map_options, stage, cfg.seed) for job in jobs]
     indexes = run_stage(
         stage, jobs, target,
         rows_per_shard=cfg.prepare.rows_per_shard, batch_rows=cfg.prepare.batch_rows,

@@ -105,21 +105,40 @@ def _split_rejects(columns: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
 
 def process_shard(rows: dict[str, Any], fn: StageFn, ctx: Any, batch_rows: int) -> tuple[dict[str, Any], list]:
     """Apply ``fn`` to a shard's rows in batches; return the kept output and the rejects."""
+    columns, rejects, _ = _process(rows, fn, ctx, batch_rows)
+    return columns, rejects
+
+
+def _process(rows: dict[str, Any], fn: StageFn, ctx: Any, batch_rows: int, shard: str = "batch",
+             first_row: int = 0) -> tuple[dict[str, Any], list, bool]:
+    """``process_shard`` plus whether a user map replaced ``x`` (``shardtrain.stages.usermap``).
+
+    A function with ``takes_where`` (a user map wrapper) is told the shard's name and each
+    batch's row range in the split's source, for its context and its error messages.
+    """
     n = _rows(rows)
-    outputs, rejects = [], []
+    outputs, rejects, replaced = [], [], False
+    where = getattr(fn, "takes_where", False)
     for start in range(0, max(n, 1), max(batch_rows, 1)):
-        out = fn(_slice(rows, start, min(start + batch_rows, n)), ctx)
+        stop = min(start + batch_rows, n)
+        batch = _slice(rows, start, stop)
+        if where:
+            out, changed = fn.apply(batch, ctx, shard=shard, rows=(first_row + start, first_row + stop))
+            replaced |= changed
+        else:
+            out = fn(batch, ctx)
         kept, bad = _split_rejects(dict(out))
         outputs.append(kept)
         rejects.extend(bad)
-    return _concat(outputs), rejects
+    return _concat(outputs), rejects, replaced
 
 
 def run_shard_task(task: dict[str, Any], source: dict[str, Any], fn: StageFn, ctx: Any) -> dict[str, Any]:
     """Process and write one shard; returns its index entry plus label counts and rejects."""
     rows = _slice(source, task["start"], task["stop"])
-    columns, rejects = process_shard(rows, fn, ctx, task["batch_rows"])
-    path = Path(task["out_dir"]) / fmt.shard_name(task["index"], task["count"])
+    name = fmt.shard_name(task["index"], task["count"])
+    columns, rejects, replaced = _process(rows, fn, ctx, task["batch_rows"], Path(name).stem, task["start"])
+    path = Path(task["out_dir"]) / name
     entry = write_shard(path, columns, (task["index"], task["count"]), task.get("classes"))
     label_counts = {}
     for name, values in columns.items():
@@ -129,8 +148,11 @@ def run_shard_task(task: dict[str, Any], source: dict[str, Any], fn: StageFn, ct
                 uniq, counts = np.unique(arr, return_counts=True)
                 label_counts[name] = {str(int(u)): int(c) for u, c in zip(uniq, counts)}
     schema = [{"name": f.name, "type": str(f.type)} for f in build_table(_slice(columns, 0, 0)).schema]
+    x = columns.get("x")
+    x_info = ({"shape": [int(d) for d in x.shape[1:]], "dtype": str(x.dtype)}
+              if isinstance(x, np.ndarray) and len(x) else None)
     return {"split": task["split"], "entry": entry, "rejects": rejects,
-            "label_counts": label_counts, "schema": schema}
+            "label_counts": label_counts, "schema": schema, "x_replaced": replaced, "x_info": x_info}
 
 
 def plan_tasks(job: SplitJob, out_dir: Path, rows_per_shard: int, batch_rows: int) -> list[dict[str, Any]]:
@@ -209,7 +231,14 @@ def _execute_ray(tasks: list[dict], jobs: dict[str, SplitJob]) -> list[dict]:
 
     refs = {name: ray.put(job.source) for name, job in jobs.items()}
     fns = {name: (job.fn, job.ctx) for name, job in jobs.items()}
-    return run_tasks_with_ray(run_shard_task, tasks, refs, fns)
+    try:
+        return run_tasks_with_ray(run_shard_task, tasks, refs, fns)
+    except ray.exceptions.RayTaskError as exc:
+        # A task's own one-line error (a bad record, a user map that raised) is the message,
+        # not Ray's traceback wrapper around it.
+        if isinstance(exc.cause, ShardtrainError):
+            raise ShardtrainError(str(exc.cause)) from None
+        raise
 
 
 def run_stage(
@@ -268,6 +297,16 @@ def _finish_split(stage: str, job: SplitJob, results: list[dict], directory: Pat
         for col, c in res["label_counts"].items():
             counts.setdefault(col, Counter()).update(c)
     describe = dict(job.describe)
+    if any(r.get("x_replaced") for r in results) and hasattr(job.fn, "describe_x"):
+        # A user map replaced x: describe what was written, so training sizes the model from it.
+        infos = [r["x_info"] for r in results if r.get("x_info")]
+        if any(info != infos[0] for info in infos):
+            raise ShardtrainError(f"{stage}/{job.split}: {job.fn.key} {job.fn.spec} gave x different shapes or "
+                                  f"dtypes in different shards ({infos[0]} and others); keep one per split")
+        if infos:
+            features = dict(describe.get("features", {}))
+            features["x"] = job.fn.describe_x(features.get("x", {}), infos[0]["shape"], infos[0]["dtype"])
+            describe["features"] = features
     labels = {}
     for col, desc in describe.pop("labels", {}).items():
         labels[col] = dict(desc, counts=dict(sorted(counts.get(col, {}).items(), key=lambda kv: int(kv[0]))))
