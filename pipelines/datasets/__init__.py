@@ -9,7 +9,7 @@ Importing this package registers every kind; nothing is read or downloaded at im
 from shardtrain.datasets.base import DATASETS, Dataset, PreparePlan, register
 from shardtrain.datasets.files import (FILES, RESOURCES, FileSet, FileSpec, cache_dir, file_fingerprint, file_set, locate,
                                       search_roots)
-from shardtrain.datasets import images, logs, text  # noqa: F401  (registers the kinds, in listing order)
+from shardtrain.datasets import images, logs, table, text  # noqa: F401  (registers the kinds, in listing order)
 
 __all__ = ["DATASETS", "FILES", "RESOURCES", "Dataset", "FileSet", "FileSpec", "PreparePlan", "cache_dir",
            "file_fingerprint", "file_set", "locate", "register", "search_roots"]

@@ -1,0 +1,69 @@
+"""The generic ``table`` dataset kind: a user's own CSV, Parquet, JSON Lines or Arrow/Feather table.
+
+Options are ``shardtrain.readers.table.TableOptions``; the split, the rejects, the
+transform fitted on the training split and the per-shard encoding live in
+``shardtrain.stages.table``. The fitted transform is stored in every split's index
+(``transform``), and ``predict_job`` re-applies it to new files without refitting.
+There is no augment stage (no label-preserving transform of tabular rows).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.datasets.base import Dataset, PreparePlan, register
+from shardtrain.datasets.files import file_fingerprint
+from shardtrain.readers.table import TableOptions, resolve_files
+from shardtrain.stages import table as stage
+
+if TYPE_CHECKING:
+    from shardtrain.stages.context import StageConfig as Config
+    from shardtrain.stages.runner import SplitJob
+
+_ROLES = ("path", "val_path", "test_path")
+
+
+@register
+class Table(Dataset):
+    """A user's table: one row per sample, one label column, numeric and categorical feature columns.
+
+    ``recipe``: a small MLP (one hidden layer of 256, dropout 0.1) trained with AdamW and a
+    one-cycle schedule for 30 epochs: tables are small, so the network is kept small and
+    the schedule does the rest (see the README's table section for the numbers behind it).
+    """
+
+    description: ClassVar[str] = "your own table: CSV, Parquet, JSON Lines or Arrow/Feather (options.path)"
+    recipe: ClassVar[dict[str, Any]] = {
+        "model": {"kind": "mlp", "hidden": [256], "dropout": 0.1},
+        "train": {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4, "schedule": "onecycle", "max_epochs": 30},
+    }
+    name: Literal["table"] = "table"
+    options: TableOptions
+
+    def _files(self) -> dict[str, tuple[list[Path], str]]:
+        """The files of each role given (``path``, ``val_path``, ``test_path``) and their format."""
+        opts = self.options
+        return {role: resolve_files(getattr(opts, role), self.data_dir, opts.format, role)
+                for role in _ROLES if getattr(opts, role)}
+
+    def plan(self, cfg: Config) -> PreparePlan:
+        """Locate every input file and fingerprint it (a missing file fails here, before any output)."""
+        roles = self._files()
+        inputs = tuple(f"{role}:{file_fingerprint(f)}" for role, (files, _) in roles.items() for f in files)
+        located = {f"{role}:{i}": f for role, (files, _) in roles.items() for i, f in enumerate(files)}
+        return PreparePlan(("train", "val", "test"), inputs, located, self.options)
+
+    def prepare_jobs(self, cfg: Config, plan: PreparePlan, executor: str) -> list[SplitJob]:
+        """Read, split and reject in the driver; each shard task encodes its rows with the fitted transform."""
+        return stage.prepare_jobs(self.options, self._files(), cfg.seed)
+
+    def predict_job(self, cfg: Config, fitted: dict[str, Any], path: Path) -> SplitJob:
+        """New rows at ``path`` (a file, glob or directory) -> features under the run's fitted transform."""
+        transform = fitted.get("transform")
+        if not transform or transform.get("kind") != "table":
+            raise ShardtrainError("the run's training index has no table transform (prepare it again with this "
+                                  "shardtrain version)")
+        files, fmt = resolve_files(str(path), self.data_dir, self.options.format, "path")
+        return stage.predict_job(self.options, transform, files, fmt)
