@@ -168,6 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p, config=False)
     p.set_defaults(config="demo", address=None)
 
+    p = command("predict", "predict with a finished run over new data or a shard directory; writes one Parquet file")
+    p.add_argument("run", metavar="RUN",
+                   help="the run: a run directory, or a run name under --out-dir/runs (its training must have finished)")
+    p.add_argument("--input", required=True, metavar="FILE_OR_DIR",
+                   help="a shard split directory (holding _index.json, e.g. OUT/shards/prepare/test) or new raw "
+                        "data of the run's dataset kind (a file or folder, featurised as the run's prepare did)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the Parquet file to write (its folder is created); rejected input records go to "
+                        "FILE.rejects.jsonl")
+    p.add_argument("--out-dir", default="shardtrain-out", metavar="DIR",
+                   help="the output root whose runs/ RUN names a run in (default: shardtrain-out)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where the dataset kind looks for the resources it needs (as in `shardtrain run`)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out when it exists (refused otherwise)")
+    p.add_argument("--batch-size", type=int, default=4096, metavar="N", help="rows per model call (default: 4096)")
+
     p = command("inspect", "describe a shard directory")
     p.add_argument("dir", metavar="DIR", help="a split directory (holding _index.json, or index.json before v3)")
     p.add_argument("--verify", action="store_true", help="re-hash every shard; exit 1 on any mismatch")
@@ -240,6 +256,16 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``shardtrain predict``: the run's predictions over ``--input`` to ``--out``; prints one summary line."""
+    from shardtrain.predict import predict, summary_line
+
+    result = predict(args.run, args.input, args.out, out_dir=args.out_dir, data_dir=args.data_dir,
+                     overwrite=args.overwrite, batch_size=args.batch_size)
+    print(summary_line(result), flush=True)
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     """``shardtrain inspect``: print what a shard directory holds; ``--verify`` re-hashes."""
     from shardtrain.shards.inspection import describe, format_text
@@ -271,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "inspect":
             return cmd_inspect(args)
+        if args.command == "predict":
+            return cmd_predict(args)
         if args.command == "presets":
             return cmd_presets(args)
         from shardtrain.cluster import jobs
