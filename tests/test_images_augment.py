@@ -210,3 +210,20 @@ class TestBatchAugment:
         assert BatchAugment((5, 6, 3), shift=1, flip=True, erase=1.0)(x, 0).shape == (4, 90)
         with pytest.raises(ShardtrainError, match="batch has 90 features"):
             BatchAugment((5, 5))(x, 0)
+
+
+def test_rejected_rows_are_not_copied() -> None:
+    batch = make_batch(n=4)
+    batch["reject_reason"] = np.array(["", "undecodable", "", "unknown_label"], dtype=object)
+    batch["reject_detail"] = np.array(["", "a.png: truncated", "", "hat"], dtype=object)
+    out = ImageAugmenter(None, copies=2, seed=0)(batch)
+    assert list(out["reject_reason"]) == ["", "", "", "undecodable", "", "", "", "unknown_label"]
+    np.testing.assert_array_equal(out["aug_index"], [0, 1, 2, 0, 0, 1, 2, 0])
+    np.testing.assert_array_equal(out["source_id"], np.repeat(batch["sample_id"], [3, 1, 3, 1]))
+
+
+def test_default_pipeline_has_no_flip_and_moves_pixels() -> None:
+    names = [t["__class_fullname__"] for t in DEFAULT_PIPELINE["transform"]["transforms"]]
+    assert not any("Flip" in n for n in names)
+    out = ImageAugmenter(None, copies=1, seed=0)(make_batch(n=16))
+    assert sum(not np.array_equal(out["x"][2 * i], out["x"][2 * i + 1]) for i in range(16)) >= 8

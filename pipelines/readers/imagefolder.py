@@ -1,57 +1,78 @@
-"""Read an image folder described by an annotations CSV (PyTorch's ``CustomImageDataset`` layout).
+"""Read an image folder: an annotations CSV (path, label) or one subfolder per class (torchvision's ImageFolder).
 
-The CSV lists one image per row: a path relative to the image root and a label
-(``tshirt1.jpg,0``). It may have a header; columns are then picked by name, otherwise
-by index (default: the first two). Reading happens in two steps:
+Two layouts, chosen per split by ``dataset.options``:
 
-* :func:`read_annotations` parses the CSV once (file-level problems raise
-  ShardtrainError; a row whose path escapes the image root becomes a reject and is
-  never opened) and maps string labels to class indices over a sorted class list.
-* :func:`decode_images` is a stage function that decodes a batch of paths with PIL
-  into ``x`` uint8 (N, H, W) (grayscale) or (N, H, W, 3) (RGB); missing or undecodable
-  files become rejects.
+* **CSV** (PyTorch's ``CustomImageDataset``): one image per row, a path relative to the
+  image root and a label (``tshirt1.jpg,0``). It may have a header; columns are then
+  picked by name, otherwise by index (default: the first two). ``sample_id`` is the
+  data row number. :func:`read_annotations`.
+* **Class per folder** (torchvision's ``ImageFolder``): ``root/<class>/**/<image>``; the
+  class is the first folder below the root, images are the files with an
+  :data:`IMAGE_SUFFIXES` suffix found recursively below it, listed in sorted path order,
+  and ``sample_id`` is the position in that list. Hidden files and folders (``.name``)
+  and non-image files are ignored (READMEs, ``.DS_Store``, ``Thumbs.db``: counted in
+  ``ignored``); an image directly in the root has no class and is an ``empty_label``
+  reject. :func:`read_class_folders`.
 
-Image size: every shard row must have the same shape. With ``size`` configured every
-image is resized to it (PIL bilinear, antialiased when shrinking); with ``size: null``
-the size of the first listed image is used (:func:`resolve_options`) and images of
-another size are rejected as ``size_mismatch`` rather than silently distorted.
+Nothing is opened while listing. A path that leaves the root, with ``..``, an absolute
+path, or a symlink (file or folder) whose target resolves outside the root, is a
+``path_escapes_root`` reject and is never opened. Label cells stay strings here; the
+dataset maps them through one :class:`~shardtrain.core.labels.LabelVocab`
+(:func:`encode_labels`).
+
+:func:`decode_images` is the stage function: PIL decode into ``x`` uint8 (N, H, W)
+(grayscale) or (N, H, W, 3) (RGB), converted by ``color``; missing files
+(``missing_file``) and files PIL cannot fully decode (``undecodable``: truncated, not an
+image) become rejects. Image size: every shard row has one shape. With ``size`` set
+every image is resized to it; with ``size: null`` the most common size among the
+first :data:`PROBE_IMAGES` training images is used (:func:`resolve_decode`) and other
+sizes are resized to it (``resize: false`` rejects them as ``size_mismatch`` instead).
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import posixpath
 import re
-from dataclasses import dataclass, field, replace
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from shardtrain.core.errors import ShardtrainError
+from shardtrain.core.labels import LabelVocab, cells
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 COLOR_MODES = {"grayscale": "L", "rgb": "RGB"}
-_INT_RE = re.compile(r"^[+-]?\d+$")
+PROBE_IMAGES = 256  # headers read to pick the most common size when ``size`` is null
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
+PATH_ESCAPES_ROOT = "path_escapes_root"
 
 
 @dataclass(frozen=True)
 class ImageFolderOptions:
     """``dataset.options`` of the ``image-folder`` dataset.
 
-    ``csv`` is the annotations file and ``root`` the image root (default: the CSV's
-    directory). ``path_col``/``label_col`` are header names (a header is then
-    required) or 0-based column indices; ``header`` None means auto-detect (the first
-    row is a header when its path cell has no image suffix). ``color`` is
-    ``grayscale`` or ``rgb``; ``size`` is ``[H, W]`` or None (see the module doc);
-    ``resize`` False rejects images not of ``size`` instead of resizing them.
+    ``csv`` is the training annotations file (images under ``root``, default: the CSV's
+    directory); without ``csv``, ``root`` is read as one subfolder per class.
+    ``test_csv`` / ``test_root`` give a test split the same way (a test CSV's images
+    are under ``test_root``, else ``root``, else its own directory). ``classes`` fixes the
+    class list and its index order (default: the sorted training labels). Relative paths
+    resolve against ``--data-dir`` when it is set. ``path_col``/``label_col`` are header
+    names or 0-based indices; ``header`` None auto-detects a header. ``color`` is
+    ``grayscale`` or ``rgb``; ``size`` is ``[H, W]`` or None (see the module doc).
     """
 
     __pydantic_config__ = {"extra": "forbid"}  # validated from the config by pydantic; unknown keys are errors
 
-    csv: str = ""
+    csv: str | None = None
     root: str | None = None
+    test_csv: str | None = None
+    test_root: str | None = None
+    classes: tuple[str | int, ...] | None = None
     path_col: str | int = 0
     label_col: str | int = 1
     header: bool | None = None
@@ -63,8 +84,9 @@ class ImageFolderOptions:
     def __post_init__(self) -> None:
         """Check what the types cannot say; a bad value names its ``dataset.options`` key."""
         key = "config key 'dataset.options"
-        if not self.csv:
-            raise ShardtrainError(f"{key}.csv': the annotations CSV path is required")
+        if not self.csv and not self.root:
+            raise ShardtrainError(f"{key}.csv': give an annotations CSV (csv), or a folder with one subfolder per "
+                                  "class (root)")
         for col in ("path_col", "label_col"):
             v = getattr(self, col)
             if isinstance(v, bool) or (isinstance(v, int) and v < 0):
@@ -73,6 +95,8 @@ class ImageFolderOptions:
             raise ShardtrainError(f"{key}.color': {self.color!r} is not one of {list(COLOR_MODES)}")
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
             raise ShardtrainError(f"{key}.size': expected [H, W] (positive ints) or null, got {list(self.size)!r}")
+        if self.classes is not None:
+            LabelVocab.fit([], self.classes)  # distinct, non-empty: fails naming dataset.options.classes
 
     @property
     def pil_mode(self) -> str:
@@ -81,20 +105,60 @@ class ImageFolderOptions:
 
 
 @dataclass(frozen=True)
-class Annotations:
-    """The parsed annotations CSV.
+class DecodeOptions:
+    """How :func:`decode_images` turns files into ``x``: ``color``, a resolved ``size`` (H, W), ``resize``.
 
-    ``columns`` is a batch: ``sample_id`` int64 (the data row number, stable),
-    ``path`` object (str, image root joined), ``label`` int64 (-1 = empty cell),
-    ``reject_reason``/``reject_detail`` object ("" = kept). ``classes`` are the class
-    names in index order (sorted strings, or ``"0".."max"`` for integer labels).
+    ``size_from`` says where the size came from (``option``, or ``train`` when probed).
+    Stored in the training index under ``transform`` so predict decodes the same way.
     """
 
-    csv_path: Path
+    color: str = "grayscale"
+    size: tuple[int, int] | None = None
+    resize: bool = True
+    size_from: str = "option"
+
+    @property
+    def pil_mode(self) -> str:
+        """The PIL mode images are converted to (``L`` or ``RGB``)."""
+        return COLOR_MODES[self.color]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The ``x`` shape of one decoded image: (H, W) or (H, W, 3)."""
+        assert self.size is not None  # internal: resolve_decode() runs before any job is built
+        return tuple(self.size) + ((3,) if self.color == "rgb" else ())
+
+    def describe(self) -> dict[str, Any]:
+        """The index's ``transform`` entry."""
+        return {"decode": "image", "color": self.color, "size": list(self.size or ()), "resize": self.resize,
+                "size_from": self.size_from}
+
+    @classmethod
+    def from_transform(cls, desc: dict[str, Any]) -> DecodeOptions:
+        """The decode options a training index recorded under ``transform``."""
+        return cls(str(desc["color"]), tuple(int(s) for s in desc["size"]), bool(desc["resize"]),  # type: ignore
+                   str(desc.get("size_from", "option")))
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """One split's listing: a batch plus each row's raw label cell and where it came from.
+
+    ``columns``: ``sample_id`` int64, ``path`` object (absolute-or-cwd path, '' when
+    rejected), ``reject_reason``/``reject_detail`` object ("" = kept). ``cells`` are the
+    label cells as strings ('' = none); ``origin`` names each row for reject details
+    (``file.csv:12`` or ``root/cat/a.png``); ``has_labels`` is False for an unlabelled
+    predict input; ``ignored`` counts non-image files a folder walk skipped.
+    """
+
+    source: Path
     img_root: Path
     columns: dict[str, np.ndarray]
-    classes: list[str] = field(default_factory=list)
-    integer_labels: bool = False
+    cells: np.ndarray
+    origin: list[str]
+    has_labels: bool = True
+    ignored: int = 0
+    layout: str = "csv"
 
 
 def _column_index(header: list[str] | None, col: str | int, csv_path: Path, role: str) -> int | None:
@@ -107,18 +171,23 @@ def _column_index(header: list[str] | None, col: str | int, csv_path: Path, role
     return names.index(col) if col in names else None
 
 
+def _within(real: str, root_real: str) -> bool:
+    """True when the resolved path ``real`` is ``root_real`` or below it."""
+    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
 def _escape_reason(rel: str) -> str:
-    """Why a relative path must not be opened ('' when it stays inside the image root)."""
+    """Why a relative path must not be opened by its name alone ('' when it stays inside the root)."""
     if not rel:
         return "empty_path"
     if "\x00" in rel:
         return "bad_path"
     rel = rel.replace("\\", "/")
     if rel.startswith("/") or _DRIVE_RE.match(rel):
-        return "path_escapes_root"
+        return PATH_ESCAPES_ROOT
     norm = posixpath.normpath(rel)
     if norm == ".." or norm.startswith("../"):
-        return "path_escapes_root"
+        return PATH_ESCAPES_ROOT
     return ""
 
 
@@ -136,16 +205,19 @@ def _read_rows(csv_path: Path, delimiter: str) -> tuple[list[list[str]], list[in
 
 
 def read_annotations(csv_path: str | Path, img_root: str | Path | None = None, path_col: str | int = 0,
-                     label_col: str | int = 1, header: bool | None = None, delimiter: str = ",") -> Annotations:
-    """Parse an annotations CSV into a batch of (sample_id, path, label) plus per-row rejects.
+                     label_col: str | int = 1, header: bool | None = None, delimiter: str = ",",
+                     require_label: bool = True) -> Annotations:
+    """Parse an annotations CSV into a batch of (sample_id, path) plus label cells and per-row rejects.
 
     File-level problems (missing CSV, no rows, a needed column absent) raise
-    ShardtrainError naming the file and column. Rows with too few fields, a path that
-    is absolute or climbs out of ``img_root`` with ``..``, or a negative integer label
-    are rejected with a reason; nothing is opened here.
+    ShardtrainError naming the file and column; with ``require_label`` False (predict) a
+    missing label column means an unlabelled input. Rows with too few fields, or a path
+    that is absolute, climbs out of ``img_root`` with ``..`` or resolves (symlinks) outside
+    it, are rejected with a reason; nothing is opened here.
     """
     csv_path = Path(csv_path)
     img_root = Path(img_root) if img_root is not None else csv_path.parent
+    root_real = os.path.realpath(img_root)
     rows, line_nos = _read_rows(csv_path, delimiter)
     if header is None:
         named = isinstance(path_col, str) or isinstance(label_col, str)
@@ -155,100 +227,186 @@ def read_annotations(csv_path: str | Path, img_root: str | Path | None = None, p
     head, body, lines = (rows[0] if skip else None), rows[skip:], line_nos[skip:]
     pi = _column_index(head, path_col, csv_path, "path_col")
     li = _column_index(head, label_col, csv_path, "label_col")
-    missing = [f"'{c}'" for c, i in ((path_col, pi), (label_col, li)) if i is None]
-    if missing:
+    no_label = li is None or (head is None and bool(body) and all(li >= len(r) for r in body))
+    if pi is None or (li is None and require_label):
+        missing = [f"'{c}'" for c, i in ((path_col, pi), (label_col, li)) if i is None]
         have = ", ".join(h.strip() for h in head or [])
         raise ShardtrainError(f"{csv_path}: missing column(s) {', '.join(missing)} (header has: {have})")
-    if head is not None and max(pi, li) >= len(head):
-        raise ShardtrainError(f"{csv_path}: column index {max(pi, li)} out of range (header has {len(head)} columns)")
+    if head is not None and max(pi, li or 0) >= len(head):
+        if require_label or pi >= len(head):
+            raise ShardtrainError(f"{csv_path}: column index {max(pi, li or 0)} out of range "
+                                  f"(header has {len(head)} columns)")
+        no_label = True
+    if no_label and not require_label:
+        li = None  # an unlabelled predict input
+    need = max(pi, li if li is not None else 0)
     if not body:
         raise ShardtrainError(f"{csv_path}: no data rows")
     n = len(body)
-    paths = np.empty(n, dtype=object)
+    paths = np.full(n, "", dtype=object)
     reasons = np.full(n, "", dtype=object)
     details = np.full(n, "", dtype=object)
-    raw_labels = [""] * n
+    raw = [""] * n
+    origin = [f"{csv_path}:{line}" for line in lines]
     for i, row in enumerate(body):
-        line = lines[i]
-        if max(pi, li) >= len(row):
-            reasons[i], details[i] = "malformed_row", f"{csv_path}:{line}: {len(row)} field(s)"
-            paths[i] = ""
+        if need >= len(row):
+            reasons[i], details[i] = "malformed_row", f"{origin[i]}: {len(row)} field(s)"
             continue
-        rel, raw_labels[i] = row[pi].strip(), row[li].strip()
+        rel = row[pi].strip()
+        raw[i] = row[li].strip() if li is not None else ""
         reason = _escape_reason(rel)
-        paths[i] = "" if reason else str(img_root / posixpath.normpath(rel.replace("\\", "/")))
-        if reason:
-            reasons[i], details[i] = reason, f"{csv_path}:{line}: {rel!r}"
-    labels, classes, integer = _map_labels(raw_labels, reasons)
-    bad = (labels < -1) & (reasons == "")
-    reasons[bad] = "bad_label"
-    details[bad] = [f"{csv_path}:{lines[i]}: label {raw_labels[i]!r}" for i in np.flatnonzero(bad)]
-    labels[labels < -1] = -1
-    columns = {"sample_id": np.arange(n, dtype=np.int64), "path": paths, "label": labels,
+        if not reason:
+            joined = img_root / posixpath.normpath(rel.replace("\\", "/"))
+            real = os.path.realpath(joined)
+            if _within(real, root_real):
+                paths[i] = str(joined)
+                continue
+            reason, rel = PATH_ESCAPES_ROOT, f"{rel} -> {real}"
+        reasons[i], details[i] = reason, f"{origin[i]}: {rel!r}"
+    columns = {"sample_id": np.arange(n, dtype=np.int64), "path": paths,
                "reject_reason": reasons, "reject_detail": details}
-    return Annotations(csv_path, img_root, columns, classes, integer)
+    return Annotations(csv_path, img_root, columns, cells(raw), origin, has_labels=li is not None, layout="csv")
 
 
-def _map_labels(raw: list[str], reasons: np.ndarray) -> tuple[np.ndarray, list[str], bool]:
-    """Map label cells to int64 (-1 for empty): integers kept, strings indexed by sorted class name.
+def _walk_images(root: Path) -> tuple[list[tuple[str, str, str]], int]:
+    """(relative posix path, path, reject reason) of every image below ``root``, sorted; and the ignored count.
 
-    Negative integers come back as values < -1 so the caller can reject them.
+    Folder symlinks are followed only when they resolve inside the root (each real
+    folder once, so a link cycle ends); one that leads outside becomes a single
+    ``path_escapes_root`` entry and is not entered.
     """
-    use = [bool(r) and not why for r, why in zip(raw, reasons)]
-    kept = [r for r, u in zip(raw, use) if u]
-    if all(_INT_RE.match(r) for r in kept):
-        # A literal negative label (even "-1") must not pass for "missing": map it below -1.
-        values = [int(r) if u else -1 for r, u in zip(raw, use)]
-        labels = np.array([min(v, -2) if u and v < 0 else v for v, u in zip(values, use)], dtype=np.int64)
-        top = int(labels.max(initial=-1))
-        return labels, [str(c) for c in range(top + 1)], True
-    classes = sorted(set(kept))
-    index = {c: i for i, c in enumerate(classes)}
-    return np.array([index.get(r, -1) for r in raw], dtype=np.int64), classes, False
+    root_real = os.path.realpath(root)
+    entries: list[tuple[str, str, str]] = []
+    ignored = 0
+    seen = {root_real}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        keep = []
+        for d in sorted(dirnames):
+            full = os.path.join(dirpath, d)
+            real = os.path.realpath(full)
+            if d.startswith("."):
+                continue
+            if not _within(real, root_real):
+                entries.append((Path(os.path.relpath(full, root)).as_posix(), full, PATH_ESCAPES_ROOT))
+            elif real not in seen:
+                seen.add(real)
+                keep.append(d)
+        dirnames[:] = keep
+        for f in filenames:
+            if f.startswith(".") or not f.lower().endswith(IMAGE_SUFFIXES):
+                ignored += 1
+                continue
+            full = os.path.join(dirpath, f)
+            ok = _within(os.path.realpath(full), root_real)
+            entries.append((Path(os.path.relpath(full, root)).as_posix(), full, "" if ok else PATH_ESCAPES_ROOT))
+    entries.sort()
+    return entries, ignored
 
 
-def probe_image_size(annotations: Annotations) -> tuple[int, int]:
-    """(H, W) of the first kept image, read from its header only; ShardtrainError if none opens."""
+def read_class_folders(root: str | Path, labelled: bool = True) -> Annotations:
+    """List ``root/<class>/**/<image>`` (torchvision ImageFolder) as a batch with the class names as label cells.
+
+    ``labelled`` False reads a flat folder of unlabelled images (every image below the
+    root, no classes). Fails naming the root when it is not a folder or holds no image.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ShardtrainError(f"{root}: image folder not found (not a directory)")
+    entries, ignored = _walk_images(root)
+    if not entries:
+        raise ShardtrainError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) below this folder")
+    n = len(entries)
+    paths = np.array([p if not why else "" for _, p, why in entries], dtype=object)
+    reasons = np.array([why for _, _, why in entries], dtype=object)
+    origin = [f"{root}/{rel}" for rel, _, _ in entries]
+    details = np.array([f"{o}: resolves to {os.path.realpath(p)}, outside the root" if why else ""
+                        for o, (_, p, why) in zip(origin, entries)], dtype=object)
+    raw = [rel.split("/", 1)[0] if labelled and "/" in rel else "" for rel, _, _ in entries]
+    columns = {"sample_id": np.arange(n, dtype=np.int64), "path": paths,
+               "reject_reason": reasons, "reject_detail": details}
+    return Annotations(root, root, columns, cells(raw), origin, has_labels=labelled, ignored=ignored,
+                       layout="folders")
+
+
+def has_class_folders(root: str | Path, classes: tuple[str, ...]) -> bool:
+    """True when a folder has a subfolder named after one of ``classes`` (predict: read it class-per-folder)."""
+    root = Path(root)
+    return any((root / c).is_dir() for c in classes if c and "/" not in c and c not in (".", ".."))
+
+
+def kept_cells(ann: Annotations) -> np.ndarray:
+    """The label cells of rows not already rejected (what a vocabulary is fitted on)."""
+    return ann.cells[ann.columns["reject_reason"] == ""]
+
+
+def encode_labels(ann: Annotations, vocab: LabelVocab, strict: bool = True) -> dict[str, np.ndarray]:
+    """The batch with a ``label`` int64 column from ``vocab``.
+
+    ``strict`` (train/test): an empty or unknown label becomes an ``empty_label`` /
+    ``unknown_label`` reject naming the row; a row rejected earlier keeps its reason.
+    Not strict (predict): such labels are -1 and the row is kept. Without label cells
+    (``has_labels`` False) the batch gets no ``label`` column.
+    """
+    cols = {k: v.copy() for k, v in ann.columns.items()}
+    if not ann.has_labels:
+        return cols
+    labels, why = vocab.encode(ann.cells)
+    if strict:
+        reasons, details = cols["reject_reason"], cols["reject_detail"]
+        for i in np.flatnonzero((why != "") & (reasons == "")):
+            reasons[i] = why[i]
+            note = "not in a class folder" if ann.layout == "folders" and not ann.cells[i] else vocab.detail(
+                ann.cells[i])
+            details[i] = f"{ann.origin[i]}: {note}"
+    cols["label"] = labels
+    return cols
+
+
+def probe_image_size(ann: Annotations, limit: int = PROBE_IMAGES) -> tuple[int, int]:
+    """(H, W): the most common size among the first ``limit`` kept images (headers only; ties: the first seen).
+
+    ShardtrainError naming the source when none of them opens.
+    """
     from PIL import Image, UnidentifiedImageError
 
-    cols = annotations.columns
-    for path, why in zip(cols["path"], cols["reject_reason"]):
+    sizes: Counter[tuple[int, int]] = Counter()
+    for path, why in zip(ann.columns["path"], ann.columns["reject_reason"]):
         if why:
             continue
         try:
             with Image.open(path) as im:
-                return im.height, im.width
+                sizes[(im.height, im.width)] += 1
         except (OSError, UnidentifiedImageError, ValueError):
             continue
-    raise ShardtrainError(f"{annotations.csv_path}: no listed image could be opened to learn the image size")
+        if sum(sizes.values()) >= limit:
+            break
+    if not sizes:
+        raise ShardtrainError(f"{ann.source}: no listed image could be opened to learn the image size "
+                              "(set dataset.options.size)")
+    return sizes.most_common(1)[0][0]  # Counter keeps insertion order among equal counts
 
 
-def resolve_options(options: ImageFolderOptions, annotations: Annotations) -> ImageFolderOptions:
-    """Fill ``size`` from the first image when it is not configured (call once, before the stage).
-
-    A probed size is a requirement, not a target: other sizes are then rejected (``resize`` False).
-    """
+def resolve_decode(options: ImageFolderOptions, train: Annotations) -> DecodeOptions:
+    """The decode options of every split: the configured size, else the training split's most common size."""
     if options.size is not None:
-        return options
-    return replace(options, size=probe_image_size(annotations), resize=False)
+        return DecodeOptions(options.color, tuple(options.size), options.resize, "option")  # type: ignore[arg-type]
+    return DecodeOptions(options.color, probe_image_size(train), options.resize, "train")
 
 
-def decode_images(batch: dict[str, Any], cfg: ImageFolderOptions) -> dict[str, Any]:
+def decode_images(batch: dict[str, Any], cfg: DecodeOptions) -> dict[str, Any]:
     """Stage: decode ``batch["path"]`` with PIL into ``x`` uint8 (N, H, W) or (N, H, W, 3).
 
-    ``cfg`` is an ImageFolderOptions whose ``size`` is resolved (see
-    :func:`resolve_options`). Rows already rejected are not opened; missing files
-    (``missing_file``), files PIL cannot decode (``undecodable``) and, when ``resize`` is
-    off, images not of ``size`` (``size_mismatch``) become
-    rejects with a zero image. ``path`` is dropped; other columns pass through.
+    ``cfg`` is a DecodeOptions with a resolved ``size``. Rows already rejected are not
+    opened; missing files (``missing_file``), files PIL cannot decode (``undecodable``)
+    and, when ``resize`` is off, images not of ``size`` (``size_mismatch``) become rejects
+    with a zero image. ``path`` is dropped; other columns pass through.
     """
     from PIL import Image, UnidentifiedImageError
 
-    opts = cfg
-    if opts.size is None:
-        raise ShardtrainError("dataset.options.size: unresolved; call resolve_options() before decode_images")
-    h, w = opts.size
-    mode = opts.pil_mode
+    if cfg.size is None:
+        raise ShardtrainError("dataset.options.size: unresolved; call resolve_decode() before decode_images")
+    h, w = cfg.size
+    mode = cfg.pil_mode
     col = batch["path"]
     paths = col.to_pylist() if hasattr(col, "to_pylist") else [str(p) for p in col]
     n = len(paths)
@@ -262,7 +420,7 @@ def decode_images(batch: dict[str, Any], cfg: ImageFolderOptions) -> dict[str, A
             with Image.open(path) as im:
                 im = im.convert(mode)  # forces the full decode, so truncated files fail here
             if im.size != (w, h):
-                if not opts.resize:
+                if not cfg.resize:
                     reasons[i], details[i] = "size_mismatch", f"{path}: {im.height}x{im.width}, expected {h}x{w}"
                     continue
                 im = im.resize((w, h), Image.Resampling.BILINEAR)
@@ -275,3 +433,8 @@ def decode_images(batch: dict[str, Any], cfg: ImageFolderOptions) -> dict[str, A
     out = {k: v for k, v in batch.items() if k not in ("path", "reject_reason", "reject_detail")}
     out.update(x=x, reject_reason=reasons, reject_detail=details)
     return out
+
+
+__all__ = ["Annotations", "DecodeOptions", "IMAGE_SUFFIXES", "ImageFolderOptions", "decode_images", "encode_labels",
+           "has_class_folders", "kept_cells", "probe_image_size", "read_annotations", "read_class_folders",
+           "resolve_decode"]

@@ -4,7 +4,10 @@
 and each shard task runs the feature extractor (``pixels`` or ``handcrafted``) over its
 rows. ``augment`` re-reads the raw training images (so it works for any extractor), and
 each shard task writes every original followed by its ``copies`` augmented versions,
-then extracts features. Validation and test are never augmented.
+then extracts features (``augment.pipeline`` null: the default pipeline,
+``shardtrain.augment.image.DEFAULT_PIPELINE``, recorded in the index's ``extra.pipeline``).
+Validation and test are never augmented. ``predict`` runs a new input through the
+prepare steps with the decode options the training index recorded under ``transform``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from shardtrain.stages.runner import SplitJob
 
 if TYPE_CHECKING:
     from shardtrain.stages.context import StageConfig as Config
-    from shardtrain.readers.imagefolder import ImageFolderOptions
+    from shardtrain.readers.imagefolder import DecodeOptions
 
 log = logging.getLogger("shardtrain")
 
@@ -31,7 +34,7 @@ def chain(batch: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     return batch
 
 
-def _steps(cfg: Config, decode: ImageFolderOptions | None, augment: bool) -> list[tuple[Any, Any]]:
+def _steps(cfg: Config, decode: DecodeOptions | None, augment: bool) -> list[tuple[Any, Any]]:
     """The stage functions for prepare (decode? + extract) or augment (decode? + augment + extract)."""
     from shardtrain.features.image import get_extractor
 
@@ -43,7 +46,7 @@ def _steps(cfg: Config, decode: ImageFolderOptions | None, augment: bool) -> lis
     if augment:
         from shardtrain.augment.image import augment_images
 
-        steps.append((augment_images, {"pipeline": cfg.augment.pipeline, "copies": cfg.augment.copies,
+        steps.append((augment_images, {"pipeline": pipeline_of(cfg)[0], "copies": cfg.augment.copies,
                                        "seed": cfg.seed}))
     hc = cfg.prepare.handcrafted
     steps.append((get_extractor(cfg.prepare.features), {"intensity_bins": hc.intensity_bins,
@@ -52,31 +55,40 @@ def _steps(cfg: Config, decode: ImageFolderOptions | None, augment: bool) -> lis
     return steps
 
 
-def _describe(cfg: Config, source: dict[str, Any], label_desc: dict, decode: ImageFolderOptions | None
+def pipeline_of(cfg: Config) -> tuple[dict[str, Any], str]:
+    """The augment pipeline (albumentations' dict form) and where it came from (``config`` or ``default``)."""
+    from shardtrain.augment.image import DEFAULT_PIPELINE
+
+    if cfg.augment.pipeline is not None:
+        return dict(cfg.augment.pipeline), "config"
+    return DEFAULT_PIPELINE, "default"
+
+
+def _describe(cfg: Config, source: dict[str, Any], label_desc: dict, decode: DecodeOptions | None
               ) -> dict[str, Any]:
-    """Index metadata for a split: the feature description and the label classes."""
+    """Index metadata for a split: the features, the label classes and the decode ``transform``."""
     from shardtrain.features.image import describe_features
 
-    if decode is not None:
-        shape = tuple(decode.size) + ((3,) if decode.color == "rgb" else ())
-    else:
-        shape = tuple(source["x"].shape[1:])
+    shape = decode.shape if decode is not None else tuple(int(s) for s in source["x"].shape[1:])
     feat = describe_features(cfg.prepare.features, shape, cfg.prepare.handcrafted)
-    return {"features": {"x": feat}, "labels": label_desc}
+    transform = decode.describe() if decode is not None else {"decode": "array", "image_shape": list(shape)}
+    return {"features": {"x": feat}, "labels": label_desc, "transform": transform}
 
 
 def prepare_job(cfg: Config, split: str, source: dict[str, Any], label_desc: dict,
-                decode: ImageFolderOptions | None) -> SplitJob:
-    """One prepare job: a split's raw rows -> (decode) -> features."""
+                decode: DecodeOptions | None) -> SplitJob:
+    """One prepare (or predict) job: a split's raw rows -> (decode) -> features."""
     return SplitJob(split, source, chain, {"steps": _steps(cfg, decode, augment=False)},
                     describe=_describe(cfg, source, label_desc, decode))
 
 
-def augment_job(cfg: Config, source: dict[str, Any], label_desc: dict, decode: ImageFolderOptions | None,
+def augment_job(cfg: Config, source: dict[str, Any], label_desc: dict, decode: DecodeOptions | None,
                 prepare_dir: Path) -> SplitJob:
     """The augment job: training rows -> (decode) -> originals + augmented copies -> features."""
     describe = _describe(cfg, source, label_desc, decode)
-    describe["extra"] = {"copies": cfg.augment.copies, "augmented_from": str(prepare_dir / "train")}
+    pipeline, origin = pipeline_of(cfg)
+    describe["extra"] = {"copies": cfg.augment.copies, "augmented_from": str(prepare_dir / "train"),
+                         "pipeline": pipeline, "pipeline_from": origin}
     return SplitJob("train", source, chain, {"steps": _steps(cfg, decode, augment=True)}, describe=describe)
 
 
