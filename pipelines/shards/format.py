@@ -15,6 +15,12 @@ A reader refuses any version not listed here.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.shards import storage
+
 FORMAT_NAME = "shardtrain-shards"
 SUPPORTED_VERSIONS = (1, 2, 3)
 CURRENT_VERSION = 3
@@ -27,6 +33,10 @@ LEGACY_REJECTS_NAME = "rejects.jsonl"
 LEGACY_PREVIEW_NAME = "preview.png"
 LEGACY_VERSIONS = (1, 2)
 SHARD_GLOB = "part-*-of-*.arrow"
+# fnmatch patterns of what a stage run leaves in a split directory besides the index: shards,
+# the writer's temporary files (a local write killed before its rename), rejects and previews.
+SPLIT_FILE_PATTERNS = (SHARD_GLOB, ".part-*.tmp-*", "._*.tmp-*", ".index.json.tmp-*", ".rejects.jsonl.tmp-*",
+                       REJECTS_NAME, LEGACY_REJECTS_NAME, PREVIEW_NAME, LEGACY_PREVIEW_NAME)
 
 # Arrow schema metadata keys: every shard describes itself even without its index.
 META_FORMAT = b"shardtrain.format"
@@ -50,3 +60,47 @@ def shard_name(index: int, count: int) -> str:
 def version_for(columns: list[str]) -> int:
     """The format version written for these columns (dense or sparse: both are version 3)."""
     return CURRENT_VERSION
+
+
+def index_location(directory: storage.Location) -> storage.Location:
+    """The index of a split directory or URI: ``_index.json``, else a version 1/2 ``index.json``.
+
+    A ``Path`` for a local directory, a URI string for a URI; the current name when neither
+    exists (the caller reports it missing).
+    """
+    path = storage.join(directory, INDEX_NAME)
+    legacy = storage.join(directory, LEGACY_INDEX_NAME)
+    return legacy if not storage.exists(path) and storage.exists(legacy) else path
+
+
+def load_index(directory: storage.Location) -> tuple[dict[str, Any], bytes, storage.Location]:
+    """Read and check a split's index: ``(index, its raw bytes, where it is)``.
+
+    Refuses (one-line ``ShardtrainError``) a missing directory or index (the stage did not
+    finish), unreadable JSON, another format, or a version this code does not read.
+    """
+    path = index_location(directory)
+    shown = storage.redact(path)
+    try:
+        raw = storage.read_bytes(path)
+    except FileNotFoundError:
+        if not storage.exists(directory):
+            raise ShardtrainError(f"{storage.redact(directory)}: no such shard directory") from None
+        raise ShardtrainError(f"{shown}: missing (the stage did not finish; re-run it)") from None
+    except OSError as exc:
+        raise ShardtrainError(f"{shown}: unreadable index ({storage.redact_text(str(exc))})") from None
+    try:
+        index = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ShardtrainError(f"{shown}: unreadable index ({exc})") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT_NAME:
+        found = index.get("format") if isinstance(index, dict) else type(index).__name__
+        raise ShardtrainError(f"{shown}: format {found!r} is not {FORMAT_NAME!r}")
+    if index.get("version") not in SUPPORTED_VERSIONS:
+        raise ShardtrainError(
+            f"{shown}: unknown shard format version {index.get('version')!r} "
+            f"(this shardtrain reads {', '.join(map(str, SUPPORTED_VERSIONS))})"
+        )
+    if storage.basename(path) == LEGACY_INDEX_NAME and index["version"] not in LEGACY_VERSIONS:
+        raise ShardtrainError(f"{shown}: version {index['version']} names its index {INDEX_NAME}")
+    return index, raw, path

@@ -1,20 +1,25 @@
-"""``shardtrain inspect``: rows, shards, schema, labels and class counts of a shard directory."""
+"""``shardtrain inspect``: rows, shards, schema, labels and class counts of a shard directory.
+
+The directory may be a local path or a URI (``s3://...``); the report names it without
+credentials, and ``verify`` streams and re-hashes each remote shard.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from shardtrain.core.errors import ShardtrainError
+from shardtrain.shards import storage
 from shardtrain.shards.reader import read_index, verify_shards
 
 
-def describe(directory: Path, verify: bool = False) -> dict[str, Any]:
-    """A JSON-ready summary of a split directory; ``problems`` lists verification failures."""
+def describe(directory: storage.Location, verify: bool = False) -> dict[str, Any]:
+    """A JSON-ready summary of a split directory or URI; ``problems`` lists verification failures."""
+    shown = storage.redact(directory)
     try:
         index = read_index(directory)
     except ShardtrainError as exc:
-        return {"dir": str(directory), "problems": [str(exc)]}
+        return {"dir": shown, "problems": [str(exc)]}
     labels = {}
     for col, desc in index.get("labels", {}).items():
         classes = desc.get("classes")
@@ -23,7 +28,7 @@ def describe(directory: Path, verify: bool = False) -> dict[str, Any]:
                  for k, v in counts.items()}
         labels[col] = {"classes": classes, "counts": named}
     report = {
-        "dir": str(directory),
+        "dir": shown,
         "format": index["format"],
         "version": index["version"],
         "stage": index.get("stage"),

@@ -3,11 +3,15 @@
 ``ShardSet`` refuses what it cannot trust: a directory without an index (``_index.json``,
 or ``index.json`` for versions 1 and 2: the stage never finished), a format or version it does not know, a missing shard file,
 or, with ``verify=True``, a shard whose size or sha256 differs from the index.
+
+Every function takes a local directory or a URI (``s3://bucket/out/shards/prepare/train``,
+``file:///...``). A remote ``ShardSet`` reads through the local cache
+(``shardtrain.shards.cache``), which copies the shards the index names and checks their
+sha256, so columns are memory-mapped zero-copy views either way.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,47 +20,64 @@ import pyarrow as pa
 
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.core.hashing import file_digest
+from shardtrain.shards import cache, storage
 from shardtrain.shards import format as fmt
 
 
-def index_path(directory: str | Path) -> Path:
+def index_path(directory: storage.Location) -> storage.Location:
     """The index file of a split directory: ``_index.json``, else a version 1/2 ``index.json``.
 
-    Returns the current name when neither exists (the caller reports it missing).
+    A ``Path`` for a local directory, a URI string for a URI. Returns the current name when
+    neither exists (the caller reports it missing).
     """
-    directory = Path(directory)
-    path = directory / fmt.INDEX_NAME
-    legacy = directory / fmt.LEGACY_INDEX_NAME
-    return legacy if not path.exists() and legacy.exists() else path
+    return fmt.index_location(directory if storage.is_uri(directory) else Path(directory))
 
 
-def read_index(directory: str | Path) -> dict[str, Any]:
-    """Load and check the index of a split directory (format name and version)."""
-    directory = Path(directory)
-    path = index_path(directory)
+def read_index(directory: storage.Location) -> dict[str, Any]:
+    """Load and check the index of a split directory or URI (format name and version)."""
+    return fmt.load_index(directory if storage.is_uri(directory) else Path(directory))[0]
+
+
+def _check_local(path: Path, entry: dict[str, Any]) -> str | None:
+    """The problem with one local shard file, or ``None`` when its size and sha256 match."""
     if not path.exists():
-        if not directory.exists():
-            raise ShardtrainError(f"{directory}: no such shard directory")
-        raise ShardtrainError(f"{path}: missing (the stage did not finish; re-run it)")
+        return f"{path}: missing shard file"
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        return f"{path}: {size} bytes, index says {entry['bytes']}"
+    if file_digest(path) != entry["sha256"]:
+        return f"{path}: sha256 mismatch"
+    return None
+
+
+def _check_remote(location: str, entry: dict[str, Any]) -> str | None:
+    """The problem with one shard object (streamed and hashed, never held whole), or ``None``."""
+    shown = storage.redact(location)
+    size = storage.file_size(location)
+    if size is None:
+        return f"{shown}: missing shard object"
+    if size != entry["bytes"]:
+        return f"{shown}: {size} bytes, index says {entry['bytes']}"
     try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ShardtrainError(f"{path}: unreadable index ({exc})") from None
-    if index.get("format") != fmt.FORMAT_NAME:
-        raise ShardtrainError(f"{path}: format {index.get('format')!r} is not {fmt.FORMAT_NAME!r}")
-    if index.get("version") not in fmt.SUPPORTED_VERSIONS:
-        raise ShardtrainError(
-            f"{path}: unknown shard format version {index.get('version')!r} "
-            f"(this shardtrain reads {', '.join(map(str, fmt.SUPPORTED_VERSIONS))})"
-        )
-    if path.name == fmt.LEGACY_INDEX_NAME and index["version"] not in fmt.LEGACY_VERSIONS:
-        raise ShardtrainError(f"{path}: version {index['version']} names its index {fmt.INDEX_NAME}")
-    return index
+        size, digest = storage.digest(location)
+    except FileNotFoundError:
+        return f"{shown}: missing shard object"
+    if size != entry["bytes"]:
+        return f"{shown}: {size} bytes, index says {entry['bytes']}"
+    if digest != entry["sha256"]:
+        return f"{shown}: sha256 mismatch"
+    return None
 
 
-def verify_shards(directory: str | Path) -> list[str]:
-    """Re-hash every shard of a split; return one message per problem (empty = all good)."""
-    directory = Path(directory)
+def verify_shards(directory: storage.Location) -> list[str]:
+    """Re-hash every shard of a split; return one message per problem (empty = all good).
+
+    On a store each object is streamed and hashed (nothing is cached); messages name the
+    object's URI without credentials.
+    """
+    remote = storage.is_uri(directory) and not storage.is_local(directory)
+    if not storage.is_uri(directory):
+        directory = Path(directory)
     try:
         index = read_index(directory)
     except ShardtrainError as exc:
@@ -64,18 +85,17 @@ def verify_shards(directory: str | Path) -> list[str]:
     problems = []
     total = 0
     for entry in index.get("shards", []):
-        path = directory / entry["file"]
-        if not path.exists():
-            problems.append(f"{path}: missing shard file")
-            continue
-        size = path.stat().st_size
-        if size != entry["bytes"]:
-            problems.append(f"{path}: {size} bytes, index says {entry['bytes']}")
-        elif file_digest(path) != entry["sha256"]:
-            problems.append(f"{path}: sha256 mismatch")
+        path = storage.join(directory, entry["file"])
+        if remote:
+            problem = _check_remote(str(path), entry)
+        else:
+            problem = _check_local(storage.local_path(path), entry)
+        if problem:
+            problems.append(problem)
         total += entry["rows"]
     if total != index.get("rows") and not problems:
-        problems.append(f"{index_path(directory)}: shards hold {total} rows, index says {index.get('rows')}")
+        problems.append(f"{storage.redact(index_path(directory))}: shards hold {total} rows, "
+                        f"index says {index.get('rows')}")
     return problems
 
 
@@ -84,13 +104,19 @@ class ShardSet:
 
     Example::
 
-        ss = ShardSet("out/shards/prepare/train")
+        ss = ShardSet("out/shards/prepare/train")   # or "s3://bucket/out/shards/prepare/train"
         xs = ss.column("x")          # list of (rows_i, 28, 28) uint8 views, one per shard
         t = ss.torch_column("label")  # list of int64 tensors sharing the mapped memory
+
+    ``directory`` is the local directory mapped (for a remote split, its verified copy in
+    the cache; ``cache_dir``/``max_bytes`` go to ``cache.local_split``); ``location`` is
+    what was asked for, without credentials.
     """
 
-    def __init__(self, directory: str | Path, verify: bool = False) -> None:
-        self.directory = Path(directory)
+    def __init__(self, directory: storage.Location, verify: bool = False, *,
+                 cache_dir: str | Path | None = None, max_bytes: int | None = None) -> None:
+        self.location = storage.redact(directory)
+        self.directory = cache.local_split(directory, cache_dir=cache_dir, max_bytes=max_bytes)
         self.index = read_index(self.directory)
         if verify:
             problems = verify_shards(self.directory)

@@ -1,15 +1,19 @@
-"""Write shards and their index: temporary name, then rename; the index last.
+"""Write shards and their index to a local directory or a URI; the index last.
 
 A shard is one Arrow IPC file holding exactly one record batch, so the bytes depend
 only on the rows (not on how a batch was chunked on its way here): the Ray and the
 in-process executors call this same function and produce byte-identical files.
+
+Every file is written whole and atomically (``storage.write_bytes``: tmp + fsync + rename
+on local disk, one upload on an object store). ``clear_split`` deletes the index before
+anything else and ``write_index`` comes last, so the index is the commit record (FORMAT.md,
+"Commit protocol and object stores").
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ import pyarrow as pa
 
 from shardtrain.core.hashing import bytes_digest
 from shardtrain.shards import format as fmt
+from shardtrain.shards import storage
 
 
 def _to_arrow(name: str, values: Any) -> tuple[pa.Array, list[int] | None]:
@@ -91,50 +96,76 @@ def build_table(columns: dict[str, Any], shard: tuple[int, int] | None = None,
     return table.replace_schema_metadata(meta)
 
 
-def _atomic_write(path: Path, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``path`` through a unique temporary file, fsync, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def _atomic_write(path: storage.Location, data: bytes | memoryview) -> None:
+    """Write ``data`` whole and atomically to a local path or a URI (see ``storage.write_bytes``)."""
+    storage.write_bytes(path, data)
 
 
-def write_shard(path: str | Path, columns: dict[str, Any], shard: tuple[int, int] | None = None,
+def write_shard(path: storage.Location, columns: dict[str, Any], shard: tuple[int, int] | None = None,
                 classes: dict[str, list[str] | None] | None = None) -> dict:
-    """Write one shard file atomically and return its index entry.
+    """Write one shard file (a local path or a URI) atomically and return its index entry.
 
     ``columns`` maps column names to numpy arrays (``x`` may be (N, *shape)) or Arrow
     arrays (sparse list columns); ``classes`` the label columns' class names (see
-    ``build_table``). Returns ``{"file", "rows", "bytes", "sha256"}``.
+    ``build_table``). Returns ``{"file", "rows", "bytes", "sha256"}``; the sha256 is of
+    the buffer uploaded, so a reader can tell the object it gets from the one written.
     """
-    path = Path(path)
+    if not storage.is_uri(path):
+        path = Path(path)
     table = build_table(columns, shard, classes)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=max(table.num_rows, 1))
     buf = sink.getvalue()
     view = memoryview(buf)
-    _atomic_write(path, view)
+    storage.write_bytes(path, view)
     return {
-        "file": path.name,
+        "file": storage.basename(path),
         "rows": table.num_rows,
         "bytes": buf.size,
         "sha256": bytes_digest(view),
     }
 
 
-def write_index(directory: str | Path, index: dict) -> Path:
-    """Write the index (``_index.json``) atomically; call only after every shard is durable."""
-    path = Path(directory) / fmt.INDEX_NAME
-    text = json.dumps(index, indent=2, sort_keys=False, default=_json_default) + "\n"
-    _atomic_write(path, text.encode("utf-8"))
+def write_index(directory: storage.Location, index: dict) -> storage.Location:
+    """Write the index (``_index.json``) atomically; call only after every shard is durable.
+
+    This is the commit: the split is readable from the moment this write completes. Any
+    credential in a URI or in the AWS secret variables is redacted from the text first.
+    Returns the index's ``Path`` (local) or URI.
+    """
+    path = storage.join(directory, fmt.INDEX_NAME)
+    text = json.dumps(storage.redact_obj(index), indent=2, sort_keys=False, default=_json_default) + "\n"
+    storage.write_bytes(path, text.encode("utf-8"))
     return path
+
+
+def write_rejects(directory: storage.Location, rejects: list[dict[str, Any]]) -> str | None:
+    """Write ``_rejects.jsonl`` (one JSON object per reject) when there are any; returns its name.
+
+    Returns ``None`` and writes nothing for no rejects (the index then says ``file: null``).
+    Details are redacted like the index (a reject may quote a path or URI).
+    """
+    if not rejects:
+        return None
+    lines = "".join(json.dumps(storage.redact_obj(r)) + "\n" for r in rejects)
+    storage.write_bytes(storage.join(directory, fmt.REJECTS_NAME), lines.encode())
+    return fmt.REJECTS_NAME
+
+
+def clear_split(directory: storage.Location) -> None:
+    """Make a split directory (or prefix) ready for a stage run: the index FIRST, then the rest.
+
+    Deleting the index is the un-commit: from then on no reader trusts the directory, so the
+    old shards, temporary files, rejects and previews can go in any order, and a run killed
+    anywhere after this leaves no index. Local directories are created (with parents).
+    """
+    storage.makedirs(directory)
+    for name in (fmt.INDEX_NAME, fmt.LEGACY_INDEX_NAME):
+        storage.delete(storage.join(directory, name))
+    for name in storage.listdir(directory):
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in fmt.SPLIT_FILE_PATTERNS):
+            storage.delete(storage.join(directory, name))
 
 
 def _json_default(obj: Any) -> Any:
