@@ -1,16 +1,20 @@
-"""Connection dataset kinds: KDD Cup 99 records and the NASA HTTP access log.
+"""Connection dataset kinds: KDD Cup 99 records and web-server access logs.
 
-Their options are the readers' own (``Kdd99Options``, ``HttpLogOptions`` plus a
-``path`` to any Common Log Format file); the stage functions live in
-``shardtrain.stages.logs``. Neither has an augment stage: there is no meaningful
-label-preserving transform of connection features.
+``http-log`` reads any Common or Combined Log Format log (``options.path``: a file, glob
+or directory; ``options.test_path``: a second log as the test split); ``nasa-http`` is
+``http-log`` with the registry's NASA excerpt as its default path. Their options are
+the readers' own (``Kdd99Options``, ``HttpLogOptions`` plus the paths); the stage
+functions live in ``shardtrain.stages.logs``. Neither has an augment stage: there is no
+meaningful label-preserving transform of connection features.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import model_validator
 
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.datasets.base import Dataset, PreparePlan, register
@@ -47,35 +51,113 @@ class Kdd99(Dataset):
 
 
 @dataclass(frozen=True)
-class NasaHttpOptions(HttpLogOptions):
-    """The log reader's options plus ``path``: any Common Log Format file instead of the registry's excerpt."""
+class HttpLogKindOptions(HttpLogOptions):
+    """The log reader's options plus where the log is.
+
+    ``path``: a file, a glob (``logs/access.log*``) or a directory (every file in it,
+    sorted by name); ``.gz`` files are read as they are. ``test_path`` (same forms): a
+    second log that is the test split; the first is then cut into train and val only, in
+    the ratio of ``split_fractions``' first two numbers.
+    """
 
     path: str | None = None
+    test_path: str | None = None
 
     def reader(self) -> HttpLogOptions:
-        """The reader's own options (without ``path``)."""
+        """The reader's own options (without the paths)."""
         return HttpLogOptions(**{f.name: getattr(self, f.name) for f in fields(HttpLogOptions)})
 
 
-@register
-class NasaHttp(Dataset):
-    """NASA Kennedy Space Center HTTP access log (Common Log Format), August 1995 excerpt."""
+NasaHttpOptions = HttpLogKindOptions  # the name older code imported
 
-    description: ClassVar[str] = "NASA Kennedy Space Center HTTP access log (Common Log Format), August 1995 excerpt"
-    name: Literal["nasa-http"] = "nasa-http"
-    options: NasaHttpOptions = NasaHttpOptions()
+
+def log_files(pattern: str, key: str = "dataset.options.path") -> list[Path]:
+    """The files a ``path`` option names: the file, the glob's matches or the directory's files, sorted."""
+    given = Path(pattern).expanduser()
+    if any(ch in pattern for ch in "*?["):
+        anchor = Path(given.anchor or ".")
+        files = sorted(p for p in anchor.glob(str(given.relative_to(anchor))) if p.is_file())
+        what = "matches no file"
+    elif given.is_dir():
+        files = sorted(p for p in given.iterdir() if p.is_file() and not p.name.startswith("."))
+        what = "is an empty directory"
+    elif given.is_file():
+        files = [given]
+    else:
+        raise ShardtrainError(f"config key '{key}': {pattern}: log file not found")
+    if not files:
+        raise ShardtrainError(f"config key '{key}': {pattern} {what}")
+    return files
+
+
+@register
+class HttpLog(Dataset):
+    """Any web-server access log in Common or Combined Log Format, sessionised into connections.
+
+    Multitask: ``label_error`` (a 4xx/5xx after the first ``first_k`` requests) and
+    ``label_long`` (more than ``long_n`` requests), from features of the first requests.
+    """
+
+    description: ClassVar[str] = ("a web-server access log (Common/Combined Log Format) sessionised into "
+                                  "connections; multitask: a later error, a long connection")
+    # Two label columns: the multitask model is the one that trains on them.
+    recipe: ClassVar[dict] = {"model": {"kind": "multitask", "hidden": [64, 32], "dropout": 0.1},
+                              "prepare": {"rows_per_shard": 1000}}
+    name: Literal["http-log"] = "http-log"
+    options: HttpLogKindOptions = HttpLogKindOptions()
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> HttpLog:
+        """``http-log`` has no default file: ``options.path`` is required (checked at load)."""
+        if self.name == "http-log" and not self.options.path:
+            raise ShardtrainError("config key 'dataset.options.path': http-log needs the log to read "
+                             "(a file, a glob or a directory)")
+        if self.options.test_path and sum(self.options.split_fractions[:2]) <= 0:
+            raise ShardtrainError("config key 'dataset.options.split_fractions': with test_path the first two "
+                             "(train, val) must not both be 0")
+        return self
+
+    def _log_paths(self) -> list[Path]:
+        """The training log's files (``nasa-http`` falls back to the registry's excerpt)."""
+        return log_files(self.options.path)
 
     def plan(self, cfg: Config) -> PreparePlan:
-        """Locate the log (or take ``options.path``) and fingerprint it."""
-        if self.options.path:
-            log_path = Path(self.options.path)
-        else:
-            log_path = locate(NASA_HTTP_FILES, self.data_dir)["NASA_access_log_Aug95.first20000.log"]
-        if not log_path.is_file():
-            raise ShardtrainError(f"{log_path}: log file not found")
-        return PreparePlan(("train", "val", "test"), (file_fingerprint(log_path),), {"log": log_path},
-                           self.options.reader())
+        """Locate the log's files (and the test log's) and fingerprint them."""
+        logs = self._log_paths()
+        tests = log_files(self.options.test_path, "dataset.options.test_path") if self.options.test_path else []
+        inputs = tuple(file_fingerprint(p) for p in logs) + tuple(f"test:{file_fingerprint(p)}" for p in tests)
+        files = {f"log:{i}": p for i, p in enumerate(logs)} | {f"test:{i}": p for i, p in enumerate(tests)}
+        return PreparePlan(("train", "val", "test"), inputs, files, self.options.reader())
 
     def prepare_jobs(self, cfg: Config, plan: PreparePlan, executor: str) -> list[SplitJob]:
         """Parse (on Ray workers with ``executor='ray'``), sessionise and featurise the log."""
-        return stage.http_jobs(plan.files["log"], plan.reader, cfg.seed, executor)
+        logs = [p for k, p in plan.files.items() if k.startswith("log:")]
+        tests = [p for k, p in plan.files.items() if k.startswith("test:")]
+        return stage.http_jobs(logs, plan.reader, cfg.seed, executor, tests or None)
+
+    def predict_job(self, cfg: Config, fitted: dict[str, Any], path: Path) -> SplitJob:
+        """A new log (file, glob or directory) as the run's connections, standardised with train's statistics.
+
+        Labels come from the new log itself (forward-looking, as in prepare); a
+        connection whose outcome the log does not show gets -1. Connections near the log's
+        end are kept (prepare drops them from training).
+        """
+        return stage.http_predict_job(log_files(str(path), "--input"), self.options.reader(), fitted)
+
+
+@register
+class NasaHttp(HttpLog):
+    """``http-log`` over the NASA Kennedy Space Center access log (August 1995 excerpt) from the registry.
+
+    ``options.path`` may still name another log; without it the registry's file is
+    located (``--data-dir``, ``$SHARDTRAIN_DATA``, the user cache).
+    """
+
+    description: ClassVar[str] = "NASA Kennedy Space Center HTTP access log (Common Log Format), August 1995 excerpt"
+    name: Literal["nasa-http"] = "nasa-http"  # type: ignore[assignment]
+
+    def _log_paths(self) -> list[Path]:
+        """``options.path`` when given, else the registry's NASA excerpt."""
+        if self.options.path:
+            return log_files(self.options.path)
+        return [locate(NASA_HTTP_FILES, self.data_dir)["NASA_access_log_Aug95.first20000.log"]]

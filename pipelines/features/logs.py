@@ -47,7 +47,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "get_share",
     "head_share",
     "post_share",
-    "host_is_ip",  # client given as a dotted quad (no reverse DNS)
+    "host_is_ip",  # client given as an IPv4 or IPv6 address (no reverse DNS)
 )
 LABEL_CLASSES: dict[str, list[str]] = {
     "label_error": ["no_error", "error"],
@@ -57,7 +57,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 _IMAGE_RX = r"(?i)\.(gif|jpe?g|png|xbm)(\?.*)?$"
 _PAGE_RX = r"(?i)(/|\.html?)(\?.*)?$"
-_IP_RX = r"^\d{1,3}(\.\d{1,3}){3}$"
+_IP_RX = r"^(\d{1,3}(\.\d{1,3}){3}|\[?[0-9A-Fa-f]*:[0-9A-Fa-f:.]*\]?)$"  # IPv4 dotted quad or IPv6
 
 
 def hash_unit(seed: int, ids: np.ndarray) -> np.ndarray:
@@ -264,36 +264,47 @@ def fit_standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(std > 1e-12, std, 1.0)
 
 
+def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(x - mean) / std`` per feature, in float64, returned as float32 (N, F)."""
+    return ((np.asarray(x, np.float64) - mean) / std).astype(np.float32)
+
+
 def split_and_standardise(
-    conn: dict[str, np.ndarray], rule: str, fractions: tuple[float, float, float], seed: int
+    conn: dict[str, np.ndarray], rule: str, fractions: tuple[float, float, float], seed: int,
+    test: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
     """Cut connections into train/val/test and standardise x with train-only statistics.
 
+    With ``test`` (the connections of a separate test log) ``conn`` is cut into train and
+    val only, in the ratio ``fractions[0] : fractions[1]``, and ``test`` is the test split.
     Returns ``{split: {"sample_id", "x", "label_error", "label_long"}}`` and a metadata
     dict with the split rule, per-split counts, label balance and the (mean, std) used.
     """
+    if test is not None:
+        total = fractions[0] + fractions[1]
+        fractions = (fractions[0] / total, fractions[1] / total, 0.0)
     code = assign_splits(conn, rule, fractions, seed)
     mean, std = fit_standardiser(conn["x"][code == 0].astype(np.float64))
     splits: dict[str, dict[str, np.ndarray]] = {}
     balance: dict[str, dict[str, dict[str, int]]] = {}
     for i, name in enumerate(SPLITS):
-        sel = np.flatnonzero(code == i)
-        x = ((conn["x"][sel].astype(np.float64) - mean) / std).astype(np.float32)  # (n_split, F)
+        src, sel = (test, np.arange(len(test["sample_id"]))) if test is not None and i == 2 \
+            else (conn, np.flatnonzero(code == i))
         splits[name] = {
-            "sample_id": conn["sample_id"][sel],
-            "x": x,
-            "label_error": conn["label_error"][sel],
-            "label_long": conn["label_long"][sel],
+            "sample_id": src["sample_id"][sel],
+            "x": standardise(src["x"][sel], mean, std),  # (n_split, F)
+            "label_error": src["label_error"][sel],
+            "label_long": src["label_long"][sel],
         }
         balance[name] = {
-            lab: {str(v): int(c) for v, c in zip(*np.unique(conn[lab][sel], return_counts=True))}
+            lab: {str(v): int(c) for v, c in zip(*np.unique(src[lab][sel], return_counts=True))}
             for lab in LABEL_CLASSES
         }
     meta = {
-        "rule": rule,
+        "rule": rule if test is None else f"{rule} (train/val), test log (test)",
         "fractions": list(fractions),
         "seed": seed,
-        "counts": {name: int(np.sum(code == i)) for i, name in enumerate(SPLITS)},
+        "counts": {name: int(len(splits[name]["sample_id"])) for name in SPLITS},
         "label_counts": balance,
         "standardisation": {"fit_split": "train", "mean": mean.tolist(), "std": std.tolist()},
     }

@@ -1,6 +1,9 @@
-"""Web-server access logs in Common Log Format (CLF): block reader and columnar parser.
+"""Web-server access logs in Common or Combined Log Format: block reader and columnar parser.
 
     host ident user [dd/Mon/yyyy:HH:MM:SS +zzzz] "METHOD path [PROTOCOL]" status bytes
+    host ident user [...] "METHOD path PROTOCOL" status bytes "referer" "user agent"   (Combined)
+
+The host may be a name, an IPv4 or an IPv6 address; ``bytes`` may be ``-`` (read as 0).
 
 ``iter_line_blocks`` cuts a file into blocks of ``block_lines`` lines (numbered from 1);
 ``parse_clf`` parses one block with Arrow compute kernels and numpy, never a Python loop
@@ -15,6 +18,7 @@ row with a ``reject_reason`` (the runner's rejects contract) and the line itself
 from __future__ import annotations
 
 import dataclasses
+import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +31,12 @@ import pyarrow.compute as pc
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.features import logs
 
+_QUOTED = r'"(?:[^"\\]|\\.)*"'  # a double-quoted field, backslash escapes allowed (Apache's %{Referer}i)
+_COMBINED_TAIL_RX = rf" {_QUOTED} {_QUOTED}$"  # the Combined format's "referer" "user agent"
+_COMBINED_FIELDS_RX = r'(?: "(?P<referer>(?:[^"\\]|\\.)*)" "(?P<user_agent>(?:[^"\\]|\\.)*)")?$'
 _STRICT_RX = (
     r'^\S+ \S+ \S+ \[\d{2}/[A-Za-z]{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] '
-    r'"[A-Za-z]+ \S.*" \d{3} (?:\d{1,18}|-)$'
+    r'"[A-Za-z]+ \S.*" \d{3} (?:\d{1,18}|-)' + rf"(?: {_QUOTED} {_QUOTED})?$"
 )
 # Diagnosis of lines that fail _STRICT_RX, most specific first (run on rejected lines only).
 _PREFIX_RX = r"^\S+ \S+ \S+ \["
@@ -130,17 +137,21 @@ def iter_line_blocks(
     """Yield ``(first_line_no, lines)`` blocks of ``block_lines`` lines (the last may be shorter).
 
     Line numbers start at 1. A last line without a newline is still yielded. The file
-    is read in ``chunk_bytes`` pieces, so memory stays bounded by a block.
+    is read in ``chunk_bytes`` pieces, so memory stays bounded by a block; a ``.gz`` file
+    is decompressed as it is read.
     """
     path = Path(path)
     try:
-        f = open(path, "rb")
+        f = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
     except OSError as e:
         raise ShardtrainError(f"{path}: cannot open log file ({e.strerror})") from e
     next_line, buf, carry = 1, pa.array([], pa.string()), b""
     with f:
         while True:
-            chunk = f.read(chunk_bytes)
+            try:
+                chunk = f.read(chunk_bytes)
+            except (OSError, EOFError) as e:  # a corrupt or truncated .gz
+                raise ShardtrainError(f"{path}: cannot read log file ({e})") from e
             data = carry + chunk
             if not chunk and data and not data.endswith(b"\n"):
                 data += b"\n"
@@ -222,6 +233,7 @@ def _diagnose(bad: pa.Array) -> np.ndarray:
     """Why each line in ``bad`` (lines that failed the strict pattern) is malformed."""
     n = len(bad)
     reason = np.full(n, "malformed_line", dtype=object)
+    bad = pc.replace_substring_regex(bad, _COMBINED_TAIL_RX, "")  # judge the CLF part of a Combined line
 
     def hit(rx: str) -> np.ndarray:
         return pc.match_substring_regex(bad, rx).to_numpy(zero_copy_only=False)
@@ -243,6 +255,8 @@ def _diagnose(bad: pa.Array) -> np.ndarray:
 
 def _fields(good: pa.Array) -> dict[str, Any]:
     """Cut lines that passed ``_STRICT_RX`` into fields: Arrow strings, numpy numbers, ``ts_ok``."""
+    extra = pc.extract_regex(good, _COMBINED_FIELDS_RX)  # "" for CLF lines
+    good = pc.replace_substring_regex(good, _COMBINED_TAIL_RX, "")  # the CLF part
     tail = pc.split_pattern(good, " ", max_splits=2, reverse=True)  # [head, status, bytes]
     head = pc.split_pattern(pc.list_element(tail, 0), " ", max_splits=5)  # host ident user date tz "req"
     epoch, offset, ts_ok = _timestamps(pc.list_element(head, 3), pc.list_element(head, 4))
@@ -263,6 +277,8 @@ def _fields(good: pa.Array) -> dict[str, Any]:
         "protocol": pc.if_else(has_proto, proto, ""),
         "status": pc.cast(pc.list_element(tail, 1), pa.int16()).to_numpy(zero_copy_only=False),
         "bytes": pc.cast(nbytes, pa.int64()).to_numpy(zero_copy_only=False),
+        "referer": pc.struct_field(extra, "referer") if len(good) else pa.array([], pa.string()),
+        "user_agent": pc.struct_field(extra, "user_agent") if len(good) else pa.array([], pa.string()),
         "ts_ok": ts_ok,
     }
 
@@ -274,7 +290,8 @@ def parse_clf(lines: Any, first_line_no: int | np.ndarray, detail_chars: int = 2
     number of ``lines[0]`` (or an int64 array of the line numbers). Returns numpy
     ``sample_id``/``line_no`` (int64), ``ts`` (int64 UTC epoch seconds, offset applied),
     ``tz_offset`` (int32 s east of UTC), ``status`` (int16), ``bytes`` (int64, "-" -> 0),
-    Arrow string columns ``host``, ``method``, ``path``, ``protocol`` ("" if absent), and
+    Arrow string columns ``host``, ``method``, ``path``, ``protocol`` ("" if absent),
+    ``referer`` and ``user_agent`` (Combined format; "" for CLF lines), and
     ``reject_reason``/``reject_detail`` (object; "" for good lines). Rejected rows hold
     zeros and empty strings.
     """
@@ -298,7 +315,7 @@ def parse_clf(lines: Any, first_line_no: int | np.ndarray, detail_chars: int = 2
     kept = src >= 0
     index = pa.array(src, mask=~kept)
     out: dict[str, Any] = {"sample_id": line_no, "line_no": line_no.copy()}
-    for key in ("host", "ts", "tz_offset", "method", "path", "protocol", "status", "bytes"):
+    for key in ("host", "ts", "tz_offset", "method", "path", "protocol", "status", "bytes", "referer", "user_agent"):
         col = fields[key]
         if isinstance(col, pa.Array):
             out[key] = col.take(index).fill_null("")
@@ -329,14 +346,16 @@ def concat_parsed(blocks: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def build_http_dataset(
-    parsed: dict[str, Any], options: HttpLogOptions, seed: int, source: str = "http log"
-) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """Sessionise all parsed lines, compute connection features and cut the splits.
+def http_connections(
+    parsed: dict[str, Any], options: HttpLogOptions, source: str = "http log", drop_tail: bool = True
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Sessionise parsed lines into connections with features and labels, plus the counts.
 
     ``parsed``: ``concat_parsed`` of every block (rejected rows included; they are
     counted and dropped here). Fails when the rejected share exceeds
-    ``options.max_reject_fraction``. Returns ``{split: columns}`` and metadata.
+    ``options.max_reject_fraction``. Connections shorter than ``min_requests`` are
+    dropped; with ``drop_tail`` also those starting in the log's last
+    ``tail_horizon_seconds`` (prepare; predict keeps them, their open labels -1).
     """
     reason = np.asarray(parsed["reject_reason"], dtype=object)
     n_lines = reason.size
@@ -352,15 +371,11 @@ def build_http_dataset(
     conn = logs.connection_features(sessions, options.first_k, options.long_n,
                                     log_end if options.censor_tail else None, options.gap_seconds)
     short = conn["n_requests"] < (options.first_k if options.min_requests is None else options.min_requests)
-    late = conn["start_ts"] > log_end - options.tail_horizon_seconds
+    late = conn["start_ts"] > log_end - options.tail_horizon_seconds if drop_tail else np.zeros_like(short)
     conn = {k: v[~short & ~late] for k, v in conn.items()}
-    fractions = tuple(options.split_fractions)
-    splits, split_meta = logs.split_and_standardise(conn, options.split_rule, fractions, seed)
     reasons, counts = np.unique(reason[rej], return_counts=True)
-    meta = {
+    stats = {
         "source": source,
-        "feature_names": list(logs.FEATURE_NAMES),
-        "labels": {k: {"classes": v} for k, v in logs.LABEL_CLASSES.items()},
         "lines": int(n_lines),
         "requests": int(n_lines - rej.size),
         "connections": int(short.size),
@@ -375,10 +390,58 @@ def build_http_dataset(
                 "detail": np.asarray(parsed["reject_detail"], dtype=object)[rej],
             },
         },
+    }
+    return conn, stats
+
+
+def build_http_dataset(
+    parsed: dict[str, Any], options: HttpLogOptions, seed: int, source: str = "http log",
+    test: dict[str, Any] | None = None, test_source: str = "test log",
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
+    """Sessionise all parsed lines, compute connection features and cut the splits.
+
+    ``parsed``: ``concat_parsed`` of every block. With ``test`` (a second parsed log),
+    that log is the test split and ``parsed`` is cut into train and val only (in the
+    ratio of ``split_fractions``' first two). Standardisation is fitted on train.
+    Returns ``{split: columns}`` and metadata (``meta["test"]``: the test log's counts).
+    """
+    conn, stats = http_connections(parsed, options, source)
+    test_conn, test_stats = http_connections(test, options, test_source) if test is not None else (None, None)
+    fractions = tuple(options.split_fractions)
+    splits, split_meta = logs.split_and_standardise(conn, options.split_rule, fractions, seed, test=test_conn)
+    meta = {
+        **{k: v for k, v in stats.items() if k != "source"},
+        "source": source,
+        "feature_names": list(logs.FEATURE_NAMES),
+        "labels": {k: {"classes": v} for k, v in logs.LABEL_CLASSES.items()},
         "split": split_meta,
         "options": dataclasses.asdict(options),
     }
+    if test_stats is not None:
+        meta["test"] = test_stats
     return splits, meta
+
+
+def build_http_predict(
+    parsed: dict[str, Any], options: HttpLogOptions, transform: dict[str, Any], source: str = "http log"
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Connections of a new log as the training run saw them: features standardised with ``transform``.
+
+    ``transform`` is the train index's ``transform`` (``standardisation`` mean/std and
+    ``feature_names``). Connections near the log's end are kept (a live predictor
+    decides at the k-th request); their labels are -1 when the log ends before the
+    outcome is known, so a labelled file can be scored on the rest.
+    """
+    names = list(transform.get("feature_names", []))
+    if names != list(logs.FEATURE_NAMES):
+        raise ShardtrainError(f"{source}: the run's features {names[:3]}... are not this version's "
+                              f"{list(logs.FEATURE_NAMES)[:3]}...; prepare and train again")
+    conn, stats = http_connections(parsed, options, source, drop_tail=False)
+    std = transform["standardisation"]
+    x = logs.standardise(conn["x"], np.asarray(std["mean"]), np.asarray(std["std"]))
+    cols = {"sample_id": conn["sample_id"], "x": x, "label_error": conn["label_error"],
+            "label_long": conn["label_long"]}
+    return cols, stats
 
 
 def prepare_http_log(

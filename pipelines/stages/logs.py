@@ -1,9 +1,13 @@
-"""Connection stage functions and job building: NASA HTTP access logs and KDD Cup 99 records.
+"""Connection stage functions and job building: HTTP access logs and KDD Cup 99 records.
 
-HTTP logs: lines are parsed block by block (on Ray workers with ``--executor ray``,
-in process otherwise: same result), then sessionised into connections per host
-globally in the driver, so a session cut by a block boundary is joined again; the
-connection features and forward-looking labels come from ``shardtrain.features.logs``.
+HTTP logs (``http-log``, ``nasa-http``): lines are parsed block by block (on Ray workers
+with ``--executor ray``, in process otherwise: same result), then sessionised into
+connections per host globally in the driver, so a session cut by a block boundary is
+joined again; the connection features and forward-looking labels come from
+``shardtrain.features.logs``. Several files (a glob or a directory) are one log, their
+lines numbered on from file to file (``sample_id`` of a reject is that number; its
+``detail`` names the file and its own line). The standardisation fitted on train is
+the train index's ``transform``, which ``http_predict_job`` applies to a new log.
 KDD Cup 99: both files are read columnar; vocabularies and standardisation statistics
 come from the training file only. Both produce standardised float32 ``x`` and two
 label columns, so the multitask model trains on them.
@@ -16,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from shardtrain.core.errors import ShardtrainError
+from shardtrain.features.logs import LABEL_CLASSES
 from shardtrain.readers.httplog import HttpLogOptions
 from shardtrain.readers.kdd99 import Kdd99Options
 from shardtrain.stages.runner import SplitJob
@@ -43,6 +49,28 @@ def _parse_http(path: Path, options: HttpLogOptions, executor: str) -> dict[str,
     return concat_parsed(ray.get(refs))
 
 
+def parse_logs(paths: list[Path], options: HttpLogOptions, executor: str) -> dict[str, Any]:
+    """Parse one log held in one or more files, line numbers running on across them.
+
+    A rejected line's detail becomes ``file:line: text`` (the file's own line number).
+    """
+    from shardtrain.readers.httplog import concat_parsed
+
+    parts, offset = [], 0
+    for path in paths:
+        parsed = _parse_http(path, options, executor)
+        n = len(parsed["line_no"])
+        bad = np.flatnonzero(np.asarray(parsed["reject_reason"], dtype=object) != "")
+        detail = np.asarray(parsed["reject_detail"], dtype=object).copy()
+        detail[bad] = [f"{path.name}:{parsed['line_no'][i]}: {detail[i]}" for i in bad]
+        parsed["reject_detail"] = detail
+        parsed["sample_id"] = parsed["sample_id"] + offset
+        parsed["line_no"] = parsed["line_no"] + offset
+        parts.append(parsed)
+        offset += n
+    return concat_parsed(parts)
+
+
 def _rejects(rows: dict[str, np.ndarray] | None) -> list[dict[str, Any]]:
     """Reader rejects (numpy columns) as the runner's reject records."""
     if not rows or len(rows["sample_id"]) == 0:
@@ -51,27 +79,83 @@ def _rejects(rows: dict[str, np.ndarray] | None) -> list[dict[str, Any]]:
             for i, r, d in zip(rows["sample_id"], rows["reason"], rows["detail"])]
 
 
-def _jobs(splits: dict[str, dict[str, np.ndarray]], meta: dict[str, Any], extra: dict[str, Any],
-          rejects: dict[str, list], input_rows: dict[str, int | None]) -> list[SplitJob]:
-    """One pass-through job per split with the shared feature/label description."""
+def _describe(meta: dict[str, Any], extra: dict[str, Any], transform: dict[str, Any] | None) -> dict[str, Any]:
+    """The index description shared by every split: dense x with its names, labels, the fitted transform."""
     names = meta["feature_names"]
     feature = {"kind": "dense", "dtype": "float32", "shape": [len(names)], "dim": len(names),
                "scale": 1.0, "offset": 0.0, "names": names}
     describe = {"features": {"x": feature}, "labels": meta["labels"], "extra": extra}
+    if transform is not None:
+        describe["transform"] = transform
+    return describe
+
+
+def _jobs(splits: dict[str, dict[str, np.ndarray]], meta: dict[str, Any], extra: dict[str, Any],
+          rejects: dict[str, list], input_rows: dict[str, int | None],
+          transform: dict[str, Any] | None = None) -> list[SplitJob]:
+    """One pass-through job per split with the shared feature/label description."""
+    describe = _describe(meta, extra, transform)
     return [SplitJob(split, cols, passthrough, None, describe=describe, pre_rejects=rejects.get(split, []),
                      input_rows=input_rows.get(split)) for split, cols in splits.items()]
 
 
-def http_jobs(path: Path, options: HttpLogOptions, seed: int, executor: str) -> list[SplitJob]:
-    """Parse, sessionise and featurise a CLF log, then hand each split's rows to the runner to shard."""
+def http_transform(meta: dict[str, Any], options: HttpLogOptions) -> dict[str, Any]:
+    """What prepare fitted on train, for predict: the standardisation and the sessionisation options."""
+    import dataclasses
+
+    return {"kind": "http-log", "feature_names": list(meta["feature_names"]),
+            "standardisation": meta["split"]["standardisation"],
+            "options": {k: v for k, v in dataclasses.asdict(options).items()
+                        if k in ("gap_seconds", "first_k", "long_n", "min_requests", "censor_tail")}}
+
+
+def http_jobs(paths: list[Path] | Path, options: HttpLogOptions, seed: int, executor: str,
+              test_paths: list[Path] | None = None) -> list[SplitJob]:
+    """Parse, sessionise and featurise a log (``test_paths``: a second log as the test split)."""
     from shardtrain.readers.httplog import build_http_dataset
 
-    parsed = _parse_http(path, options, executor)
-    splits, meta = build_http_dataset(parsed, options, seed, source=str(path))
-    extra = {k: v for k, v in meta.items() if k not in ("rejects", "labels", "feature_names")}
+    paths = [paths] if isinstance(paths, Path) else list(paths)
+    parsed = parse_logs(paths, options, executor)
+    test = parse_logs(list(test_paths), options, executor) if test_paths else None
+    splits, meta = build_http_dataset(parsed, options, seed, source=_source(paths), test=test,
+                                      test_source=_source(test_paths or []))
+    extra = {k: v for k, v in meta.items() if k not in ("rejects", "labels", "feature_names", "test")}
     rejects = {"train": _rejects(meta["rejects"]["rows"])}
-    n_train = len(splits["train"]["sample_id"])
-    return _jobs(splits, meta, extra, rejects, {"train": n_train + len(rejects["train"])})
+    sizes: dict[str, int | None] = {"train": len(splits["train"]["sample_id"]) + len(rejects["train"])}
+    if "test" in meta:
+        extra["test"] = {k: v for k, v in meta["test"].items() if k != "rejects"}
+        extra["test"]["rejects"] = {k: v for k, v in meta["test"]["rejects"].items() if k != "rows"}
+        rejects["test"] = _rejects(meta["test"]["rejects"]["rows"])
+        sizes["test"] = len(splits["test"]["sample_id"]) + len(rejects["test"])
+    return _jobs(splits, meta, extra, rejects, sizes, http_transform(meta, options))
+
+
+def http_predict_job(paths: list[Path], options: HttpLogOptions, fitted: dict[str, Any],
+                     executor: str = "local") -> SplitJob:
+    """The ``predict`` split of a new log: featurised with the train index's ``transform``, never refitted."""
+    import dataclasses
+
+    from shardtrain.readers.httplog import build_http_predict
+
+    transform = fitted.get("transform") or {}
+    if transform.get("kind") != "http-log" or "standardisation" not in transform:
+        raise ShardtrainError("the run's prepare index has no http-log transform (prepared before predict "
+                              "existed?); prepare and train again")
+    # The sessionisation the run was trained with, whatever the config says now.
+    options = dataclasses.replace(options, **transform.get("options", {}))
+    parsed = parse_logs(paths, options, executor)
+    cols, stats = build_http_predict(parsed, options, transform, source=_source(paths))
+    meta = {"feature_names": transform["feature_names"],
+            "labels": {k: {"classes": v} for k, v in LABEL_CLASSES.items()}}
+    extra = {k: v for k, v in stats.items() if k != "rejects"}
+    pre = _rejects(stats["rejects"]["rows"])
+    return SplitJob("predict", cols, passthrough, None, describe=_describe(meta, extra, transform),
+                    pre_rejects=pre, input_rows=len(cols["sample_id"]) + len(pre))
+
+
+def _source(paths: list[Path]) -> str:
+    """How messages name a log held in ``paths``."""
+    return str(paths[0]) if len(paths) == 1 else f"{paths[0].parent} ({len(paths)} files)" if paths else "log"
 
 
 def kdd99_jobs(train: Path, test: Path, attack_types: Path, options: Kdd99Options, seed: int) -> list[SplitJob]:
