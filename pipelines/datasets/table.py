@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.datasets.base import Dataset, PreparePlan, register
 from shardtrain.datasets.files import file_fingerprint
-from shardtrain.readers.table import TableOptions, resolve_files
+from shardtrain.readers.table import TableOptions, check_columns, column_names, required_columns, resolve_files
 from shardtrain.stages import table as stage
 
 if TYPE_CHECKING:
@@ -51,6 +51,9 @@ class Table(Dataset):
     def plan(self, cfg: Config) -> PreparePlan:
         """Locate every input file and fingerprint it (a missing file fails here, before any output)."""
         roles = self._files()
+        for role, (files, fmt) in roles.items():  # a missing column fails here, before any output
+            for f in files:
+                check_columns(f, column_names(f, fmt, self.options), required_columns(self.options, role))
         inputs = tuple(f"{role}:{file_fingerprint(f)}" for role, (files, _) in roles.items() for f in files)
         located = {f"{role}:{i}": f for role, (files, _) in roles.items() for i, f in enumerate(files)}
         return PreparePlan(("train", "val", "test"), inputs, located, self.options)

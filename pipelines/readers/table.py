@@ -322,11 +322,44 @@ def detect_kind(col: pa.ChunkedArray | pa.Array, name: str) -> str:
     return "numeric" if (present - int(bad.sum())) >= NUMERIC_SHARE * present else "categorical"
 
 
-def check_columns(inputs: Inputs, required: list[str], key_of: dict[str, str]) -> None:
-    """Every ``required`` column is in the input; a missing one names the file and the option naming it."""
-    have = set(inputs.table.column_names)
-    for name in required:
+def column_names(path: Path, fmt: str, opts: TableOptions) -> list[str]:
+    """A file's column names, read cheaply (the CSV header, the Parquet/Arrow schema, the first JSON line)."""
+    try:
+        if fmt == "csv":
+            return list(opts.columns) if opts.columns else _csv_header(path, opts.delimiter)
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(str(path)).names)
+        if fmt == "arrow":
+            with pa.memory_map(str(path)) as fh:
+                try:
+                    return list(pa.ipc.open_file(fh).schema.names)
+                except pa.ArrowInvalid:  # feather v1 or an IPC stream: read it
+                    pass
+            return read_file(path, fmt, opts).column_names
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as fh:
+            first = next((line for line in fh if line.strip()), "{}")
+        return list(json.loads(first))
+    except (OSError, pa.ArrowInvalid, ValueError, UnicodeDecodeError) as e:
+        raise ShardtrainError(f"{path}: cannot read as {fmt} ({str(e).splitlines()[0] if str(e) else e})") from e
+
+
+def check_columns(path: Path, have: list[str], required: dict[str, str]) -> None:
+    """Every ``required`` column (name -> the option naming it) is in ``have``, else one line naming file and column."""
+    for name, key in required.items():
         if name not in have:
-            raise ShardtrainError(f"{inputs.files[0]}: no column '{name}' ({_KEY}.{key_of.get(name, 'path')}'; "
-                                  f"columns: {', '.join(inputs.table.column_names)})")
+            shown = ", ".join(have[:30]) + (", ..." if len(have) > 30 else "")
+            raise ShardtrainError(f"{path}: no column '{name}' ({_KEY}.{key}'; columns: {shown})")
+
+
+def required_columns(opts: TableOptions, role: str) -> dict[str, str]:
+    """The columns the options name (name -> option key) that a file of ``role`` must have."""
+    need = {opts.label: "label"}
+    if role == "path":
+        for key in ("numeric", "categorical", "exclude", "log1p"):
+            need.update({c: key for c in getattr(opts, key)})
+        need.update({c: k for c, k in ((opts.split_col, "split_col"), (opts.id_col, "id_col")) if c})
+    return need
 

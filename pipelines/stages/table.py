@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.core.labels import EMPTY_LABEL, UNKNOWN_LABEL, LabelVocab
 from shardtrain.readers.table import (Inputs, TableOptions, categories, check_columns, detect_kind, numbers,
-                                      read_inputs)
+                                      read_inputs, required_columns)
 from shardtrain.readers.text import stratified_split
 from shardtrain.stages.runner import SplitJob
 
@@ -279,13 +279,8 @@ def prepare_jobs(opts: TableOptions, roles: dict[str, tuple[list[Path], str]], s
     parts = [read_inputs(files, fmt, opts) for files, fmt in roles.values()]
     role_code = {"path": 0, "val_path": 1, "test_path": 2}
     role = np.concatenate([np.full(p.table.num_rows, role_code[r], np.int8) for r, p in zip(roles, parts)])
-    key_of = {opts.label: "label", opts.split_col: "split_col", opts.id_col: "id_col",
-              **{c: "numeric" for c in opts.numeric}, **{c: "categorical" for c in opts.categorical},
-              **{c: "exclude" for c in opts.exclude}, **{c: "log1p" for c in opts.log1p}}
-    required = [c for c in key_of if c is not None]
-    for p in parts:
-        check_columns(p, [c for c in required if c not in (opts.split_col, opts.id_col)] if p is not parts[0]
-                      else required, key_of)
+    for p, r in zip(parts, roles):  # the plan checked every file's header; this checks what was read
+        check_columns(p.files[0], p.table.column_names, required_columns(opts, r))
     inputs = merge(parts)
     n = inputs.table.num_rows
     if n == 0:
@@ -386,7 +381,7 @@ def predict_job(opts: TableOptions, transform: dict[str, Any], files: list[Path]
     """
     inputs = read_inputs(files, fmt, opts)
     kinds = dict(transform["columns"])
-    check_columns(inputs, list(kinds), {c: "path" for c in kinds})
+    check_columns(files[0], inputs.table.column_names, {c: "path" for c in kinds})
     n = inputs.table.num_rows
     reason, detail = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
     cols = parse_features(inputs, kinds, opts, reason, detail, transform["missing"] == "reject")
