@@ -24,7 +24,10 @@ submit``) and ``--env KEY=VALUE`` are merged into that one (``merge_runtime_env`
 wins); ``py_modules`` and ``excludes`` are appended to ours (shardtrain's own package stays
 first); a ``working_dir`` there acts as ``--working-dir`` (a local directory) or is passed as it
 is (a remote URI); every other key (``pip``, ``uv``, ``conda``, ``container``, ``config``, ...)
-is the user's. Values of environment variables are never printed. ``--submission-id`` names
+is the user's. A user map (``prepare.map`` / ``augment.map``: ``"pkg.mod:fn"``) must import
+on the cluster: its top-level package or module travels in ``py_modules`` unless it is
+installed (site-packages) or importable from the root of the shipped working dir
+(``map_py_modules``). Values of environment variables are never printed. ``--submission-id`` names
 the job (default ``shardtrain-<config>-<UTC time>-<4 hex>``).
 
 A run that trains with Lightning inside the driver on GPUs (``train.launcher: local``,
@@ -286,6 +289,42 @@ def build_runtime_env(working_dir: Path | None, package: Path | None = None) -> 
     return env
 
 
+def map_py_modules(cfg: Any, working_dir: Path | None) -> list[str]:
+    """The local paths to ship in ``py_modules`` so the config's user maps import on the cluster.
+
+    For each ``prepare.map`` / ``augment.map`` spec the module's top-level package (a
+    directory) or single-file module is located here, without importing it. Nothing is
+    shipped for one under site-packages (the cluster's image must install it too) or for
+    one at the root of ``working_dir`` (Ray puts the working dir on every worker's path).
+    """
+    paths: list[str] = []
+    for key, section in (("prepare.map", cfg.prepare), ("augment.map", cfg.augment)):
+        spec = section.map
+        if not spec:
+            continue
+        top = spec.split(":")[0].strip().split(".")[0]
+        if top == "shardtrain":
+            continue  # shipped (or installed) already
+        try:
+            found = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            found = None
+        if found is None or (found.origin is None and not found.submodule_search_locations):
+            raise ShardtrainError(f"config key '{key}': cannot find module {top!r} of {spec!r} here "
+                                  "(put its directory on PYTHONPATH, or install it)")
+        if found.submodule_search_locations:  # a package: ship its directory
+            where = Path(next(iter(found.submodule_search_locations))).resolve()
+        else:
+            where = Path(found.origin).resolve()
+        if where.suffix not in ("", ".py") or {"site-packages", "dist-packages"} & set(where.parts):
+            continue  # installed (or compiled): the cluster's environment must provide it
+        if working_dir is not None and where.parent == working_dir.resolve():
+            continue  # importable from the shipped working dir's root
+        if str(where) not in paths:
+            paths.append(str(where))
+    return paths
+
+
 def _read_runtime_env(file: str | None, inline: str | None) -> dict[str, Any]:
     """The user's runtime env from ``--runtime-env FILE`` (YAML or JSON) or ``--runtime-env-json``."""
     import json
@@ -446,11 +485,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
     entrypoint = build_entrypoint(args, config_arg)
     gpus = entrypoint_gpus(cfg, args.stage)
     ships_package = source_checkout() is not None  # else the cluster's installed shardtrain runs
+    user_maps = map_py_modules(cfg, working_dir)  # before connecting: a missing module is a config error
     client, url = connect(args.address)
     submission_id = args.submission_id or _submission_id(cfg.name)
     with tempfile.TemporaryDirectory(prefix="shardtrain-submit-") as staging, job_errors(url, new_job=submission_id):
         package = stage_package(Path(staging)) if ships_package else None
         base = build_runtime_env(working_dir, package)
+        if user_maps:
+            base["py_modules"] = list(base.get("py_modules", [])) + user_maps
         # The job's processes (its Ray workers included) drop third-party noise unless --debug.
         base.setdefault("env_vars", {})[offline.QUIET_ENV] = "0" if getattr(args, "debug", False) else "1"
         runtime_env = merge_runtime_env(base, user_env, env_vars)
@@ -464,6 +506,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             **({"entrypoint_num_gpus": gpus} if gpus else {}))
     shipped = [f"working_dir {working_dir or remote_dir}"] if working_dir or remote_dir else []
     shipped += ["shardtrain in py_modules"] if ships_package else ["the cluster's installed shardtrain"]
+    shipped += [f"user map {Path(p).name} in py_modules" for p in user_maps]
     extra = sorted(set(user_env) - {"working_dir"})
     if extra or env_vars:  # names only: values (credentials) are never printed
         shipped.append("runtime env " + ", ".join(extra + [f"env {name}" for name in sorted(env_vars)]))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -35,7 +36,8 @@ import pyarrow as pa
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.stages.runner import SplitJob, StageFn
 
-_RESOLVED: dict[str, Callable[..., Any]] = {}  # spec -> function, per process (Ray workers resolve once)
+# spec -> (function, digest of its module's file), per process (a Ray worker resolves once)
+_RESOLVED: dict[str, tuple[Callable[..., Any], str]] = {}
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,34 @@ def _split_spec(spec: Any, key: str) -> tuple[str, str]:
     return module.strip(), name.strip()
 
 
-def resolve(spec: str, key: str = "prepare.map") -> Callable[..., Any]:
-    """Import ``spec``'s module and return its function (cached per process); errors name ``key``."""
-    if spec in _RESOLVED:
-        return _RESOLVED[spec]
+def _module_digest(module_name: str) -> str:
+    """sha256 of the module's source file, located without running it ("no-file" when it has none)."""
+    found = importlib.util.find_spec(module_name)
+    origin = getattr(found, "origin", None)
+    try:
+        return hashlib.sha256(Path(origin).read_bytes()).hexdigest() if origin else "no-file"
+    except OSError:
+        return "no-file"
+
+
+def resolve(spec: str, key: str = "prepare.map", digest: str | None = None) -> Callable[..., Any]:
+    """Import ``spec``'s module and return its function; errors name the config ``key``.
+
+    Cached per process with the digest of the module's file (``digest``: the one the
+    driver saw, else read now): when the file changed since it was cached, the module is
+    reloaded, so an edited function is what a re-run stage uses, in a notebook too.
+    """
+    cached = _RESOLVED.get(spec)
+    if cached is not None and digest is not None and cached[1] == digest:
+        return cached[0]  # the per-batch path: no file read
     module_name, name = _split_spec(spec, key)
     try:
+        want = digest or _module_digest(module_name)
+        if cached is not None and cached[1] == want:
+            return cached[0]
         module = importlib.import_module(module_name)
+        if cached is not None:  # imported before, and its file changed since
+            module = importlib.reload(module)
     except Exception as exc:  # any failure while importing user code is the spec's fault
         raise ShardtrainError(f"config key '{key}': cannot import module {module_name!r} of {spec!r} "
                               f"({type(exc).__name__}: {_one_line(exc)})") from exc
@@ -84,7 +107,7 @@ def resolve(spec: str, key: str = "prepare.map") -> Callable[..., Any]:
         raise ShardtrainError(f"config key '{key}': module {module_name!r} has no attribute {name!r}")
     if not callable(fn):
         raise ShardtrainError(f"config key '{key}': {spec} is a {type(fn).__name__}, not a function")
-    _RESOLVED[spec] = fn
+    _RESOLVED[spec] = (fn, want)
     return fn
 
 
@@ -102,14 +125,8 @@ def source_identity(spec: str | None, key: str = "prepare.map") -> str | None:
     """
     if spec is None:
         return None
-    fn = resolve(spec, key)
-    module = importlib.import_module(_split_spec(spec, key)[0])
-    path = getattr(module, "__file__", None) or getattr(fn, "__code__", None) and fn.__code__.co_filename
-    try:
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else "no-file"
-    except OSError:
-        digest = "unreadable"
-    return f"{spec}@{digest}"
+    resolve(spec, key)
+    return f"{spec}@{_RESOLVED[spec][1]}"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -162,6 +179,7 @@ class MappedFn:
     split: str
     seed: int
     key: str = "prepare.map"
+    digest: str | None = None  # of the module's file where the job was built
     takes_where: ClassVar[bool] = True  # the runner passes shard= and rows= (duck-typed: it never imports us)
 
     def __call__(self, batch: dict[str, Any], ctx: Any) -> dict[str, Any]:
@@ -181,7 +199,7 @@ class MappedFn:
         ctx_user = MapContext(self.stage, self.split, self.seed, shard, (int(rows[0]), int(rows[1])),
                               MappingProxyType(dict(self.options)))
         where = f"{self.stage}/{self.split} shard {shard} rows {rows[0]}-{max(rows[1] - 1, rows[0])}"
-        fn = resolve(self.spec, self.key)
+        fn = resolve(self.spec, self.key, self.digest)
         try:
             result = fn(dict(kept), ctx_user)
         except ShardtrainError:
@@ -254,7 +272,7 @@ def wrap(fn: StageFn, spec: str, options: Mapping[str, Any], stage: str, split: 
     """``fn`` followed by the user's map ``spec`` (resolved now, so a bad spec fails here)."""
     key = key or f"{stage}.map"
     resolve(spec, key)
-    return MappedFn(fn, spec, dict(options or {}), stage, split, seed, key)
+    return MappedFn(fn, spec, dict(options or {}), stage, split, seed, key, _RESOLVED[spec][1])
 
 
 def wrap_job(job: SplitJob, spec: str | None, options: Mapping[str, Any] | None, stage: str, seed: int,
