@@ -89,11 +89,15 @@ class DataConfig(Section):
 
     ``source`` picks the training shards (``auto`` = augment when it ran, else
     prepare); ``val_fraction`` carves a validation split from train (by source id,
-    so augmented copies never leak) when the dataset has none.
+    so augmented copies never leak) when the dataset has none. ``batch_size`` is rows
+    per rank per step, or ``auto``: resolved at train time from the training rows and
+    the ranks (the largest power of two <= 512 that still gives ~100 optimizer steps per
+    epoch, at least 16; ``shardtrain.data.datamodule.auto_batch_size``), and recorded
+    as a number in the run's ``config.yaml``.
     """
 
     source: Literal["auto", "prepare", "augment"] = "auto"
-    batch_size: PositiveInt = 512
+    batch_size: Union[PositiveInt, Literal["auto"]] = "auto"
     eval_batch_size: PositiveInt = 4096
     device_cache: Literal["auto", "gpu", "cpu", "none"] = "auto"
     val_fraction: Annotated[float, in_range(ge=0, lt=1)] = 0.1

@@ -63,7 +63,36 @@ def test_learning_curves_have_every_epoch_lr_and_a_title(tmp_path: Path, monkeyp
     lines = {line.get_label(): line for ax in fig.axes for line in ax.get_lines()}
     for name in ("train loss", "val loss", "train accuracy", "val accuracy", "learning rate"):
         assert list(lines[name].get_xdata()) == [1, 2, 3], name  # one point per epoch, not per logged step
-    assert "evaluated (epoch 2)" in lines
+    assert "evaluated epoch 2" in lines
+
+
+MULTITASK_EPOCHS = """epoch,step,train_loss,val_loss,train_accuracy,val_accuracy,lr,seconds,train_colour_accuracy,val_colour_accuracy,val_spam_accuracy
+1,10,1.2,1.1,0.5,0.55,0.001,1.0,0.5,0.6,0.5
+2,20,0.9,0.8,0.6,0.65,0.001,1.0,0.6,0.7,0.6
+"""
+
+
+def test_the_evaluated_epoch_names_its_monitor_and_tasks_get_accuracy_curves(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib.figure
+
+    from shardtrain.training.report import chosen_by, summary_table
+
+    path = tmp_path / "epochs.csv"
+    path.write_text(MULTITASK_EPOCHS)
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    chosen = {"monitor": "val_accuracy", "mode": "max", "epoch": 2, "value": 0.65, "checkpoint": "best.ckpt"}
+    plot_learning_curves(path, tmp_path / "curves.png", title=f"run: {chosen_by(chosen)}", selection=chosen)
+    (fig,) = saved
+    assert "val_accuracy" in fig._suptitle.get_text() and "epoch 2" in fig._suptitle.get_text()
+    accuracy = next(ax for ax in fig.axes if ax.get_title() == "accuracy")
+    labels = [line.get_label() for line in accuracy.get_lines()]
+    assert labels[:2] == ["train accuracy", "val accuracy"]
+    assert {"train colour accuracy", "val colour accuracy", "val spam accuracy"} <= set(labels)
+    marks = [line for line in accuracy.get_lines() if "chosen by max val_accuracy" in line.get_label()]
+    assert len(marks) == 1 and list(marks[0].get_xdata()) == [2, 2]
+    # metrics.json's selection entry is not a split of the summary table
+    assert "selection" not in summary_table({"test": {"accuracy": 0.5, "loss": 1.0}, "selection": chosen})
 
 
 def test_confusion_matrix_names_classes_raw_and_normalised(tmp_path: Path, monkeypatch) -> None:

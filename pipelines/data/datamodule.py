@@ -52,6 +52,47 @@ AUDIT_NAME = "data_audit.json"
 
 
 DEVICE_CACHES = ("auto", "gpu", "cpu", "none")
+AUTO_BATCH_MAX, AUTO_BATCH_MIN, AUTO_MIN_STEPS = 512, 16, 100  # data.batch_size: auto
+
+
+def steps_per_epoch(rows: int, batch_size: int, ranks: int = 1) -> int:
+    """Optimizer steps per epoch: each of ``ranks`` ranks takes ``ceil(ceil(rows / ranks) / batch_size)``."""
+    per_rank = -(-int(rows) // max(1, int(ranks)))
+    return -(-per_rank // int(batch_size))
+
+
+def auto_batch_size(rows: int, ranks: int = 1) -> int:
+    """``data.batch_size: auto``: the largest power of two <= 512 giving >= 100 optimizer steps per epoch.
+
+    Large batches waste small data: 3,000 rows at 512 a batch are 6 steps an epoch, too few
+    for Adam to get anywhere in 10 epochs. The batch halves from 512 until an epoch has
+    at least ``AUTO_MIN_STEPS`` steps, but never goes below ``AUTO_BATCH_MIN`` (16): below
+    that a step costs as much as a larger one and the gradient gets noisy. Example:
+    ``auto_batch_size(8000) == 64`` (125 steps), ``auto_batch_size(60000) == 512``.
+    """
+    size = AUTO_BATCH_MAX
+    while size > AUTO_BATCH_MIN and steps_per_epoch(rows, size, ranks) < AUTO_MIN_STEPS:
+        size //= 2
+    return size
+
+
+def training_rows(train: str | Path, val: str | Path | None, val_fraction: float) -> int:
+    """Rows the training split feeds per epoch, from its index (less the carved ``val_fraction`` without ``val``).
+
+    The carve is by source id (see ``carve_rows``), so the count is approximate there; the
+    auto batch size only needs its order of magnitude.
+    """
+    rows = int(read_index(train).get("rows", 0))
+    if val is None and val_fraction > 0:
+        rows -= int(round(rows * float(val_fraction)))
+    return max(rows, 1)
+
+
+def describe_batch_size(batch_size: int, rows: int, ranks: int = 1) -> str:
+    """The log line of a resolved auto batch size: ``data.batch_size auto -> 64 (8,000 training rows, 125 steps per epoch)``."""
+    on = f", {ranks} ranks" if ranks > 1 else ""
+    return (f"data.batch_size auto -> {batch_size} ({rows:,} training rows{on}, "
+            f"{steps_per_epoch(rows, batch_size, ranks)} steps per epoch)")
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -152,7 +193,15 @@ class ShardDataModule(pl.LightningDataModule):
                     **kwargs: Any) -> ShardDataModule:
         """One built from a config's ``data`` section (reads only its attribute names); ``kwargs`` as ``__init__``."""
         options = {k: getattr(data, k) for k in ("batch_size", "eval_batch_size", "device_cache", "val_fraction", "audit")}
-        return cls(train, val, test, **{**options, **kwargs})
+        options = {**options, **kwargs}
+        if options["batch_size"] == "auto":  # data.batch_size: auto, resolved from the training rows and ranks
+            if train is None:
+                raise ShardtrainError("ShardDataModule: batch_size 'auto' needs the train split (its rows size it)")
+            rows = training_rows(train, val, options["val_fraction"])
+            ranks = int(options.get("world_size") or 1)
+            options["batch_size"] = auto_batch_size(rows, ranks)
+            log.info("%s", describe_batch_size(options["batch_size"], rows, ranks))
+        return cls(train, val, test, **options)
 
     # ------------------------------------------------------------------ what the train stage checks
     def _index(self) -> dict[str, Any]:

@@ -95,15 +95,29 @@ class ConfigHyperparams(pl.Callback):
         log_config(trainer.loggers, self.config)
 
 
+def epoch_columns(row: dict[str, Any]) -> list[str]:
+    """``epochs.csv``'s columns for a row: ``EPOCH_KEYS``, then per-task accuracies (``val_<task>_accuracy``)."""
+    return [*EPOCH_KEYS, *sorted(k for k in row if k not in EPOCH_KEYS and k.endswith("_accuracy"))]
+
+
 def write_epoch_row(run_dir: Path, row: dict[str, Any]) -> None:
-    """Append one epoch's row to ``epochs.csv`` (header on the first; blank where unknown)."""
+    """Append one epoch's row to ``epochs.csv`` (header on the first; blank where unknown).
+
+    A resumed run appends under the header already there (the columns do not change
+    within a run: they come from the label columns).
+    """
     path = run_dir / EPOCHS_CSV
-    new = not path.exists()
+    new = not path.exists() or path.stat().st_size == 0
+    if new:
+        fields = epoch_columns(row)
+    else:
+        with open(path, newline="") as fh:
+            fields = next(csv.reader(fh), None) or list(EPOCH_KEYS)
     with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=EPOCH_KEYS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         if new:
             writer.writeheader()
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in EPOCH_KEYS})
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
 
 
 def format_epoch_line(row: dict[str, Any], max_epochs: int) -> str:

@@ -38,6 +38,38 @@ from shardtrain.training.steps import GroupedSteps
 SPLITS = ("val", "test")
 
 
+def with_mean_accuracy(scalars: Mapping[str, float | None]) -> dict[str, float | None]:
+    """``scalars`` with ``accuracy``: the mean of the per-task ``<task>_accuracy`` when the model gives none.
+
+    A multitask model reports each classification task's accuracy; their mean is what
+    ``train.monitor: val_accuracy`` follows (regression tasks, None there, are left out).
+    """
+    out = dict(scalars)
+    if out.get("accuracy") is None:
+        tasks = [float(v) for k, v in out.items() if k.endswith("_accuracy") and v is not None]
+        if tasks:
+            out["accuracy"] = sum(tasks) / len(tasks)
+    return out
+
+
+def train_accuracies(stats: Mapping[str, torch.Tensor]) -> tuple[float | None, dict[str, float]]:
+    """``(train accuracy, {task: accuracy})`` from an epoch's summed ``Loss.stats``.
+
+    ``train_correct`` / ``train_count`` give the accuracy; ``train_correct_<task>`` /
+    ``train_count_<task>`` (multitask models) give each task's, and their mean is the
+    accuracy when there is no overall count.
+    """
+    def ratio(correct: torch.Tensor, count: torch.Tensor) -> float:
+        return float(correct.sum() / count.sum().clamp_min(1))
+
+    per_task = {name[len("train_correct_"):]: ratio(value, stats[f"train_count_{name[len('train_correct_'):]}"])
+                for name, value in stats.items()
+                if name.startswith("train_correct_") and f"train_count_{name[len('train_correct_'):]}" in stats}
+    correct, count = stats.get("train_correct"), stats.get("train_count")
+    if correct is not None and count is not None:
+        return ratio(correct, count), per_task
+    return (sum(per_task.values()) / len(per_task) if per_task else None), per_task
+
 class ShardTrainModule(pl.LightningModule):
     """Lightning shell around a model that follows ``shardtrain.models.protocol``; batches are the DataModule's dicts.
 
@@ -126,7 +158,12 @@ class ShardTrainModule(pl.LightningModule):
         return self.global_step // n > before // n
 
     def on_train_start(self) -> None:
-        """Sort the LR schedules by interval and pick the lean step path (``GroupedSteps.start``)."""
+        """Sort the LR schedules by interval and pick the lean step path (``GroupedSteps.start``).
+
+        A resumed one-cycle schedule must have the length this fit needs; checked here, after
+        Lightning restored it and before any step (``optim.check_resumed_schedule``).
+        """
+        optim.check_resumed_schedule(self.trainer, self.train_cfg)
         self.stepper.start(self)
 
     def on_train_epoch_start(self) -> None:
@@ -152,12 +189,14 @@ class ShardTrainModule(pl.LightningModule):
                  for k, v in acc.items() if k != "loss_sum"}
         if stats:
             self._train_metrics = self.model.training_metrics(stats)
-        correct, count = stats.get("train_correct"), stats.get("train_count")
-        train_acc = None if correct is None or count is None else float(correct.sum() / count.sum().clamp_min(1))
+        train_acc, per_task = train_accuracies(stats)
         self._row = {"epoch": self.current_epoch + 1, "step": int(self.global_step),
                      "train_loss": float(mean_loss), "train_accuracy": train_acc,
                      "val_loss": self._epoch_val.get("loss"), "val_accuracy": self._epoch_val.get("accuracy"),
                      "lr": self._lr()}
+        # Per task (multitask): train_<task>_accuracy and val_<task>_accuracy, beside the means above.
+        self._row.update({f"train_{t}_accuracy": v for t, v in per_task.items()})
+        self._row.update({f"val_{k}": v for k, v in self._epoch_val.items() if k.endswith("_accuracy")})
         return self._row
 
     def _lr(self) -> float | None:
@@ -217,6 +256,7 @@ class ShardTrainModule(pl.LightningModule):
     def _finish(self, split: str) -> None:
         reports = {t: summary_reports(self.summaries[f"{split}__{t}"], self.class_names[t]) for t in self.tasks}
         self._results[split], scalars = self.model.summarize(reports)
+        scalars = with_mean_accuracy(scalars)
         # During fit the epoch's row (epoch_row) carries the validation scalars to the loggers.
         fitting = self._trainer is not None and self.trainer.state.fn == "fit"
         if fitting:

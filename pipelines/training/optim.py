@@ -94,3 +94,24 @@ def total_optimizer_steps(trainer: Any) -> int:
     if total == float("inf"):
         raise ShardtrainError("train.schedule=onecycle needs train.max_epochs or train.max_steps")
     return int(total)
+
+
+def check_resumed_schedule(trainer: Any, train_cfg: Any) -> None:
+    """Refuse a resumed ``train.schedule: onecycle`` whose restored cycle is not this fit's length.
+
+    OneCycle's state holds its total step count; resuming with another ``train.max_epochs``
+    or ``max_steps`` would either step past the end (``OneCycleLR`` raises mid-training) or
+    stop before the LR has annealed. Neither is the configured schedule, so say so, in one
+    line, before the first step.
+    """
+    for config in getattr(trainer, "lr_scheduler_configs", []):
+        sched = config.scheduler
+        if not isinstance(sched, torch.optim.lr_scheduler.OneCycleLR) or sched.last_epoch <= 0:
+            continue  # not one-cycle, or a fresh schedule (nothing restored)
+        needed = total_optimizer_steps(trainer)
+        if needed != sched.total_steps:
+            raise ShardtrainError(
+                f"config key 'train.max_epochs': the resumed checkpoint's train.schedule=onecycle cycle is "
+                f"{sched.total_steps} optimizer steps, but max_epochs={train_cfg.max_epochs} / "
+                f"max_steps={train_cfg.max_steps} now need {needed}; resume with the checkpoint's max_epochs and "
+                f"max_steps, or train a new run (no train.resume) for a longer one-cycle schedule")

@@ -61,18 +61,40 @@ def curve_rows(source: Path) -> list[dict[str, float]]:
     return [merged[e] for e in sorted(merged)]
 
 
-def plot_learning_curves(source: Path, path: Path, title: str = "", evaluated_epoch: int | None = None) -> Path | None:
-    """Loss, accuracy (train and val per epoch) and the learning rate against epochs, in one titled figure.
+def chosen_by(selection: dict[str, Any] | None) -> str:
+    """``evaluated epoch 8 (chosen by max val_accuracy: 0.6730)``: which checkpoint was evaluated and why."""
+    if not selection or selection.get("epoch") is None:
+        return "evaluated: last weights"
+    text = f"evaluated epoch {selection['epoch']}"
+    if selection.get("monitor") is None:
+        return f"{text} (the last; no validation)"
+    value = selection.get("value")
+    shown = f": {value:.4f}" if isinstance(value, float) else ""
+    return f"{text} (chosen by {selection.get('mode')} {selection['monitor']}{shown})"
+
+
+def accuracy_keys(rows: list[dict[str, float]]) -> tuple[str, ...]:
+    """The accuracy columns of the curve rows: train/val overall first, then per task (``val_<task>_accuracy``)."""
+    found = {k for r in rows for k in r if k.endswith("_accuracy")}
+    main = [k for k in ("train_accuracy", "val_accuracy") if k in found]
+    return (*main, *sorted(found - set(main)))
+
+
+def plot_learning_curves(source: Path, path: Path, title: str = "", evaluated_epoch: int | None = None,
+                         selection: dict[str, Any] | None = None) -> Path | None:
+    """Loss, accuracy (train and val per epoch, per task too) and the learning rate against epochs, in one figure.
 
     ``source``: ``epochs.csv`` (or an old run's ``metrics.csv``, see :func:`curve_rows`).
-    ``evaluated_epoch`` (1-based) is marked on every panel: the checkpoint the metrics are of.
+    ``evaluated_epoch`` (1-based) is marked on every panel: the checkpoint the metrics are
+    of; ``selection`` (``metrics.json``'s) names the monitor that chose it in the legend.
     """
     rows = curve_rows(source)
     if not rows:
         return None
     plt = _matplotlib()
-    panels = [("loss", ("train_loss", "val_loss")), ("accuracy", ("train_accuracy", "val_accuracy")),
-              ("learning rate", ("lr",))]
+    if selection is not None and evaluated_epoch is None:
+        evaluated_epoch = selection.get("epoch")
+    panels = [("loss", ("train_loss", "val_loss")), ("accuracy", accuracy_keys(rows)), ("learning rate", ("lr",))]
     panels = [(label, keys) for label, keys in panels if any(k in r for r in rows for k in keys)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
     styles = {"train": dict(marker="o", markersize=3), "val": dict(marker="s", markersize=3, linestyle="--")}
@@ -82,12 +104,12 @@ def plot_learning_curves(source: Path, path: Path, title: str = "", evaluated_ep
             points = [(r["epoch"], r[key]) for r in rows if key in r and "epoch" in r]
             if not points:
                 continue
-            split = key.split("_")[0]
-            name = {"lr": "learning rate"}.get(key, f"{split} {label}")
+            split, task = key.split("_")[0], key[key.find("_") + 1:-len("_accuracy")] if label == "accuracy" else ""
+            name = {"lr": "learning rate"}.get(key, f"{split} {task + ' ' if task else ''}{label}")
             ax.plot(*zip(*points), label=name, **styles.get(split, dict(marker="o", markersize=3)))
         if evaluated_epoch is not None:
-            ax.axvline(evaluated_epoch, color="grey", linewidth=1, linestyle=":",
-                       label=f"evaluated (epoch {evaluated_epoch})")
+            mark = chosen_by(selection) if selection else f"evaluated epoch {evaluated_epoch}"
+            ax.axvline(evaluated_epoch, color="grey", linewidth=1, linestyle=":", label=mark)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(label)
@@ -158,7 +180,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
     """A plain-text table of the headline metrics per split (and per task for multitask runs)."""
     rows = []
     for split, values in metrics.items():
-        if not isinstance(values, dict):
+        if not isinstance(values, dict) or split == "selection":
             continue
         if "accuracy" in values or "loss" in values or "mse" in values:
             rows.append((split, values))

@@ -41,6 +41,7 @@ class TrainResult:
     datamodule: Any
     best_ckpt: str | None
     fit_seconds: float
+    config: Config | None = None  # the config as trained: data.batch_size and train.monitor resolved
 
 
 def shard_dirs(cfg: Config, out: Path) -> dict[str, Path | None]:
@@ -206,9 +207,10 @@ def build_module(cfg: Config, index: dict[str, Any]) -> Any:
     from shardtrain.models.build import build_model
     from shardtrain.training.module import ShardTrainModule
 
+    from shardtrain.training.defaults import label_columns
+
     feature = index.get("features", {}).get("x", {})
-    labels = {c["name"]: dict(index.get("labels", {}).get(c["name"], {})) for c in index.get("schema", [])
-              if c["name"] == "label" or c["name"].startswith("label_")}
+    labels = label_columns(index)
     if not labels:
         raise ShardtrainError(f"{index.get('split')} shards have no label column (label or label_<task>)")
     model = build_model(cfg.model, feature, labels, loss=cfg.train.loss)
@@ -220,7 +222,9 @@ def build_module(cfg: Config, index: dict[str, Any]) -> Any:
 def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
     """Trainer arguments from ``cfg.train``: devices, strategy, precision, loggers, progress, checkpoints, early stop.
 
-    Loggers and progress are ``shardtrain.training.loggers``'s: every step they show is an
+    ``best.ckpt`` and early stopping follow one metric, ``train.monitor`` in
+    ``train.monitor_mode`` (resolved from the labels by ``train``; see
+    ``shardtrain.training.defaults``). Loggers and progress are ``shardtrain.training.loggers``'s: every step they show is an
     optimizer step, and the shell sends them its own rows (per epoch, and the training
     loss every ``log_every_n_steps`` optimizer steps), so Lightning's per-call step
     logging is off (``log_every_n_steps=0``: no per-call log flush either).
@@ -228,12 +232,14 @@ def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     from shardtrain.training.checkpoints import StepCheckpoint
+    from shardtrain.training.defaults import monitor_of
     from shardtrain.training.loggers import ConfigHyperparams, build_loggers, progress_callbacks
 
     tc = cfg.train
+    monitor, mode = monitor_of(cfg)
     # Without validation there is no "best": keep only last.ckpt (one save per epoch, not two).
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
-                           monitor="val_loss" if has_val else None, save_last=True,
+                           monitor=monitor if has_val else None, mode=mode, save_last=True,
                            save_top_k=1 if has_val else 0)
     progress, bar = progress_callbacks(steps_per_call(cfg), run_dir)
     callbacks = [ckpt, *progress, ConfigHyperparams(to_dict(cfg))]
@@ -243,7 +249,7 @@ def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
     if tc.early_stopping_patience > 0:
         if not has_val:
             raise ShardtrainError("config key 'train.early_stopping_patience': needs a validation split (data.val_fraction > 0)")
-        callbacks.append(EarlyStopping(monitor="val_loss", patience=tc.early_stopping_patience))
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=tc.early_stopping_patience))
     return {
         "accelerator": tc.accelerator, "devices": tc.devices, "strategy": tc.strategy, "precision": tc.precision,
         "max_epochs": tc.max_epochs, "max_steps": tc.max_steps,
@@ -301,18 +307,59 @@ def train(cfg: Config, out: Path, launcher: Callable[..., TrainResult] | None = 
     points pass Ray Train's for ``train.launcher: ray``, which keeps this layer free of
     any import of the cluster layer above it.
     """
+    from shardtrain.training.defaults import resolve_defaults
+
     dirs = shard_dirs(cfg, out)
     index = check_shards(dirs)
+    # data.batch_size / train.monitor "auto" become plain values here, so that every rank, the
+    # Ray Train workers and the run's config.yaml see the same ones.
+    cfg, notes = resolve_defaults(cfg, dirs, index, announce=_local_rank_zero())
     ckpt_path = _resume_path(cfg, out)
     run_dir = latest_run_dir(out) if cfg.train.resume == "last" else new_run_dir(cfg, out)
     if _local_rank_zero():
         (run_dir / COMPLETE_NAME).unlink(missing_ok=True)  # a resumed run is unfinished again until fit returns
+        _record_inputs(run_dir, out, dirs, notes)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     result = (launcher or fit)(cfg, out, run_dir, dirs, index, ckpt_path)
+    result.config = cfg
     trainer = result.trainer
     if trainer.is_global_zero and not getattr(trainer, "interrupted", False):
         mark_complete(run_dir, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fit_seconds": result.fit_seconds})
     return result
+
+
+PREPARE_INDEX = "prepare_index.json"  # the run's copy of the prepare TRAIN split's index (predict reads it)
+RUN_INFO = "run.json"
+
+
+def _record_inputs(run_dir: Path, out: Path, dirs: dict[str, Path | None], notes: dict[str, Any]) -> None:
+    """Make the run self-contained for predict: copy the prepare TRAIN index, record the shard dirs used.
+
+    The prepare index holds what the features were fitted on (vocabulary, scaling, the
+    ``transform`` key); predict re-applies it from here even when ``O/shards`` is gone.
+    ``run.json`` gets the absolute shard directories and the resolved defaults; evaluate
+    adds its own keys to the same file.
+    """
+    from shardtrain.shards.reader import index_path
+
+    source = index_path(out / "shards" / "prepare" / "train")
+    if source.is_file():
+        tmp = run_dir / f".{PREPARE_INDEX}.tmp"
+        tmp.write_bytes(source.read_bytes())
+        os.replace(tmp, run_dir / PREPARE_INDEX)
+    info = _read_run_info(run_dir)
+    info.update(shard_dirs={k: None if v is None else str(Path(v).resolve()) for k, v in dirs.items()},
+                prepare_index=str(source.resolve()) if source.is_file() else None, resolved=notes)
+    (run_dir / RUN_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
+
+
+def _read_run_info(run_dir: Path) -> dict[str, Any]:
+    """``run.json`` of a run as a dict (empty when absent or unreadable: it is rewritten whole)."""
+    try:
+        info = json.loads((run_dir / RUN_INFO).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _local_rank_zero() -> bool:
@@ -354,7 +401,9 @@ def evaluate(cfg: Config, out: Path, result: TrainResult | None = None,
     import pytorch_lightning as pl
 
     from shardtrain.training.loggers import EPOCHS_CSV
-    from shardtrain.training.report import plot_confusion, plot_learning_curves, summary_table
+    from shardtrain.training.report import chosen_by, curve_rows, plot_confusion, plot_learning_curves, summary_table
+
+    from shardtrain.training.defaults import selection
 
     if result is None:
         run_dir = find_run_dir(out, run)
@@ -373,6 +422,7 @@ def evaluate(cfg: Config, out: Path, result: TrainResult | None = None,
     else:
         run_dir, trainer, module, dm = result.run_dir, result.trainer, result.module, result.datamodule
         ckpt_path, fit_seconds = result.best_ckpt, result.fit_seconds
+        cfg = result.config or cfg
     metrics: dict[str, Any] = {}
     t0 = time.perf_counter()
     if dm.has_split("val"):
@@ -383,17 +433,20 @@ def evaluate(cfg: Config, out: Path, result: TrainResult | None = None,
         metrics["test"] = module.metrics_dict("test")
     if not trainer.is_global_zero:
         return metrics
+    epoch = evaluated_epoch(ckpt_path, trainer)
+    curves = run_dir / EPOCHS_CSV if (run_dir / EPOCHS_CSV).exists() else run_dir / "logs" / "metrics.csv"
+    chosen = selection(cfg, ckpt_path, epoch, curve_rows(curves), dm.has_split("val"))
+    metrics["selection"] = chosen
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    info = {"fit_seconds": fit_seconds, "eval_seconds": time.perf_counter() - t0, "checkpoint": ckpt_path,
+    info = _read_run_info(run_dir)
+    info.update({"fit_seconds": fit_seconds, "eval_seconds": time.perf_counter() - t0, "checkpoint": ckpt_path,
             "epochs": trainer.current_epoch, "device_cache": getattr(dm, "cache_modes", {}),
             "padding_per_epoch": getattr(dm, "padding_per_epoch", 0), "carved_val": getattr(dm, "carve_report", None),
-            "ranks_agree": getattr(module, "ranks_agree", None)}
-    epoch = evaluated_epoch(ckpt_path, trainer)
-    info["evaluated_epoch"] = epoch
-    (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-    curves = run_dir / EPOCHS_CSV if (run_dir / EPOCHS_CSV).exists() else run_dir / "logs" / "metrics.csv"
+            "ranks_agree": getattr(module, "ranks_agree", None), "evaluated_epoch": epoch, "selection": chosen,
+            "batch_size": getattr(dm, "batch_size", None)})
+    (run_dir / RUN_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
     plot_learning_curves(curves, run_dir / "learning_curves.png", evaluated_epoch=epoch,
-                         title=f"{run_dir.name}: evaluated epoch {epoch}" if epoch else run_dir.name)
+                         title=f"{run_dir.name}: {chosen_by(chosen)}" if epoch else run_dir.name, selection=chosen)
     _plot_confusions(metrics.get("test", {}), dm.labels, run_dir, plot_confusion,
                      f"{run_dir.name}, epoch {epoch}" if epoch else run_dir.name)
     print(f"\nrun: {run_dir}\n{summary_table(metrics)}", flush=True)
