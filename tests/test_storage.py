@@ -18,6 +18,7 @@ from shardtrain.core.errors import ShardtrainError
 from shardtrain.shards import (
     ShardSet,
     clear_split,
+    index_fingerprint,
     read_index,
     shard_name,
     verify_shards,
@@ -88,7 +89,8 @@ def test_redact_strips_userinfo_and_secret_query_values(monkeypatch: pytest.Monk
     text = storage.redact_text(f"failed on {uri!r}: signature with {secret} rejected")
     assert secret not in text and "AKIAEXAMPLE" not in text and "s3://bucket/out?region=eu-west-1" in text
     nested = storage.redact_obj({"out": uri, "list": [uri, 3], uri: Path("/x")})
-    assert secret not in json.dumps(nested) and nested["list"][1] == 3 and nested["s3://bucket/out?region=eu-west-1"] == "/x"
+    assert secret not in json.dumps(nested) and nested["list"][1] == 3
+    assert nested["s3://bucket/out?region=eu-west-1"] == "/x"
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")  # moto's default: too short to mask ordinary words
     assert storage.redact_text("the test split") == "the test split"
 
@@ -129,8 +131,9 @@ def test_file_uri_split_reads_in_place(tmp_path: Path) -> None:
     """A file:// split is written, verified and memory-mapped where it is (no cache copy)."""
     uri = f"file://{tmp_path}/train"
     storage.makedirs(uri)
+    assert index_fingerprint(uri) is None
     entries = write_split(uri)
-    assert read_index(uri)["shards"] == entries
+    assert read_index(uri)["shards"] == entries and index_fingerprint(uri) == "fp0"
     assert verify_shards(uri) == []
     ss = ShardSet(uri, verify=True, cache_dir=tmp_path / "cache")
     assert ss.directory == tmp_path / "train" and not (tmp_path / "cache").exists()

@@ -11,7 +11,7 @@ from shardtrain.shards.format import (
     shard_name,
 )
 from shardtrain.shards.cache import local_split
-from shardtrain.shards.reader import ShardSet, index_path, read_index, verify_shards
+from shardtrain.shards.reader import ShardSet, index_fingerprint, index_path, read_index, verify_shards
 from shardtrain.shards.writer import clear_split, write_index, write_rejects, write_shard
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "ShardSet",
     "clear_split",
+    "index_fingerprint",
     "index_path",
     "local_split",
     "read_index",

@@ -38,6 +38,17 @@ def read_index(directory: storage.Location) -> dict[str, Any]:
     return fmt.load_index(directory if storage.is_uri(directory) else Path(directory))[0]
 
 
+def index_fingerprint(directory: storage.Location) -> str | None:
+    """The ``fingerprint`` of a split's index, or ``None`` when it has no readable index.
+
+    What a stage runner compares to decide whether a split (local or remote) is up to date.
+    """
+    try:
+        return read_index(directory).get("fingerprint")
+    except ShardtrainError:
+        return None
+
+
 def _check_local(path: Path, entry: dict[str, Any]) -> str | None:
     """The problem with one local shard file, or ``None`` when its size and sha256 match."""
     if not path.exists():

@@ -17,11 +17,13 @@ the values of the AWS/Azure secret variables; every error raised here goes throu
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import uuid
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Iterator, Union
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from shardtrain.core.errors import ShardtrainError
@@ -257,11 +259,15 @@ def resolve(location: Location, *, endpoint_override: str | None = None) -> tupl
     return _other(str(location))
 
 
-def _failed(location: Location, what: str, exc: OSError) -> Exception:
-    """The exception to raise for a remote failure: ``FileNotFoundError`` or a ``ShardtrainError``."""
-    if isinstance(exc, FileNotFoundError):
-        return FileNotFoundError(f"{redact(location)}: no such object")
-    return ShardtrainError(f"{redact(location)}: {what} failed ({redact_text(str(exc))})")
+@contextmanager
+def _remote(location: Location, what: str) -> Iterator[None]:
+    """Re-raise a remote failure with the location redacted: ``FileNotFoundError`` or ``ShardtrainError``."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{redact(location)}: no such object") from None
+    except OSError as exc:
+        raise ShardtrainError(f"{redact(location)}: {what} failed ({redact_text(str(exc))})") from None
 
 
 def _write_local_atomic(path: Path, data: bytes | memoryview) -> None:
@@ -290,13 +296,14 @@ def write_bytes(location: Location, data: bytes | memoryview) -> None:
         _write_local_atomic(path, data)
         return
     filesystem, key = resolve(location)
-    try:
-        # No ``with``: leaving the block on an exception would close, i.e. commit, the upload.
+    with _remote(location, "write"):
+        # No ``with``: leaving the block on an exception would close, i.e. try to commit, the
+        # upload. Should a failed upload still be completed (pyarrow closes a stream it
+        # destroys), the write raised: the task fails, no index names the object, a retry
+        # rewrites it (FORMAT.md, "Commit protocol and object stores").
         stream = filesystem.open_output_stream(key)
         stream.write(data)
         stream.close()
-    except OSError as exc:
-        raise _failed(location, "write", exc) from None
 
 
 def read_bytes(location: Location) -> bytes:
@@ -305,11 +312,15 @@ def read_bytes(location: Location) -> bytes:
     if path is not None:
         return path.read_bytes()
     filesystem, key = resolve(location)
-    try:
-        with filesystem.open_input_stream(key) as stream:
-            return stream.read()
-    except OSError as exc:
-        raise _failed(location, "read", exc) from None
+    with _remote(location, "read"), filesystem.open_input_stream(key) as stream:
+        return stream.read()
+
+
+def _info(location: Location) -> pafs.FileInfo:
+    """pyarrow's ``FileInfo`` of a remote location (type ``NotFound`` when absent)."""
+    filesystem, key = resolve(location)
+    with _remote(location, "stat"):
+        return filesystem.get_file_info(key)
 
 
 def file_size(location: Location) -> int | None:
@@ -319,11 +330,7 @@ def file_size(location: Location) -> int | None:
         return path.stat().st_size if path.is_file() else None
     from pyarrow import fs as pafs
 
-    filesystem, key = resolve(location)
-    try:
-        info = filesystem.get_file_info(key)
-    except OSError as exc:
-        raise _failed(location, "stat", exc) from None
+    info = _info(location)
     return info.size if info.type == pafs.FileType.File else None
 
 
@@ -334,11 +341,7 @@ def exists(location: Location) -> bool:
         return path.exists()
     from pyarrow import fs as pafs
 
-    filesystem, key = resolve(location)
-    try:
-        return filesystem.get_file_info(key).type != pafs.FileType.NotFound
-    except OSError as exc:
-        raise _failed(location, "stat", exc) from None
+    return _info(location).type != pafs.FileType.NotFound
 
 
 def listdir(location: Location) -> list[str]:
@@ -349,10 +352,8 @@ def listdir(location: Location) -> list[str]:
     from pyarrow import fs as pafs
 
     filesystem, key = resolve(location)
-    try:
+    with _remote(location, "list"):
         infos = filesystem.get_file_info(pafs.FileSelector(key, allow_not_found=True))
-    except OSError as exc:
-        raise _failed(location, "list", exc) from None
     return sorted(info.base_name for info in infos)
 
 
@@ -364,12 +365,11 @@ def delete(location: Location, missing_ok: bool = True) -> None:
         return
     filesystem, key = resolve(location)
     try:
-        filesystem.delete_file(key)
+        with _remote(location, "delete"):
+            filesystem.delete_file(key)
     except FileNotFoundError:
         if not missing_ok:
-            raise FileNotFoundError(f"{redact(location)}: no such object") from None
-    except OSError as exc:
-        raise _failed(location, "delete", exc) from None
+            raise
 
 
 def makedirs(location: Location) -> None:
@@ -392,38 +392,24 @@ def open_input(location: Location) -> pa.NativeFile:
     if path is not None:
         return pa.memory_map(str(path), "r")
     filesystem, key = resolve(location)
-    try:
+    with _remote(location, "open"):
         return filesystem.open_input_file(key)
-    except OSError as exc:
-        raise _failed(location, "open", exc) from None
 
 
 def open_stream(location: Location) -> pa.NativeFile:
-    """A sequential reader (one streaming GET on a store), for copying and hashing."""
+    """A sequential reader (a local file, or one streaming GET on a store), for copying and hashing."""
     filesystem, key = resolve(location)
     if is_local(location):
         return filesystem.open_input_stream(key)
-    try:
+    with _remote(location, "open"):
         return filesystem.open_input_stream(key)
-    except OSError as exc:
-        raise _failed(location, "open", exc) from None
 
 
 def digest(location: Location, chunk: int = 8 << 20) -> tuple[int, str]:
     """``(size, sha256 hex)`` of a file or object, streamed in 8 MiB chunks (never held whole)."""
-    import hashlib
-
     h, size = hashlib.sha256(), 0
-    try:
-        with open_stream(location) as stream:
-            while True:
-                block = stream.read(chunk)
-                if not block:
-                    break
-                h.update(block)
-                size += len(block)
-    except OSError as exc:
-        if is_local(location):
-            raise
-        raise _failed(location, "read", exc) from None
+    with open_stream(location) as stream, (nullcontext() if is_local(location) else _remote(location, "read")):
+        for block in iter(lambda: stream.read(chunk), b""):
+            h.update(block)
+            size += len(block)
     return size, h.hexdigest()
