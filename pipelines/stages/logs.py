@@ -121,12 +121,13 @@ def http_jobs(paths: list[Path] | Path, options: HttpLogOptions, seed: int, exec
                                       test_source=_source(test_paths or []))
     extra = {k: v for k, v in meta.items() if k not in ("rejects", "labels", "feature_names", "test")}
     rejects = {"train": _rejects(meta["rejects"]["rows"])}
-    sizes: dict[str, int | None] = {"train": len(splits["train"]["sample_id"]) + len(rejects["train"])}
+    # Rejects are lines, so their share is of the log's lines (a connection holds many).
+    sizes: dict[str, int | None] = {"train": meta["lines"]}
     if "test" in meta:
         extra["test"] = {k: v for k, v in meta["test"].items() if k != "rejects"}
         extra["test"]["rejects"] = {k: v for k, v in meta["test"]["rejects"].items() if k != "rows"}
         rejects["test"] = _rejects(meta["test"]["rejects"]["rows"])
-        sizes["test"] = len(splits["test"]["sample_id"]) + len(rejects["test"])
+        sizes["test"] = meta["test"]["lines"]
     return _jobs(splits, meta, extra, rejects, sizes, http_transform(meta, options))
 
 
@@ -150,7 +151,7 @@ def http_predict_job(paths: list[Path], options: HttpLogOptions, fitted: dict[st
     extra = {k: v for k, v in stats.items() if k != "rejects"}
     pre = _rejects(stats["rejects"]["rows"])
     return SplitJob("predict", cols, passthrough, None, describe=_describe(meta, extra, transform),
-                    pre_rejects=pre, input_rows=len(cols["sample_id"]) + len(pre))
+                    pre_rejects=pre, input_rows=stats["lines"])
 
 
 def _source(paths: list[Path]) -> str:
