@@ -216,3 +216,14 @@ def test_no_credential_in_index_rejects_errors_logs_or_cache(s3: S3Bucket, tmp_p
     texts += [out, errtext, caplog.text]
     joined = "\n".join(texts)
     assert s3.secret not in joined and s3.key_id not in joined
+
+
+def test_an_object_larger_than_one_upload_part_round_trips(s3: S3Bucket) -> None:
+    """Above pyarrow's part size (10 MiB) the upload is multipart; it still lands whole."""
+    import hashlib
+
+    data = np.random.default_rng(0).integers(0, 256, 11 << 20, dtype=np.uint8).tobytes()
+    storage.write_bytes(s3.uri("big/blob.bin"), data)
+    assert storage.file_size(s3.uri("big/blob.bin")) == len(data)
+    assert storage.digest(s3.uri("big/blob.bin")) == (len(data), hashlib.sha256(data).hexdigest())
+    assert storage.listdir(s3.uri("big")) == ["blob.bin"]

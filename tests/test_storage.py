@@ -65,6 +65,8 @@ def test_is_uri_scheme_and_local_path(tmp_path: Path) -> None:
     assert storage.local_path("s3://b/k") is None and not storage.is_local("gs://b/k")
     with pytest.raises(ShardtrainError, match="names no host"):
         storage.local_path("file://otherhost/tmp/x")
+    with pytest.raises(ShardtrainError, match="s3:/bucket/x/_index.json: a URI folded by pathlib"):
+        read_index(Path("s3://bucket/x"))  # a caller's Path() around a URI is an error, not a local dir
 
 
 def test_join_keeps_uris_intact() -> None:

@@ -44,6 +44,8 @@ MASK = "***"
 MIN_SECRET_LEN = 16
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+# ``Path("s3://b/k")`` is ``s3:/b/k``: a URI some caller wrapped in ``Path`` by mistake.
+_FOLDED = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:/[^/]")
 # A URI inside free text: up to whitespace or a quote (messages quote paths with ' or ").
 _URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
 # Query parameters whose values are secrets (access_key, secret_key, session_token, sig, ...).
@@ -67,6 +69,9 @@ def local_path(location: Location) -> Path | None:
     """The local ``Path`` of a plain path or a ``file://`` URI; ``None`` for a remote location."""
     kind = scheme(location)
     if not kind:
+        if not isinstance(location, str) and _FOLDED.match(os.fspath(location)):
+            raise ShardtrainError(f"{redact_text(os.fspath(location))}: a URI folded by pathlib (':/' for '://'); "
+                                  f"pass URIs as strings")
         return Path(location)
     if kind != "file":
         return None
