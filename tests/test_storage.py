@@ -192,8 +192,11 @@ def test_memory_uri_goes_through_fsspec_and_the_cache(tmp_path: Path) -> None:
         read_index(uri)
 
 
-def test_unknown_scheme_is_one_line_error() -> None:
-    with pytest.raises(ShardtrainError, match="nosuchscheme://b/x: unsupported URI"):
+def test_other_schemes_go_through_pyarrow_and_unknown_ones_are_one_line_errors() -> None:
+    pytest.importorskip("pyarrow._gcsfs")
+    fs, path = storage.resolve("gs://bucket/out/shards")  # constructed without touching the network
+    assert type(fs).__name__ == "GcsFileSystem" and path == "bucket/out/shards"
+    with pytest.raises(ShardtrainError, match="^nosuchscheme://b/x: unsupported URI [^\n]*$"):
         storage.resolve("nosuchscheme://b/x")
 
 

@@ -164,7 +164,7 @@ def _fetch(source: str, target: Path, shard: dict[str, Any]) -> None:
         raise ShardtrainError(f"{storage.redact(source)}: shard named by the index is missing") from None
     except OSError as exc:
         target.unlink(missing_ok=True)
-        raise ShardtrainError(f"{storage.redact(source)}: copy failed ({storage.redact_text(str(exc))})") from None
+        raise ShardtrainError(f"{storage.redact(source)}: copy failed ({storage.error_text(exc)})") from None
     if size != shard["bytes"] or h.hexdigest() != shard["sha256"]:
         target.unlink(missing_ok=True)
         raise ShardtrainError(

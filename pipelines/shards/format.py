@@ -88,7 +88,7 @@ def load_index(directory: storage.Location) -> tuple[dict[str, Any], bytes, stor
             raise ShardtrainError(f"{storage.redact(directory)}: no such shard directory") from None
         raise ShardtrainError(f"{shown}: missing (the stage did not finish; re-run it)") from None
     except OSError as exc:
-        raise ShardtrainError(f"{shown}: unreadable index ({storage.redact_text(str(exc))})") from None
+        raise ShardtrainError(f"{shown}: unreadable index ({storage.error_text(exc)})") from None
     try:
         index = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -136,6 +136,12 @@ def redact_text(text: str) -> str:
     return text
 
 
+def error_text(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, redacted and cut to ``limit`` characters."""
+    text = redact_text(" ".join(str(exc).split()))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def redact_obj(obj: Any) -> Any:
     """A JSON-like structure with ``redact_text`` applied to every string in it (keys too)."""
     if isinstance(obj, str):
@@ -234,7 +240,9 @@ def _other(uri: str) -> tuple[pafs.FileSystem, str]:
     try:
         return pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-        pyarrow_says = redact_text(str(exc))
+        pyarrow_says = error_text(exc)
+    except OSError as exc:  # a known scheme whose service is unreachable (hdfs connects here)
+        raise ShardtrainError(f"{redact(uri)}: cannot open ({error_text(exc)})") from None
     try:
         import fsspec
     except ImportError:
@@ -242,7 +250,7 @@ def _other(uri: str) -> tuple[pafs.FileSystem, str]:
     try:
         filesystem, path = fsspec.core.url_to_fs(uri)
     except (ImportError, ValueError) as exc:
-        raise ShardtrainError(f"{redact(uri)}: unsupported URI ({redact_text(str(exc))})") from None
+        raise ShardtrainError(f"{redact(uri)}: unsupported URI ({error_text(exc)})") from None
     return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), path
 
 
@@ -272,7 +280,7 @@ def _remote(location: Location, what: str) -> Iterator[None]:
     except FileNotFoundError:
         raise FileNotFoundError(f"{redact(location)}: no such object") from None
     except OSError as exc:
-        raise ShardtrainError(f"{redact(location)}: {what} failed ({redact_text(str(exc))})") from None
+        raise ShardtrainError(f"{redact(location)}: {what} failed ({error_text(exc)})") from None
 
 
 def _write_local_atomic(path: Path, data: bytes | memoryview) -> None:
