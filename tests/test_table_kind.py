@@ -182,6 +182,29 @@ def test_formats_glob_and_directory_give_the_same_shards(tmp_path: Path) -> None
             np.testing.assert_allclose(shards[name][s]["x"], shards["csv"][s]["x"], rtol=1e-6, err_msg=name)
 
 
+def test_regression_label_rejects_and_task_inference(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"a": rng.normal(0, 1, 100).round(3), "y": rng.normal(10, 3, 100).round(3).astype(str)})
+    df.loc[4, "y"] = "n/a?"
+    df.loc[6, "y"] = ""
+    df.to_csv(tmp_path / "r.csv", index=False)
+    out = tmp_path / "out"
+    idx = _prepare({"path": str(tmp_path / "r.csv"), "label": "y"}, out)
+    assert idx["train"]["transform"]["task"] == "regression" and idx["train"]["labels"]["label"]["classes"] is None
+    assert idx["train"]["rejects"]["reasons"] == {"non_numeric": 1, "empty_label": 1}
+    assert [r["detail"] for r in _rejects(out, "train") if r["reason"] == "non_numeric"] == [
+        "r.csv:5 column 'y': value 'n/a?'"]
+    train = _load(out, "train")
+    assert train["label"].dtype == np.float32
+    np.testing.assert_allclose(train["label"], pd.to_numeric(df["y"], errors="coerce").to_numpy()[train["sample_id"]], rtol=1e-6)
+    # the same file with task: classification -> every distinct value is a class; integers -> classification
+    df["k"] = rng.integers(0, 4, 100)
+    df.drop(columns=["y"]).to_csv(tmp_path / "k.csv", index=False)
+    idx = _prepare({"path": str(tmp_path / "k.csv"), "label": "k"}, tmp_path / "out2")
+    assert idx["train"]["transform"]["task"] == "classification"
+    assert idx["train"]["labels"]["label"]["classes"] == ["0", "1", "2", "3"]
+
+
 def _sk_split(df: pd.DataFrame, out: Path, label: str) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
     """The rows shardtrain put in train and test, for the scikit-learn baseline."""
     tr, te = _load(out, "train")["sample_id"], _load(out, "test")["sample_id"]
@@ -204,12 +227,12 @@ def test_parquet_regression_matches_ridge(tmp_path: Path) -> None:
     from sklearn.pipeline import make_pipeline
 
     rng = np.random.default_rng(7)
-    n = 1200
+    n = 600
     df = pd.DataFrame({"x1": rng.normal(0, 1, n), "x2": rng.normal(5, 2, n), "x3": rng.uniform(-1, 1, n),
                        "site": rng.choice(["a", "b", "c"], n)})
     df["target"] = (20 + 4 * df["x1"] - 1.5 * df["x2"] + 3 * df["x3"] ** 2 + (df["site"] == "b") * 2
                     + rng.normal(0, 1, n))
-    df.loc[rng.choice(n, 30, replace=False), "x2"] = np.nan
+    df.loc[rng.choice(n, 15, replace=False), "x2"] = np.nan
     df.to_parquet(tmp_path / "reg.parquet")
     out = tmp_path / "out"
     res = shardtrain.run(_config({"path": str(tmp_path / "reg.parquet"), "label": "target"}), stage="all", out=out,
@@ -224,13 +247,13 @@ def test_parquet_regression_matches_ridge(tmp_path: Path) -> None:
     assert rmse <= 1.01 * baseline, (rmse, baseline)
 
 
-def _classification_table(n: int = 1500, seed: int = 5) -> pd.DataFrame:
+def _classification_table(n: int = 600, seed: int = 5) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     df = pd.DataFrame({"u": rng.normal(0, 1, n), "v": rng.normal(0, 1, n), "w": rng.exponential(2, n),
                        "plan": rng.choice(["basic", "plus", "pro"], n, p=[0.5, 0.3, 0.2])})
     logit = 1.5 * df["u"] - df["v"] + 0.4 * df["w"] + (df["plan"] == "pro") * 1.0 - 0.8
     df["churn"] = np.where(rng.uniform(size=n) < 1 / (1 + np.exp(-logit)), "yes", "no")
-    df.loc[rng.choice(n, 20, replace=False), "plan"] = None
+    df.loc[rng.choice(n, 12, replace=False), "plan"] = None
     return df
 
 
