@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -131,26 +132,19 @@ def test_cache_fill_reuse_refill_and_two_fillers(s3: S3Bucket, tmp_path: Path) -
     write_split(uri, seed=5)
     newer = cache.local_split(uri, cache_dir=root)
     assert newer != local and _entries(root) == [newer.name]
-    # Two fillers of one entry: the second rename loses and uses the first's copy.
+    # Two processes fill one entry at once: both end with the one verified copy.
     cache._remove(newer)
-    barrier = threading.Barrier(2)
-    results, errors = [], []
-
-    def fill() -> None:
-        barrier.wait()
-        try:
-            results.append(cache.local_split(uri, cache_dir=root))
-        except Exception as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=fill) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == [] and results == [newer, newer] and _entries(root) == [newer.name]
+    code = ("import sys; from shardtrain.shards import cache; "
+            "print(cache.local_split(sys.argv[1], cache_dir=sys.argv[2]))")
+    env = {**os.environ, **s3.env}
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri, str(root)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert [Path(out.strip()) for out, _ in outputs] == [newer, newer] and _entries(root) == [newer.name]
     index, raw, where = fmt.load_index(uri)
-    assert cache._fill(uri, root, newer.name, index, raw, fmt.INDEX_NAME, 1) == newer  # the loser's path
+    # The loser's path, deterministically: its rename finds the winner's entry and uses it.
+    assert cache._fill(uri, root, newer.name, index, raw, fmt.INDEX_NAME, 1) == newer
     assert _entries(root) == [newer.name] and ShardSet(uri, cache_dir=root).rows == 57
 
 
