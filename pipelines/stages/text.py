@@ -1,66 +1,121 @@
-"""Text stage functions and job building (the SMS Spam Collection, or any delimited text/label file).
+"""Text stage functions and job building (the ``text`` kind and its ``sms-spam`` preset kind).
 
-``prepare`` gets the whole table from the dataset class (bad records become rejects,
-the stratified seeded train/val/test split assigned), and each shard task hashes word
-and character n-grams into sparse ``x_ids``/``x_weights`` columns (shard format v2).
-``augment`` takes the training rows and writes each original followed by its EDA (or
-nlpaug) copies, then hashes them the same way.
+``build_splits`` turns the files the reader read into split sources: the labelled file is
+cut into the splits no file was given for (stratified, seeded), the label vocabulary is
+fitted on the training split (or taken from ``classes``) and applied to every split, and
+each reject (reader or vocabulary) is counted on the split its row belongs to. Each shard
+task of ``prepare`` hashes word and character n-grams into sparse ``x_ids``/``x_weights``
+columns; ``augment`` takes the training rows and writes each original followed by its EDA
+(or nlpaug) copies, then hashes them the same way; ``predict_job`` re-reads a new file
+with the run's layout and hashing options.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from shardtrain.core.labels import LabelVocab
+from shardtrain.readers.text import SPLITS, TextRows, stratified_split, strata
 from shardtrain.stages.images import chain
 from shardtrain.stages.runner import SplitJob
 
 if TYPE_CHECKING:
     from shardtrain.augment.text import TextAugmentConfig
+    from shardtrain.features.text import TextFeatureConfig
     from shardtrain.stages.context import StageConfig as Config
-    from shardtrain.readers.text import TextTable
 
 
-def _describe(cfg: Config, table: TextTable, fractions: tuple[float, ...]) -> dict[str, Any]:
-    """Index metadata: sparse feature description, classes, and how the split was made."""
-    feat = cfg.prepare.text
+@dataclass
+class TextSplits:
+    """Per split: the source rows (``sample_id``, ``text``, ``label``) and the rejects; the vocabulary."""
+
+    sources: dict[str, dict[str, np.ndarray]]
+    rejects: dict[str, list[dict[str, Any]]]
+    vocab: LabelVocab
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def split_fractions(fractions: tuple[float, float, float], given: set[str]) -> tuple[float, float, float]:
+    """The fractions of the labelled file: 0 for a split given as a file, the others renormalised."""
+    kept = [0.0 if s in given else float(f) for s, f in zip(SPLITS, fractions)]
+    total = sum(kept)
+    return tuple(f / total for f in kept)  # type: ignore[return-value]  # train > 0 (checked at load)
+
+
+def output_splits(fractions: tuple[float, float, float], given: set[str]) -> tuple[str, ...]:
+    """The splits written: train, and val/test when given as a file or with a fraction > 0."""
+    return tuple(s for s, f in zip(SPLITS, fractions) if s == "train" or s in given or f > 0)
+
+
+def _reject_records(rows: TextRows, picked: np.ndarray) -> list[dict[str, Any]]:
+    """Reader rejects among rows ``picked`` (indices) as reject records."""
+    cols = rows.columns
+    return [{"sample_id": int(cols["sample_id"][i]), "reason": str(cols["reject_reason"][i]),
+             "detail": str(cols["reject_detail"][i])} for i in picked.tolist() if cols["reject_reason"][i]]
+
+
+def build_splits(files: dict[str, TextRows], fractions: tuple[float, float, float], seed: int,
+                 classes: tuple[str, ...] | None) -> TextSplits:
+    """Split sources and rejects from the read files (``files["train"]`` is the labelled file).
+
+    Rows of the labelled file go to the splits not given as files, by ``fractions``
+    (stratified by label cell, seeded); the vocabulary is fitted on the training split's
+    kept rows unless ``classes`` is set; a label outside it (``unknown_label``) or an empty
+    label (``empty_label``) rejects the row in whatever split it is.
+    """
+    main = files["train"]
+    given = {s for s in files if s != "train"}
+    fracs = split_fractions(fractions, given)
+    assigned = stratified_split(strata(main), fracs, seed)                     # (N,) int8
+    parts = {s: (main, np.flatnonzero(assigned == i)) for i, s in enumerate(SPLITS) if s not in given}
+    parts.update({s: (rows, np.arange(len(rows.columns["text"]))) for s, rows in files.items() if s != "train"})
+    train_rows, train_idx = parts["train"]
+    train_ok = train_idx[train_rows.ok[train_idx]]
+    vocab = LabelVocab.fit(train_rows.columns["label"][train_ok], classes)
+    sources, rejects, counts = {}, {}, {}
+    for split in output_splits(fractions, given):
+        rows, idx = parts[split]
+        cols = rows.columns
+        rejects[split] = _reject_records(rows, idx)
+        ok = idx[rows.ok[idx]]
+        labels, reasons = vocab.encode(cols["label"][ok])
+        for i, reason in zip(ok[reasons != ""].tolist(), reasons[reasons != ""].tolist()):
+            rejects[split].append({"sample_id": int(cols["sample_id"][i]), "reason": reason,
+                                   "detail": f"{rows.path.name}:{int(cols['line'][i])}: "
+                                             f"{vocab.detail(cols['label'][i])}"})
+        keep = reasons == ""
+        sources[split] = {"sample_id": cols["sample_id"][ok[keep]], "text": cols["text"][ok[keep]],
+                          "label": labels[keep]}
+        counts[split] = {c: int((labels[keep] == k).sum()) for k, c in enumerate(vocab.classes)}
+    extra = {"split_rule": {"kind": "stratified", "seed": seed, "fractions": list(fracs)},
+             "split_counts": counts,
+             "files": {s: rows.path.name for s, rows in files.items()}}
+    return TextSplits(sources, rejects, vocab, extra)
+
+
+def describe(feat: TextFeatureConfig, vocab: LabelVocab, transform: dict[str, Any],
+             extra: dict[str, Any]) -> dict[str, Any]:
+    """Index metadata: the sparse feature, the label vocabulary, what predict re-applies, the split."""
     return {
         "features": {"x": {"kind": "sparse", "dim": 2 ** feat.bits, "dtype": "float32",
                            "extractor": "hashed_ngrams", "options": dataclasses.asdict(feat)}},
-        "labels": {"label": {"classes": list(table.classes)}},
-        "extra": {"split_rule": {"kind": "stratified", "seed": cfg.seed, "fractions": list(fractions)},
-                  "split_counts": table.split_counts},
+        "labels": {"label": vocab.describe()},
+        "transform": transform,
+        "extra": extra,
     }
 
 
-def _split_source(table: TextTable, split_index: int) -> dict[str, Any]:
-    """The rows of one split (rejected rows never belong to a split)."""
-    cols = table.columns
-    keep = np.flatnonzero(cols["split"] == split_index)
-    return {"sample_id": cols["sample_id"][keep], "text": cols["text"][keep], "label": cols["label"][keep]}
-
-
-def _rejects(table: TextTable) -> list[dict[str, Any]]:
-    """Reader rejects (empty text, bad UTF-8, unknown labels) as reject records."""
-    cols = table.columns
-    bad = np.flatnonzero(cols["reject_reason"] != "")
-    return [{"sample_id": int(cols["sample_id"][i]), "reason": str(cols["reject_reason"][i]), "detail": ""}
-            for i in bad]
-
-
-def prepare_jobs(cfg: Config, table: TextTable, fractions: tuple[float, ...]) -> list[SplitJob]:
-    """One job per split: text -> hashed n-grams. Reader rejects are counted on the train split."""
+def prepare_jobs(cfg: Config, splits: TextSplits, transform: dict[str, Any]) -> list[SplitJob]:
+    """One job per split: text -> hashed n-grams, with that split's rejects."""
     from shardtrain.features.text import hashed_ngrams
 
-    describe = _describe(cfg, table, fractions)
-    jobs = []
-    for i, split in enumerate(("train", "val", "test")):
-        pre = _rejects(table) if split == "train" else []
-        jobs.append(SplitJob(split, _split_source(table, i), hashed_ngrams, cfg.prepare.text, describe=describe,
-                             pre_rejects=pre))
-    return jobs
+    desc = describe(cfg.prepare.text, splits.vocab, transform, splits.extra)
+    return [SplitJob(split, source, hashed_ngrams, cfg.prepare.text, describe=desc, pre_rejects=splits.rejects[split])
+            for split, source in splits.sources.items()]
 
 
 def augment_step(batch: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
@@ -70,14 +125,35 @@ def augment_step(batch: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     return augment_text(batch, ctx["cfg"], ctx["seed"], None, ctx["copies"])
 
 
-def augment_jobs(cfg: Config, table: TextTable, fractions: tuple[float, ...],
+def augment_jobs(cfg: Config, splits: TextSplits, transform: dict[str, Any],
                  text_cfg: TextAugmentConfig) -> list[SplitJob]:
     """The training split -> originals + copies -> hashed n-grams (``text_cfg`` has its synonyms resolved)."""
     from shardtrain.features.text import hashed_ngrams
 
     steps = [(augment_step, {"cfg": text_cfg, "seed": cfg.seed, "copies": cfg.augment.copies}),
              (hashed_ngrams, cfg.prepare.text)]
-    describe = _describe(cfg, table, fractions)
-    describe["extra"]["copies"] = cfg.augment.copies
-    describe["extra"]["augment"] = dataclasses.asdict(cfg.augment.text)
-    return [SplitJob("train", _split_source(table, 0), chain, {"steps": steps}, describe=describe)]
+    extra = dict(splits.extra, copies=cfg.augment.copies, augment=dataclasses.asdict(cfg.augment.text))
+    desc = describe(cfg.prepare.text, splits.vocab, transform, extra)
+    return [SplitJob("train", splits.sources["train"], chain, {"steps": steps}, describe=desc)]
+
+
+def predict_job(rows: TextRows, fitted: dict[str, Any], feat: TextFeatureConfig) -> SplitJob:
+    """Split ``predict``: the kept rows of ``rows`` hashed with ``feat`` (the run's options).
+
+    The label column is kept when the file has one, encoded with the run's vocabulary; a
+    label outside it (or empty) becomes -1, which no metric counts. Reader rejects stay rejects.
+    """
+    from shardtrain.features.text import hashed_ngrams
+
+    cols = rows.columns
+    ok = np.flatnonzero(rows.ok)
+    source = {"sample_id": cols["sample_id"][ok], "text": cols["text"][ok]}
+    label_desc = (fitted.get("labels") or {}).get("label") or {}
+    if rows.has_labels:
+        source["label"], _ = LabelVocab.from_index(label_desc).encode(cols["label"][ok])
+    desc = {"features": fitted["features"],
+            "labels": {"label": {k: v for k, v in label_desc.items() if k != "counts"}},
+            "transform": fitted.get("transform", {}),
+            "extra": {"files": {"predict": rows.path.name}, "has_labels": rows.has_labels}}
+    return SplitJob("predict", source, hashed_ngrams, feat, describe=desc,
+                    pre_rejects=_reject_records(rows, np.arange(len(cols["text"]))))
