@@ -112,19 +112,41 @@ def pick_checkpoint(run_dir: Path) -> Path:
     raise ShardtrainError(f"{run_dir / 'checkpoints'}: no best.ckpt or last.ckpt to predict with")
 
 
-def load_module(cfg: Config, fitted: dict[str, Any], ckpt: Path, device: Any) -> Any:
-    """The run's LightningModule built from the fitted index (as evaluate does), weights loaded, in eval mode."""
+def fitted_labels(fitted: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The label columns (``label`` / ``label_<task>``) of the fitted index, in schema order, as evaluate reads them."""
+    labels = {c["name"]: dict(fitted.get("labels", {}).get(c["name"], {})) for c in fitted.get("schema", [])
+              if c["name"] == "label" or c["name"].startswith("label_")}
+    if not labels:
+        raise ShardtrainError(f"{fitted.get('split')} shards have no label column (label or label_<task>)")
+    return labels
+
+
+def load_model(cfg: Config, fitted: dict[str, Any], ckpt: Path, device: Any) -> tuple[Any, dict[str, Any]]:
+    """The run's network built from the fitted index (as evaluate's ``build_module``), weights loaded, in eval mode.
+
+    The plain ``nn.Module`` only (``shardtrain.models``), not the Lightning shell, so
+    predicting never imports Lightning. Returns ``(model, {task: class names | None})``.
+    """
     import torch
 
-    from shardtrain.training.stage import build_module, check_checkpoint
+    from shardtrain.models.build import build_model, task_specs
 
-    module = build_module(cfg, fitted)
-    check_checkpoint(module, str(ckpt))
+    labels = fitted_labels(fitted)
+    model = build_model(cfg.model, fitted.get("features", {}).get("x", {}), labels, loss=cfg.train.loss)
     state = torch.load(str(ckpt), map_location="cpu", weights_only=False).get("state_dict")
     if state is None:
         raise ShardtrainError(f"{ckpt}: not a Lightning checkpoint (no state_dict)")
-    module.load_state_dict(state)
-    return module.to(device).eval()
+    # The shell holds the network as ``model``; its metric states are not weights.
+    weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    mine = model.state_dict()
+    for key, tensor in weights.items():
+        if key in mine and tuple(mine[key].shape) != tuple(tensor.shape):
+            raise ShardtrainError(f"{ckpt}: {key} has shape {tuple(tensor.shape)} but the model built from the run's "
+                                  f"prepare index needs {tuple(mine[key].shape)}")
+    model.load_state_dict(weights)
+    names = {t: None if d.get("classes") is None else [str(c) for c in d["classes"]]
+             for t, d in zip(task_specs(labels), labels.values())}
+    return model.to(device).eval(), names
 
 
 def _device(cfg: Config) -> Any:
@@ -202,7 +224,7 @@ def _missing_targets(tasks: dict[str, Any], n: int, device: Any) -> Any:
     return ys["label"] if list(ys) == ["label"] else ys
 
 
-def run_model(module: Any, directory: Path, batch_size: int, device: Any, precision: str) -> dict[str, Any]:
+def run_model(model: Any, directory: Path, batch_size: int, device: Any, precision: str) -> dict[str, Any]:
     """Predict every row of a shard split, in order; numpy outputs per task.
 
     Returns ``{"sample_id": (N,), "w": (N,), "y": {task: (N,)} (labelled inputs only),
@@ -217,7 +239,7 @@ def run_model(module: Any, directory: Path, batch_size: int, device: Any, precis
     split = SplitData(ShardSet(directory), None, "cpu", torch.device("cpu"), "predict")
     if split.rows == 0:
         raise ShardtrainError(f"{directory}: no rows to predict")
-    tasks = dict(module.tasks)
+    tasks = dict(model.tasks)
     # Tasks whose label column the input has (``label`` for a single-task model, ``label_<task>`` otherwise).
     labelled = [t for t in tasks if label_column(t, tasks) in split.labels]
     outs: dict[str, list] = {t: [] for t in tasks}
@@ -231,7 +253,7 @@ def run_model(module: Any, directory: Path, batch_size: int, device: Any, precis
             y = _labels_for(batch, tasks, device)
             with torch.autocast(device.type, enabled=autocast,
                                 dtype=torch.bfloat16 if "bf16" in precision else torch.float16):
-                outputs = module.model.eval_outputs({"x": x, "y": y, "w": batch["w"].to(device)})
+                outputs = model.eval_outputs({"x": x, "y": y, "w": batch["w"].to(device)})
             for t, o in outputs.items():
                 outs[t].append(o.pred.float().cpu().numpy())  # (H, B, C) | (H, B)
                 if t in ys:
@@ -369,13 +391,13 @@ def predict(run: str | Path, inputs: str | Path, out: str | Path, *, out_dir: st
         raise ShardtrainError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
     if str(inputs).startswith(("s3://", "gs://", "http://", "https://")):
         raise ShardtrainError(f"input: {inputs}: only local files and directories are supported")
-    if out.exists() and not overwrite:
-        raise ShardtrainError(f"{out}: exists; pass --overwrite (overwrite=True) to replace it")
-    if out.is_dir():
-        raise ShardtrainError(f"{out}: is a directory; --out names the Parquet file to write")
+    run_dir = resolve_run(run, out_dir)
     if not source.exists():
         raise ShardtrainError(f"input: {source}: no such file or directory")
-    run_dir = resolve_run(run, out_dir)
+    if out.is_dir():
+        raise ShardtrainError(f"{out}: is a directory; --out names the Parquet file to write")
+    if out.exists() and not overwrite:
+        raise ShardtrainError(f"{out}: exists; pass --overwrite (overwrite=True) to replace it")
     cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
     if data_dir:
         cfg = replace(cfg, dataset={"data_dir": data_dir})
@@ -393,11 +415,10 @@ def predict(run: str | Path, inputs: str | Path, out: str | Path, *, out_dir: st
             directory, rejects, input_rows = featurise(cfg, fitted, source, work)
             _check_rejects(cfg, rejects, input_rows, rejects_path)
         device = _device(cfg)
-        module = load_module(cfg, fitted, ckpt, device)
-        pred = run_model(module, directory, batch_size, device, str(cfg.train.precision))
+        model, class_names = load_model(cfg, fitted, ckpt, device)
+        pred = run_model(model, directory, batch_size, device, str(cfg.train.precision))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    class_names = dict(module.class_names)
     label_columns = {t: label_column(t, class_names) for t in pred.get("y", {})}
     meta = {"run_dir": str(run_dir), "checkpoint": str(ckpt), "dataset": cfg.dataset.name, "input": str(source),
             "classes": class_names}
