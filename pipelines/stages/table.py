@@ -270,8 +270,46 @@ def _assign_splits(inputs: Inputs, role: np.ndarray, strata: np.ndarray, opts: T
         fractions, rule = (s0, s1, s2), {"kind": "fractions"}
     split[main] = stratified_split(strata[main], fractions, seed)
     rule.update({"fractions": [float(f) for f in fractions], "seed": seed,
-                 "stratified_by": "label" if strata.max(initial=0) > 0 else "none"})
+                 "stratified_by": "label" if strata.max(initial=0) > 0 else "none (one stratum)"})
     return split, rule
+
+
+def _labels(inputs: Inputs, lab: pa.Array, task: str, opts: TableOptions) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(label cells or float64 values, strata for the split (-1 = no label), bad (N,): non-numeric regression label)."""
+    if task == "regression":
+        y, bad = numbers(lab, opts.label)
+        return y, np.where(np.isnan(y), -1, 0), bad
+    label = categories(lab, opts.label)
+    _, codes = np.unique(label, return_inverse=True)  # "" sorts first: shift so it becomes -1
+    strata = np.where(label == "", -1, codes - (1 if (label == "").any() else 0)).astype(np.int64)
+    return label, strata, np.zeros(len(label), dtype=bool)
+
+
+def _reject_labels(inputs: Inputs, lab: pa.Array, label: Any, bad: np.ndarray, opts: TableOptions,
+                   reason: np.ndarray, detail: np.ndarray) -> None:
+    """``non_numeric`` (regression) and ``empty_label`` rejects."""
+    rows = np.flatnonzero(bad)
+    _reject(reason, detail, rows, "non_numeric",
+            [f"{inputs.where(i)} column '{opts.label}': value {_cell_text(lab, i)!r}" for i in rows])
+    empty = (np.isnan(label) & ~bad) if label.dtype.kind == "f" else (label == "")
+    rows = np.flatnonzero(empty)
+    _reject(reason, detail, rows, EMPTY_LABEL, [f"{inputs.where(i)} column '{opts.label}': empty" for i in rows])
+
+
+def _kinds(inputs: Inputs, opts: TableOptions, train_rows: np.ndarray) -> dict[str, str]:
+    """Feature column -> ``numeric`` | ``categorical``: declared, else detected on the training rows."""
+    kinds = {}
+    for c in _feature_columns(inputs, opts):
+        if c in opts.numeric or c in opts.log1p:
+            kinds[c] = "numeric"
+        elif c in opts.categorical:
+            kinds[c] = "categorical"
+        else:
+            kinds[c] = detect_kind(inputs.table.column(c).filter(pa.array(train_rows)), c)
+    if not kinds:
+        raise ShardtrainError(f"{inputs.files[0]}: no feature column left (label '{opts.label}', "
+                              f"exclude {list(opts.exclude)})")
+    return kinds
 
 
 def prepare_jobs(opts: TableOptions, roles: dict[str, tuple[list[Path], str]], seed: int) -> list[SplitJob]:
@@ -287,71 +325,43 @@ def prepare_jobs(opts: TableOptions, roles: dict[str, tuple[list[Path], str]], s
         raise ShardtrainError(f"{inputs.files[0]}: no data rows")
     reason, detail = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
     lab = inputs.table.column(opts.label).combine_chunks()
-    main = np.flatnonzero(role == 0)
-    task_rows = main
+    task_rows = np.flatnonzero(role == 0)
     if opts.split_col:  # infer from the rows the split column calls train
-        cells = categories(inputs.table.column(opts.split_col), opts.split_col)
-        task_rows = main[np.array([SPLIT_VALUES.get(c.lower()) == 0 for c in cells[main]], dtype=bool)]
+        cells = categories(inputs.table.column(opts.split_col), opts.split_col)[task_rows]
+        task_rows = task_rows[np.array([SPLIT_VALUES.get(c.lower()) == 0 for c in cells], dtype=bool)]
     task, why = infer_task(lab.take(pa.array(task_rows)), opts)
-    if task == "regression":
-        y, bad = numbers(lab, opts.label)
-        label: Any = y
-        strata = np.where(np.isnan(y), -1, 0)
-    else:
-        label = categories(lab, opts.label)
-        _, codes = np.unique(label, return_inverse=True)
-        strata = np.where(label == "", -1, codes - (1 if (label == "").any() else 0)).astype(np.int64)
+    label, strata, bad = _labels(inputs, lab, task, opts)
     split, rule = _assign_splits(inputs, role, strata, opts, seed, reason, detail)
-    if task == "regression":
-        rows = np.flatnonzero(bad)
-        _reject(reason, detail, rows, "non_numeric",
-                [f"{inputs.where(i)} column '{opts.label}': value {_cell_text(lab, i)!r}" for i in rows])
-        rows = np.flatnonzero(np.isnan(y) & ~bad)
-    else:
-        rows = np.flatnonzero(label == "")
-    _reject(reason, detail, rows, EMPTY_LABEL, [f"{inputs.where(i)} column '{opts.label}': empty" for i in rows])
-
-    features = _feature_columns(inputs, opts)
-    train_rows = split == 0
-    kinds = {}
-    for c in features:
-        if c in opts.numeric or c in opts.log1p:
-            kinds[c] = "numeric"
-        elif c in opts.categorical:
-            kinds[c] = "categorical"
-        else:
-            kinds[c] = detect_kind(inputs.table.column(c).filter(pa.array(train_rows)), c)
-    if not kinds:
-        raise ShardtrainError(f"{inputs.files[0]}: no feature column left (label '{opts.label}', "
-                              f"exclude {list(opts.exclude)})")
+    _reject_labels(inputs, lab, label, bad, opts, reason, detail)
+    kinds = _kinds(inputs, opts, split == 0)
     cols = parse_features(inputs, kinds, opts, reason, detail, opts.missing == "reject")
-
-    extra_labels: dict[str, Any] = {}
-    if task == "classification":
-        vocab = LabelVocab.fit(label[train_rows & (reason == "")], opts.classes)
-        codes, why_label = vocab.encode(label)
-        rows = np.flatnonzero(why_label == UNKNOWN_LABEL)
+    classes: dict[str, Any] = {}
+    if task == "classification":  # the vocabulary of the kept training rows, applied to every split
+        vocab = LabelVocab.fit(label[(split == 0) & (reason == "")], opts.classes)
+        rows = np.flatnonzero(vocab.encode(label)[1] == UNKNOWN_LABEL)
         _reject(reason, detail, rows, UNKNOWN_LABEL, [f"{inputs.where(i)}: {vocab.detail(label[i])}" for i in rows])
-        extra_labels = {"classes": list(vocab.classes), "classes_from": vocab.source}
-    keep = train_rows & (reason == "")
+        classes = {"classes": list(vocab.classes), "classes_from": vocab.source}
+    keep = (split == 0) & (reason == "")
     if not keep.any():
         raise ShardtrainError(f"{inputs.files[0]}: no training row left after rejects")
     transform = fit(cols, kinds, keep, opts)
     transform.update({"kind": "table", "task": task, "task_from": why, "label": opts.label,
-                      "id_col": opts.id_col, **extra_labels})
-
-    sample_id = _sample_ids(inputs, opts.id_col)
+                      "id_col": opts.id_col, **classes})
     extra = {"split_rule": rule, "columns": kinds, "task": task, "task_from": why,
              "inputs": {r: [f.name for f in files] for r, (files, _) in roles.items()}}
-    describe = _describe(transform, extra)
+    return _split_jobs(cols, transform, extra, split, reason, detail, _sample_ids(inputs, opts.id_col), label)
+
+
+def _split_jobs(cols: dict[str, Any], transform: dict[str, Any], extra: dict[str, Any], split: np.ndarray,
+                reason: np.ndarray, detail: np.ndarray, sample_id: np.ndarray, label: Any) -> list[SplitJob]:
+    """One ``encode`` job per split over its kept rows; rows without a split count as train rejects."""
     jobs = []
     for s, name in enumerate(SPLITS):
-        mine = split == s
+        mine = (split == s) | ((split < 0) if s == 0 else False)
         kept = np.flatnonzero(mine & (reason == ""))
-        bad = np.flatnonzero((mine | ((split < 0) if s == 0 else False)) & (reason != ""))
+        bad = np.flatnonzero(mine & (reason != ""))
         rejects = [{"sample_id": int(sample_id[i]), "reason": str(reason[i]), "detail": str(detail[i])} for i in bad]
-        stats = _split_stats(cols, transform, kept)
-        desc = dict(describe, extra=dict(extra, **stats))
+        desc = _describe(transform, dict(extra, **_split_stats(cols, transform, kept)))
         jobs.append(SplitJob(name, _source(cols, kept, sample_id, label), encode, transform, describe=desc,
                              pre_rejects=rejects))
     return jobs
