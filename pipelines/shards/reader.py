@@ -30,12 +30,12 @@ def index_path(directory: storage.Location) -> storage.Location:
     A ``Path`` for a local directory, a URI string for a URI. Returns the current name when
     neither exists (the caller reports it missing).
     """
-    return fmt.index_location(directory if storage.is_uri(directory) else Path(directory))
+    return fmt.index_location(directory)
 
 
 def read_index(directory: storage.Location) -> dict[str, Any]:
     """Load and check the index of a split directory or URI (format name and version)."""
-    return fmt.load_index(directory if storage.is_uri(directory) else Path(directory))[0]
+    return fmt.load_index(directory)[0]
 
 
 def index_fingerprint(directory: storage.Location) -> str | None:
@@ -86,9 +86,7 @@ def verify_shards(directory: storage.Location) -> list[str]:
     On a store each object is streamed and hashed (nothing is cached); messages name the
     object's URI without credentials.
     """
-    remote = storage.is_uri(directory) and not storage.is_local(directory)
-    if not storage.is_uri(directory):
-        directory = Path(directory)
+    remote = not storage.is_local(directory)
     try:
         index = read_index(directory)
     except ShardtrainError as exc:
