@@ -52,7 +52,7 @@ def test_global_flags_before_or_after_the_subcommand(argv):
     plain = build_parser().parse_args(["run", "demo"])
     assert (plain.debug, plain.quiet) == (False, False)
     for command in (["status", "j"], ["logs", "j"], ["stop", "j"], ["list"], ["jobs"], ["presets"], ["inspect", "d"],
-                    ["submit", "demo"], ["demo"]):
+                    ["submit", "demo"], ["demo"], ["predict", "r", "--input", "i", "--out", "o.parquet"]):
         assert build_parser().parse_args([*command, "--debug"]).debug is True, command
 
 
@@ -134,6 +134,32 @@ def test_every_argument_has_help_and_help_lists_exit_codes_and_env():
     for command in ("status", "logs", "stop", "list"):
         res = _cli(command, "--help")
         assert res.returncode == 0 and "--address URL" in res.stdout and "Ray job server" in res.stdout
+    res = _cli("predict", "--help")
+    assert res.returncode == 0
+    for text in ("RUN", "--input FILE_OR_DIR", "--out FILE", "--out-dir DIR", "--data-dir DIR", "--overwrite",
+                 "--batch-size N", "_index.json", "rejects.jsonl"):
+        assert text in res.stdout, text
+
+
+def test_predict_arguments():
+    p = build_parser()
+    args = p.parse_args(["predict", "--debug", "my-run", "--input", "new.csv", "--out", "p.parquet", "--overwrite",
+                         "--out-dir", "o", "--data-dir", "d", "--batch-size", "64"])
+    assert (args.command, args.run, args.input, args.out, args.out_dir, args.data_dir, args.overwrite,
+            args.batch_size, args.debug) == ("predict", "my-run", "new.csv", "p.parquet", "o", "d", True, 64, True)
+    plain = p.parse_args(["predict", "r", "--input", "i", "--out", "o.parquet"])
+    assert (plain.out_dir, plain.data_dir, plain.overwrite, plain.batch_size) == ("shardtrain-out", None, False, 4096)
+    res = _cli("predict", "r", "--out", "o.parquet")
+    assert res.returncode == 2 and "the following arguments are required: --input" in res.stderr
+
+
+def test_predict_bad_run_is_one_line_exit_2(tmp_path):
+    res = _cli("predict", "nope", "--out-dir", str(tmp_path), "--input", str(tmp_path), "--out", "p.parquet",
+               cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("error: run: nope: not a run directory")
+    assert not (tmp_path / "p.parquet").exists()
 
 
 def test_job_flags_mirror_ray_job():
