@@ -156,4 +156,25 @@ def test_multitask_monitors_the_mean_task_accuracy_and_has_per_task_curves(tmp_p
     accuracy = [float(r["val_accuracy"]) for r in rows]
     assert metrics["selection"]["monitor"] == "val_accuracy"
     assert metrics["selection"]["epoch"] == int(np.argmax(accuracy)) + 1
+    if rows[0].get("train_colour_accuracy"):  # the model reports train_correct_<task> / train_count_<task> stats
+        for r in rows:
+            tasks = [float(r["train_colour_accuracy"]), float(r["train_size_accuracy"])]
+            assert float(r["train_accuracy"]) == pytest.approx(sum(tasks) / 2)
     assert (run_dir / "learning_curves.png").stat().st_size > 0
+
+
+def test_the_shell_derives_mean_and_per_task_accuracies() -> None:
+    import torch
+
+    from shardtrain.training.module import train_accuracies, with_mean_accuracy
+
+    scalars = with_mean_accuracy({"colour_accuracy": 0.5, "size_accuracy": 0.75, "price_accuracy": None, "loss": 1.0})
+    assert scalars["accuracy"] == pytest.approx(0.625)  # the regression task (None) is left out
+    assert with_mean_accuracy({"accuracy": 0.9, "loss": 0.1})["accuracy"] == 0.9  # a model's own accuracy wins
+    assert "accuracy" not in with_mean_accuracy({"loss": 0.3})  # regression only: nothing to average
+    stats = {"train_correct_colour": torch.tensor(3.0), "train_count_colour": torch.tensor(4.0),
+             "train_correct_size": torch.tensor(1.0), "train_count_size": torch.tensor(4.0)}
+    overall, per_task = train_accuracies(stats)
+    assert per_task == {"colour": 0.75, "size": 0.25} and overall == pytest.approx(0.5)
+    overall, _ = train_accuracies({**stats, "train_correct": torch.tensor(6.0), "train_count": torch.tensor(8.0)})
+    assert overall == pytest.approx(0.75)

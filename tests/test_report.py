@@ -87,7 +87,7 @@ def test_the_evaluated_epoch_names_its_monitor_and_tasks_get_accuracy_curves(tmp
     assert "val_accuracy" in fig._suptitle.get_text() and "epoch 2" in fig._suptitle.get_text()
     accuracy = next(ax for ax in fig.axes if ax.get_title() == "accuracy")
     labels = [line.get_label() for line in accuracy.get_lines()]
-    assert labels[:2] == ["train accuracy", "val accuracy"]
+    assert labels[:2] == ["train accuracy (task mean)", "val accuracy (task mean)"]
     assert {"train colour accuracy", "val colour accuracy", "val spam accuracy"} <= set(labels)
     marks = [line for line in accuracy.get_lines() if "chosen by max val_accuracy" in line.get_label()]
     assert len(marks) == 1 and list(marks[0].get_xdata()) == [2, 2]

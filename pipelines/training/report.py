@@ -106,6 +106,8 @@ def plot_learning_curves(source: Path, path: Path, title: str = "", evaluated_ep
                 continue
             split, task = key.split("_")[0], key[key.find("_") + 1:-len("_accuracy")] if label == "accuracy" else ""
             name = {"lr": "learning rate"}.get(key, f"{split} {task + ' ' if task else ''}{label}")
+            if label == "accuracy" and not task and len(keys) > 2:
+                name += " (task mean)"  # multitask: the overall curve is the mean of the per-task ones
             ax.plot(*zip(*points), label=name, **styles.get(split, dict(marker="o", markersize=3)))
         if evaluated_epoch is not None:
             mark = chosen_by(selection) if selection else f"evaluated epoch {evaluated_epoch}"
