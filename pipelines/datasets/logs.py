@@ -102,7 +102,8 @@ class HttpLog(Dataset):
                                   "connections; multitask: a later error, a long connection")
     # Two label columns: the multitask model is the one that trains on them.
     recipe: ClassVar[dict] = {"model": {"kind": "multitask", "hidden": [64, 32], "dropout": 0.1},
-                              "prepare": {"rows_per_shard": 1000}}
+                              "prepare": {"rows_per_shard": 1000},
+                              "train": {"max_epochs": 20, "optimizer": "adamw", "lr": 0.003, "schedule": "onecycle"}}
     name: Literal["http-log"] = "http-log"
     options: HttpLogKindOptions = HttpLogKindOptions()
 
