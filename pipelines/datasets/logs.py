@@ -49,6 +49,13 @@ class Kdd99(Dataset):
         return stage.kdd99_jobs(f["kddcup.data_10_percent.gz"], f["corrected.gz"], f["training_attack_types"],
                                 plan.reader, cfg.seed)
 
+    def predict_job(self, cfg: Config, fitted: dict[str, Any], path: Path) -> SplitJob:
+        """A KDD-format CSV (with its label field) encoded with the training split's vocabularies and statistics."""
+        path = Path(path)
+        if not path.is_file():
+            raise ShardtrainError(f"--input {path}: no such file")
+        return stage.kdd99_predict_job(path, self.options, fitted)
+
 
 @dataclass(frozen=True)
 class HttpLogKindOptions(HttpLogOptions):
