@@ -265,3 +265,28 @@ def test_digits_kind_still_prepares_with_fixed_classes(tmp_path: Path) -> None:
 def test_image_folder_recipe_fills_unset_keys_only() -> None:
     cfg = from_dict({"dataset": {"name": "image-folder", "options": {"root": "r"}}, "train": {"max_epochs": 3}})
     assert cfg.train.max_epochs == 3 and cfg.model.hidden == (256,) and cfg.train.schedule == "onecycle"
+
+
+def test_predicting_the_runs_own_test_csv_reproduces_its_test_accuracy(tmp_path: Path) -> None:
+    from shardtrain.predict import predict
+
+    rng = np.random.default_rng(0)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rows = {"train": [], "test": []}
+    for i in range(90):
+        y = i % 3
+        arr = rng.integers(0, 60, (8, 8), dtype=np.uint8)
+        arr[(slice(0, 4), slice(4, 8), slice(None))[y]] += 150 if y < 2 else 0  # top / bottom / neither
+        Image.fromarray(arr).save(imgs / f"{i}.png")
+        rows["train" if i < 60 else "test"].append((f"{i}.png", ["top", "bottom", "none"][y]))
+    rows["test"].append(("0.png", "sideways"))  # a class only in test: rejected in prepare, unscored in predict
+    train, test = write_csv(tmp_path / "train.csv", rows["train"]), write_csv(tmp_path / "test.csv", rows["test"])
+    raw = {"dataset": {"name": "image-folder", "options": {"csv": str(train), "test_csv": str(test),
+                                                           "root": str(imgs)}},
+           "prepare": LOOSE, "train": {"max_epochs": 3, "accelerator": "cpu"}}
+    result = run(raw, "all", tmp_path / "out")
+    expected = result["evaluate"]["test"]["accuracy"]
+    got = predict(result["train"].run_dir, test, tmp_path / "pred.parquet")
+    assert got.rows == 31 and got.rejects == 0
+    assert got.metrics["accuracy"] == pytest.approx(expected, abs=1e-6)

@@ -237,7 +237,7 @@ class Digits(_ImageDataset):
 # than the generic defaults (10 epochs of a 512-512 MLP); tuned on a 3,000-image
 # Fashion-MNIST class-per-folder tree (README "An image folder").
 IMAGE_FOLDER_RECIPE: dict[str, Any] = {
-    "model": {"kind": "mlp", "hidden": [256], "dropout": 0.2},
+    "model": {"hidden": [256], "dropout": 0.2},
     "train": {"max_epochs": 30, "lr": 0.002, "weight_decay": 0.01, "schedule": "onecycle"},
 }
 

@@ -24,8 +24,8 @@ dataset maps them through one :class:`~shardtrain.core.labels.LabelVocab`
 (grayscale) or (N, H, W, 3) (RGB), converted by ``color``; missing files
 (``missing_file``) and files PIL cannot fully decode (``undecodable``: truncated, not an
 image) become rejects. Image size: every shard row has one shape. With ``size`` set
-every image is resized to it; with ``size: null`` the most common size among the
-first :data:`PROBE_IMAGES` training images is used (:func:`resolve_decode`) and other
+every image is resized to it; with ``size: null`` the most common size among
+:data:`PROBE_IMAGES` training images (spread evenly over the listing) is used (:func:`resolve_decode`) and other
 sizes are resized to it (``resize: false`` rejects them as ``size_mismatch`` instead).
 """
 
@@ -47,7 +47,7 @@ from shardtrain.core.labels import LabelVocab, cells
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 COLOR_MODES = {"grayscale": "L", "rgb": "RGB"}
-PROBE_IMAGES = 256  # headers read to pick the most common size when ``size`` is null
+PROBE_IMAGES = 256  # image headers read to pick the most common size when ``size`` is null
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 PATH_ESCAPES_ROOT = "path_escapes_root"
 
@@ -363,23 +363,23 @@ def encode_labels(ann: Annotations, vocab: LabelVocab, strict: bool = True) -> d
 
 
 def probe_image_size(ann: Annotations, limit: int = PROBE_IMAGES) -> tuple[int, int]:
-    """(H, W): the most common size among the first ``limit`` kept images (headers only; ties: the first seen).
+    """(H, W): the most common size among ``limit`` kept images spread evenly over the listing (headers only).
 
-    ShardtrainError naming the source when none of them opens.
+    Evenly spread, so a class-per-folder listing is not probed in its first class only;
+    ties go to the size seen first. ShardtrainError naming the source when none opens.
     """
     from PIL import Image, UnidentifiedImageError
 
+    kept = np.flatnonzero(ann.columns["reject_reason"] == "")
+    if len(kept):
+        kept = kept[np.unique(np.linspace(0, len(kept) - 1, min(limit, len(kept))).astype(np.int64))]
     sizes: Counter[tuple[int, int]] = Counter()
-    for path, why in zip(ann.columns["path"], ann.columns["reject_reason"]):
-        if why:
-            continue
+    for i in kept.tolist():
         try:
-            with Image.open(path) as im:
+            with Image.open(ann.columns["path"][i]) as im:
                 sizes[(im.height, im.width)] += 1
         except (OSError, UnidentifiedImageError, ValueError):
             continue
-        if sum(sizes.values()) >= limit:
-            break
     if not sizes:
         raise ShardtrainError(f"{ann.source}: no listed image could be opened to learn the image size "
                               "(set dataset.options.size)")
