@@ -91,3 +91,13 @@ def test_resuming_onecycle_with_more_epochs_is_one_line_naming_the_key(tmp_path:
     with pytest.raises(ShardtrainError, match=r"train\.max_epochs.*onecycle") as err:
         train(_cfg(train={"schedule": "onecycle", "max_epochs": 2, "resume": "last"}), out)
     assert "\n" not in str(err.value)
+
+
+def test_checkpoint_score_ranks_like_the_monitor() -> None:
+    from shardtrain.training.defaults import checkpoint_score
+
+    epochs = [{"val_loss": 0.5, "val_accuracy": 0.6}, {"val_loss": 0.7, "val_accuracy": 0.7}]
+    by_accuracy = min(range(2), key=lambda i: checkpoint_score("val_accuracy", "max", epochs[i]))
+    by_loss = min(range(2), key=lambda i: checkpoint_score("val_loss", "min", epochs[i]))
+    assert (by_accuracy, by_loss) == (1, 0)
+    assert checkpoint_score("val_accuracy", "max", {}) == float("inf")

@@ -121,3 +121,15 @@ def selection(cfg: Config, ckpt_path: str | None, epoch: int | None, rows: list[
         value = next((r[monitor] for r in rows if int(r.get("epoch", -1)) == epoch and monitor in r), None)
     return {"monitor": monitor, "mode": mode, "epoch": epoch, "value": value,
             "checkpoint": Path(ckpt_path).name if ckpt_path else None}
+
+
+def checkpoint_score(monitor: str, mode: str, metrics: Mapping[str, float]) -> float:
+    """The monitored metric as a lower-is-better score (negated for ``max``); ``inf`` when it is missing.
+
+    For launchers that rank checkpoints by one "lower is better" number (Ray Train's
+    ``checkpoint_score_order="min"``), so they pick the same epoch as ``ModelCheckpoint``.
+    """
+    value = metrics.get(monitor)
+    if value is None:
+        return float("inf")
+    return -float(value) if mode == "max" else float(value)
