@@ -42,7 +42,8 @@ def combined_log(path: Path, seed: int, sessions: int, start: int = 807249600,
         for j, t in enumerate(ts):
             status = 404 if n > 10 and j > 2 and rng.random() < 0.3 else int(rng.choice([200, 200, 304]))
             url = str(rng.choice(["/", "/index.html", "/img/a.gif", "/cgi-bin/q?x=1"]))
-            rows.append((int(t), line(host, int(t), url, status, "-" if status == 304 else str(rng.integers(99, 9999)))))
+            size = "-" if status == 304 else str(rng.integers(99, 9999))
+            rows.append((int(t), line(host, int(t), url, status, size)))
     lines = [r[1] for r in sorted(rows)]
     for at, text in bad:
         lines.insert(at, text)
