@@ -340,7 +340,7 @@ def score(pred: dict[str, Any], class_names: dict[str, list[str] | None]) -> dic
         if class_names[task] is None:
             ok = ~np.isnan(y) & (pred["w"] > 0)
             n = int(ok.sum())
-            err = head[ok].astype(np.float64) - y[ok]
+            err = (head[ok] - y[ok]).astype(np.float64)  # float32 difference, float64 sums: as the metrics
             out[task] = {"samples": n, "rmse": float(np.sqrt(np.mean(err ** 2))) if n else None}
         else:
             ok = (y >= 0) & (pred["w"] > 0)

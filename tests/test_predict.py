@@ -102,13 +102,16 @@ def test_bagging_writes_the_ensemble_mean_and_each_member(runs, tmp_path):
     assert not np.allclose(members[:, 0], members[:, 1])  # different members, not one copied
 
 
-def _with_parity(src, dst):
-    """Copy the prepared digits train/test shards to ``dst`` with two label columns: digit and parity."""
+def _relabel(src, dst, labels):
+    """Copy the prepared digits train/test shards to ``dst`` with other label columns.
+
+    ``labels`` maps a column name to ``(fn(digit) -> values, class names | None)``.
+    """
     for split in ("train", "test"):
         ss = ShardSet(src / "shards" / "prepare" / split)
         y = ss.concat("label")
-        cols = {"sample_id": ss.concat("sample_id"), "x": ss.concat("x"), "label_digit": y, "label_parity": y % 2}
-        classes = {"label_digit": DIGITS, "label_parity": ["even", "odd"]}
+        cols = {"sample_id": ss.concat("sample_id"), "x": ss.concat("x"), **{c: f(y) for c, (f, _) in labels.items()}}
+        classes = {c: names for c, (_, names) in labels.items()}
         directory = dst / "shards" / "prepare" / split
         directory.mkdir(parents=True)
         entry = write_shard(directory / fmt.shard_name(0, 1), cols, (0, 1), classes)
@@ -117,13 +120,18 @@ def _with_parity(src, dst):
                                 "labels": {c: {"classes": v} for c, v in classes.items()}})
 
 
-def test_multitask_writes_columns_per_task(runs, tmp_path):
-    out = tmp_path / "mt"
-    _with_parity(runs["out"], out)
-    overrides = [*FAST, "model.kind=multitask", "name=mt"]
+def _train(out, overrides):
+    """Train and evaluate on the shards already under ``out``; returns the run directory."""
     shardtrain.run("demo", stage="train", out=out, overrides=overrides)
     shardtrain.run("demo", stage="evaluate", out=out, overrides=overrides)
     (run_dir,) = (out / "runs").iterdir()
+    return run_dir
+
+
+def test_multitask_writes_columns_per_task(runs, tmp_path):
+    out = tmp_path / "mt"
+    _relabel(runs["out"], out, {"label_digit": (lambda y: y, DIGITS), "label_parity": (lambda y: y % 2, ["even", "odd"])})
+    run_dir = _train(out, [*FAST, "model.kind=multitask", "name=mt"])
     res = predict(run_dir, out / "shards" / "prepare" / "test", tmp_path / "mt.parquet")
     expected = _test_metrics(run_dir)
     for task in ("digit", "parity"):
@@ -134,6 +142,21 @@ def test_multitask_writes_columns_per_task(runs, tmp_path):
     _, probs = _probs(table, "parity.")
     assert table["parity.pred"].to_pylist() == [["even", "odd"][i] for i in probs.argmax(1)]
     assert set(table["label_parity"].to_pylist()) == {"even", "odd"}
+
+
+def test_regression_writes_the_value_and_scores_rmse(runs, tmp_path):
+    out = tmp_path / "reg"
+    _relabel(runs["out"], out, {"label": (lambda y: y.astype(np.float32) / 9.0, None)})
+    run_dir = _train(out, [*FAST, "name=reg"])
+    res = predict(run_dir, out / "shards" / "prepare" / "test", tmp_path / "reg.parquet")
+    expected = _test_metrics(run_dir)
+    assert res.metrics["samples"] == expected["samples"] and "accuracy" not in res.metrics
+    assert res.metrics["rmse"] == pytest.approx(expected["rmse"], rel=1e-12)
+    table = pq.read_table(res.path)
+    assert table.column_names == ["sample_id", "pred", "label"]
+    assert str(table.schema.field("pred").type) == "float" and str(table.schema.field("label").type) == "float"
+    y = table["label"].to_numpy()
+    assert np.sqrt(np.mean((table["pred"].to_numpy() - y) ** 2)) == pytest.approx(expected["rmse"], rel=1e-5)
 
 
 def test_an_incomplete_run_is_refused(runs, tmp_path):
