@@ -53,10 +53,10 @@ def combined_log(path: Path, seed: int, sessions: int, start: int = 807249600,
 
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """train.log (with two bad lines, lines 6 and 51) and test.log, a later day."""
+    """train.log (with two bad lines, lines 6 and 51) and test.log, a later day (line 4 bad)."""
     root = tmp_path_factory.mktemp("logs")
     combined_log(root / "train.log", seed=0, sessions=300, bad=((5, GARBAGE), (50, BAD_STATUS)))
-    combined_log(root / "test.log", seed=1, sessions=120, start=807249600 + 3 * 86400)
+    combined_log(root / "test.log", seed=1, sessions=120, start=807249600 + 3 * 86400, bad=((3, GARBAGE),))
     return root
 
 
@@ -108,6 +108,8 @@ def test_test_path_is_the_test_split_and_a_directory_is_one_log(logs: Path, tmp_
     every = np.concatenate([ShardSet(tmp_path / f"alone/shards/prepare/{s}").concat("sample_id")
                             for s in ("train", "val", "test")])
     assert sorted(test_ids) == sorted(every)  # the test log's own connections, by its own line numbers
+    assert indexes["test"]["rejects"]["reasons"] == {"garbage_line": 1}  # the test log's bad line, in test
+    assert indexes["train"]["rejects"]["reasons"] == {"garbage_line": 1, "bad_status": 1}
     one = shardtrain.run({"dataset": {"name": "http-log", "options": {"path": str(logs / "train.log")}}},
                          stage="prepare", out=tmp_path / "one", executor="local")["prepare"]
     # The first log's connections are all in train + val now (none held out for test).
@@ -128,6 +130,24 @@ def test_test_path_is_the_test_split_and_a_directory_is_one_log(logs: Path, tmp_
     for split in ("train", "test"):
         a, b, c = (ShardSet(tmp_path / f"{o}/shards/prepare/{split}").concat("x") for o in ("dir", "glob", "file"))
         assert np.array_equal(a, c) and np.array_equal(b, c)
+
+
+def test_a_gzipped_log_reads_as_the_plain_one(logs: Path, tmp_path: Path) -> None:
+    import gzip
+
+    from shardtrain.readers.httplog import HttpLogOptions
+    from shardtrain.stages.logs import parse_logs
+
+    gz = tmp_path / "train.log.gz"
+    gz.write_bytes(gzip.compress((logs / "train.log").read_bytes()))
+    a = parse_logs([gz], HttpLogOptions(block_lines=500), "local")
+    b = parse_logs([logs / "train.log"], HttpLogOptions(), "local")
+    assert np.array_equal(a["ts"], b["ts"]) and a["host"].equals(b["host"])
+    assert list(a["reject_detail"][a["reject_reason"] != ""]) == ["train.log.gz:6: " + GARBAGE,
+                                                                    "train.log.gz:51: " + BAD_STATUS]
+    with pytest.raises(ShardtrainError, match=r"--input: .*nothing\*\.log matches no file"):
+        from_dict({"dataset": {"name": "http-log", "options": {"path": "x"}}}).dataset.predict_job(
+            None, {"transform": {}}, tmp_path / "nothing*.log")
 
 
 def test_predict_job_uses_the_fitted_transform(logs: Path, tmp_path: Path) -> None:

@@ -78,8 +78,11 @@ class HttpLogKindOptions(HttpLogOptions):
 NasaHttpOptions = HttpLogKindOptions  # the name older code imported
 
 
-def log_files(pattern: str, key: str = "dataset.options.path") -> list[Path]:
-    """The files a ``path`` option names: the file, the glob's matches or the directory's files, sorted."""
+def log_files(pattern: str, key: str = "config key 'dataset.options.path'") -> list[Path]:
+    """The files a ``path`` option names: the file, the glob's matches or the directory's files, sorted.
+
+    ``key`` is how errors name where the pattern came from (a config key, ``--input``).
+    """
     given = Path(pattern).expanduser()
     if any(ch in pattern for ch in "*?["):
         anchor = Path(given.anchor or ".")
@@ -91,9 +94,9 @@ def log_files(pattern: str, key: str = "dataset.options.path") -> list[Path]:
     elif given.is_file():
         files = [given]
     else:
-        raise ShardtrainError(f"config key '{key}': {pattern}: log file not found")
+        raise ShardtrainError(f"{key}: {pattern}: log file not found")
     if not files:
-        raise ShardtrainError(f"config key '{key}': {pattern} {what}")
+        raise ShardtrainError(f"{key}: {pattern} {what}")
     return files
 
 
@@ -132,7 +135,7 @@ class HttpLog(Dataset):
     def plan(self, cfg: Config) -> PreparePlan:
         """Locate the log's files (and the test log's) and fingerprint them."""
         logs = self._log_paths()
-        tests = log_files(self.options.test_path, "dataset.options.test_path") if self.options.test_path else []
+        tests = log_files(self.options.test_path, "config key 'dataset.options.test_path'") if self.options.test_path else []
         inputs = tuple(file_fingerprint(p) for p in logs) + tuple(f"test:{file_fingerprint(p)}" for p in tests)
         files = {f"log:{i}": p for i, p in enumerate(logs)} | {f"test:{i}": p for i, p in enumerate(tests)}
         return PreparePlan(("train", "val", "test"), inputs, files, self.options.reader())
