@@ -16,7 +16,8 @@ import yaml
 from shardtrain.config import PRESETS, DataConfig, from_dict, load_config, load_raw
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.data.datamodule import ShardDataModule, auto_batch_size, steps_per_epoch
-from shardtrain.training.stage import PREPARE_INDEX, train
+from shardtrain.training.defaults import PREPARE_INDEX
+from shardtrain.training.stage import train
 from tests.test_monitor import make_out, write_split
 
 

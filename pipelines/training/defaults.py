@@ -6,12 +6,16 @@ regression) name the metric that picks ``best.ckpt`` (the checkpoint evaluated) 
 drives early stopping. ``data.batch_size: auto`` is sized from the training rows and the
 ranks (``shardtrain.data.datamodule.auto_batch_size``). :func:`resolve_defaults` turns
 both into plain values before training, so the run's ``config.yaml`` records what was
-used; :func:`selection` describes the evaluated checkpoint for ``metrics.json``.
+used; :func:`selection` describes the evaluated checkpoint for ``metrics.json``, and
+:func:`record_inputs` makes a run directory self-contained for predict
+(``prepare_index.json``, the shard directories in ``run.json``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,6 +25,7 @@ from shardtrain.core.errors import ShardtrainError
 log = logging.getLogger("shardtrain")
 
 MONITORS = ("val_loss", "val_accuracy")
+PREPARE_INDEX = "prepare_index.json"  # the run's copy of the prepare TRAIN split's index (predict reads it)
 
 
 def label_columns(index: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -133,3 +138,33 @@ def checkpoint_score(monitor: str, mode: str, metrics: Mapping[str, float]) -> f
     if value is None:
         return float("inf")
     return -float(value) if mode == "max" else float(value)
+
+
+def record_inputs(run_dir: Path, out: Path, dirs: dict[str, Path | None], notes: dict[str, Any]) -> None:
+    """Make the run self-contained for predict: copy the prepare TRAIN index, record the shard dirs used.
+
+    The prepare index holds what the features were fitted on (vocabulary, scaling, the
+    ``transform`` key); predict re-applies it from here even when ``O/shards`` is gone.
+    ``run.json`` gets the absolute shard directories and the resolved defaults; evaluate
+    adds its own keys to the same file.
+    """
+    from shardtrain.shards.reader import index_path
+
+    source = index_path(out / "shards" / "prepare" / "train")
+    if source.is_file():
+        tmp = run_dir / f".{PREPARE_INDEX}.tmp"
+        tmp.write_bytes(source.read_bytes())
+        os.replace(tmp, run_dir / PREPARE_INDEX)
+    info = read_run_info(run_dir)
+    info.update(shard_dirs={k: None if v is None else str(Path(v).resolve()) for k, v in dirs.items()},
+                prepare_index=str(source.resolve()) if source.is_file() else None, resolved=notes)
+    (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    """``run.json`` of a run as a dict (empty when absent or unreadable: it is rewritten whole)."""
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return info if isinstance(info, dict) else {}

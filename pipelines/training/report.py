@@ -197,3 +197,17 @@ def summary_table(metrics: dict[str, Any]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def plot_confusions(test: dict[str, Any], labels: dict[str, Any], run_dir: Path, run: str) -> None:
+    """One confusion-matrix PNG per classification task of the test split, titled with the run and epoch."""
+    if "confusion_matrix" in test:
+        (desc,) = labels.values() if len(labels) == 1 else (next(iter(labels.values())),)
+        plot_confusion(test["confusion_matrix"], [str(c) for c in desc.get("classes") or []],
+                       run_dir / "confusion_matrix.png", f"{run}, test")
+        return
+    for column, desc in labels.items():
+        task = column[len("label_"):] if column.startswith("label_") else column
+        if isinstance(test.get(task), dict) and "confusion_matrix" in test[task]:
+            plot_confusion(test[task]["confusion_matrix"], [str(c) for c in desc.get("classes") or []],
+                           run_dir / f"confusion_matrix_{task}.png", f"{run}, test: {task}")

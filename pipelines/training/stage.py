@@ -24,6 +24,8 @@ from shardtrain.config import Config, from_dict, to_dict
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.shards import format as fmt
 from shardtrain.shards.reader import read_index, verify_shards
+from shardtrain.training.defaults import (label_columns, monitor_of, read_run_info, record_inputs, resolve_defaults,
+                                          selection)
 
 log = logging.getLogger("shardtrain")
 
@@ -207,8 +209,6 @@ def build_module(cfg: Config, index: dict[str, Any]) -> Any:
     from shardtrain.models.build import build_model
     from shardtrain.training.module import ShardTrainModule
 
-    from shardtrain.training.defaults import label_columns
-
     feature = index.get("features", {}).get("x", {})
     labels = label_columns(index)
     if not labels:
@@ -232,7 +232,6 @@ def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     from shardtrain.training.checkpoints import StepCheckpoint
-    from shardtrain.training.defaults import monitor_of
     from shardtrain.training.loggers import ConfigHyperparams, build_loggers, progress_callbacks
 
     tc = cfg.train
@@ -307,8 +306,6 @@ def train(cfg: Config, out: Path, launcher: Callable[..., TrainResult] | None = 
     points pass Ray Train's for ``train.launcher: ray``, which keeps this layer free of
     any import of the cluster layer above it.
     """
-    from shardtrain.training.defaults import resolve_defaults
-
     dirs = shard_dirs(cfg, out)
     index = check_shards(dirs)
     # data.batch_size / train.monitor "auto" become plain values here, so that every rank, the
@@ -318,7 +315,7 @@ def train(cfg: Config, out: Path, launcher: Callable[..., TrainResult] | None = 
     run_dir = latest_run_dir(out) if cfg.train.resume == "last" else new_run_dir(cfg, out)
     if _local_rank_zero():
         (run_dir / COMPLETE_NAME).unlink(missing_ok=True)  # a resumed run is unfinished again until fit returns
-        _record_inputs(run_dir, out, dirs, notes)
+        record_inputs(run_dir, out, dirs, notes)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     result = (launcher or fit)(cfg, out, run_dir, dirs, index, ckpt_path)
     result.config = cfg
@@ -326,40 +323,6 @@ def train(cfg: Config, out: Path, launcher: Callable[..., TrainResult] | None = 
     if trainer.is_global_zero and not getattr(trainer, "interrupted", False):
         mark_complete(run_dir, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fit_seconds": result.fit_seconds})
     return result
-
-
-PREPARE_INDEX = "prepare_index.json"  # the run's copy of the prepare TRAIN split's index (predict reads it)
-RUN_INFO = "run.json"
-
-
-def _record_inputs(run_dir: Path, out: Path, dirs: dict[str, Path | None], notes: dict[str, Any]) -> None:
-    """Make the run self-contained for predict: copy the prepare TRAIN index, record the shard dirs used.
-
-    The prepare index holds what the features were fitted on (vocabulary, scaling, the
-    ``transform`` key); predict re-applies it from here even when ``O/shards`` is gone.
-    ``run.json`` gets the absolute shard directories and the resolved defaults; evaluate
-    adds its own keys to the same file.
-    """
-    from shardtrain.shards.reader import index_path
-
-    source = index_path(out / "shards" / "prepare" / "train")
-    if source.is_file():
-        tmp = run_dir / f".{PREPARE_INDEX}.tmp"
-        tmp.write_bytes(source.read_bytes())
-        os.replace(tmp, run_dir / PREPARE_INDEX)
-    info = _read_run_info(run_dir)
-    info.update(shard_dirs={k: None if v is None else str(Path(v).resolve()) for k, v in dirs.items()},
-                prepare_index=str(source.resolve()) if source.is_file() else None, resolved=notes)
-    (run_dir / RUN_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
-
-
-def _read_run_info(run_dir: Path) -> dict[str, Any]:
-    """``run.json`` of a run as a dict (empty when absent or unreadable: it is rewritten whole)."""
-    try:
-        info = json.loads((run_dir / RUN_INFO).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return info if isinstance(info, dict) else {}
 
 
 def _local_rank_zero() -> bool:
@@ -401,9 +364,7 @@ def evaluate(cfg: Config, out: Path, result: TrainResult | None = None,
     import pytorch_lightning as pl
 
     from shardtrain.training.loggers import EPOCHS_CSV
-    from shardtrain.training.report import chosen_by, curve_rows, plot_confusion, plot_learning_curves, summary_table
-
-    from shardtrain.training.defaults import selection
+    from shardtrain.training.report import chosen_by, curve_rows, plot_confusions, plot_learning_curves, summary_table
 
     if result is None:
         run_dir = find_run_dir(out, run)
@@ -438,17 +399,16 @@ def evaluate(cfg: Config, out: Path, result: TrainResult | None = None,
     chosen = selection(cfg, ckpt_path, epoch, curve_rows(curves), dm.has_split("val"))
     metrics["selection"] = chosen
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    info = _read_run_info(run_dir)
+    info = read_run_info(run_dir)
     info.update({"fit_seconds": fit_seconds, "eval_seconds": time.perf_counter() - t0, "checkpoint": ckpt_path,
             "epochs": trainer.current_epoch, "device_cache": getattr(dm, "cache_modes", {}),
             "padding_per_epoch": getattr(dm, "padding_per_epoch", 0), "carved_val": getattr(dm, "carve_report", None),
             "ranks_agree": getattr(module, "ranks_agree", None), "evaluated_epoch": epoch, "selection": chosen,
             "batch_size": getattr(dm, "batch_size", None)})
-    (run_dir / RUN_INFO).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     plot_learning_curves(curves, run_dir / "learning_curves.png", evaluated_epoch=epoch,
                          title=f"{run_dir.name}: {chosen_by(chosen)}" if epoch else run_dir.name, selection=chosen)
-    _plot_confusions(metrics.get("test", {}), dm.labels, run_dir, plot_confusion,
-                     f"{run_dir.name}, epoch {epoch}" if epoch else run_dir.name)
+    plot_confusions(metrics.get("test", {}), dm.labels, run_dir, f"{run_dir.name}, epoch {epoch}" if epoch else run_dir.name)
     print(f"\nrun: {run_dir}\n{summary_table(metrics)}", flush=True)
     return metrics
 
@@ -461,17 +421,3 @@ def evaluated_epoch(ckpt_path: str | None, trainer: Any) -> int | None:
         epoch = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("epoch")
         return None if epoch is None else int(epoch) + 1  # Lightning saves the 0-based current epoch
     return int(trainer.current_epoch) or None
-
-
-def _plot_confusions(test: dict[str, Any], labels: dict[str, Any], run_dir: Path, plot: Any, run: str) -> None:
-    """One confusion-matrix PNG per classification task of the test split, titled with the run and epoch."""
-    if "confusion_matrix" in test:
-        (desc,) = labels.values() if len(labels) == 1 else (next(iter(labels.values())),)
-        plot(test["confusion_matrix"], [str(c) for c in desc.get("classes") or []], run_dir / "confusion_matrix.png",
-             f"{run}, test")
-        return
-    for column, desc in labels.items():
-        task = column[len("label_"):] if column.startswith("label_") else column
-        if isinstance(test.get(task), dict) and "confusion_matrix" in test[task]:
-            plot(test[task]["confusion_matrix"], [str(c) for c in desc.get("classes") or []],
-                 run_dir / f"confusion_matrix_{task}.png", f"{run}, test: {task}")
