@@ -48,6 +48,10 @@ def drop_rows(batch, ctx):
 def shuffle_ids(batch, ctx):
     return dict(batch, sample_id=batch["sample_id"][::-1].copy())
 
+def in_place(batch, ctx):
+    batch["x"] *= 2
+    return batch
+
 NOT_A_FUNCTION = 3
 '''
 
@@ -188,6 +192,12 @@ def test_wrap_job_for_predict_and_kind_rejects_never_reach_the_map(feats: Path) 
     assert list(out["reject_reason"]) == ["", "", "", "non_numeric", "", ""]
     assert out["x"].shape == (n, 5) and np.allclose(out["x"][[0, 1, 2, 4, 5], -1], 1.0)
     assert usermap.wrap_job(job, None, None, "prepare", 0) is job
+    # The batch's arrays are views of the source: read-only, so an in-place edit is a clear error.
+    edits = usermap.wrap_job(job, "st_feats:in_place", {}, "prepare", seed=0)
+    with pytest.raises(ShardtrainError, match=r"st_feats:in_place failed on prepare/predict shard batch rows 0-5: "
+                                              r"ValueError: .*read-only"):
+        edits.fn(job.source, None)
+    assert np.all(job.source["x"] == 255)
 
 
 def test_submit_ships_a_map_module_outside_site_packages(feats: Path, tmp_path: Path) -> None:

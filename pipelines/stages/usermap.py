@@ -10,7 +10,8 @@ process, never at import of this module), so its module must be importable there
 a frozen :class:`MapContext` (``stage``, ``split``, ``seed``, ``shard``, ``rows``,
 ``options``). The function may add columns, replace ``x`` (any dense numeric shape) and
 add ``reject_reason`` (+ ``reject_detail``) to reject rows; it must keep every column
-the kind produced, ``sample_id`` and the row order. An exception inside it becomes one
+the kind produced, ``sample_id`` and the row order; its input arrays are read-only (return
+new ones). An exception inside it becomes one
 :class:`ShardtrainError` line naming the function, the stage/split, the shard and the
 row range.
 
@@ -146,6 +147,15 @@ def _take(values: Any, keep: np.ndarray) -> Any:
     return np.asarray(values)[keep]
 
 
+def _read_only(values: Any) -> Any:
+    """A read-only view of a numpy column (the batch's arrays are views of the split's source:
+    an in-place edit would change it, and under Ray they are read-only anyway)."""
+    if isinstance(values, np.ndarray):
+        values = values.view()
+        values.flags.writeable = False
+    return values
+
+
 def _scatter(values: Any, keep: np.ndarray, n: int) -> Any:
     """A column of ``len(keep)`` rows placed at rows ``keep`` of ``n`` (other rows: zeros / nulls).
 
@@ -200,15 +210,16 @@ class MappedFn:
                               MappingProxyType(dict(self.options)))
         where = f"{self.stage}/{self.split} shard {shard} rows {rows[0]}-{max(rows[1] - 1, rows[0])}"
         fn = resolve(self.spec, self.key, self.digest)
+        given = {k: _read_only(v) for k, v in kept.items()}
         try:
-            result = fn(dict(kept), ctx_user)
+            result = fn(dict(given), ctx_user)
         except ShardtrainError:
             raise
         except Exception as exc:  # the user's code: one line naming it and where it failed
             raise ShardtrainError(f"{self.key} {self.spec} failed on {where}: "
                                   f"{type(exc).__name__}: {_one_line(exc)}") from exc
-        result = self._check(result, kept, where)
-        replaced = _x_replaced(kept.get("x"), result.get("x"))
+        result = self._check(result, given, where)
+        replaced = _x_replaced(given.get("x"), result.get("x"))
         if len(keep) == n:
             if reasons is not None and "reject_reason" not in result:
                 result["reject_reason"] = np.asarray(reasons, dtype=object)
