@@ -9,6 +9,10 @@ in-process executor (no Ray import) write byte-identical shards.
 
 The index is written last, after every shard is durable, and the old index is removed
 before any shard is touched: a crashed or killed stage leaves no index behind.
+
+A stage function with a user map after it (``shardtrain.stages.usermap.MappedFn``, told
+apart by its ``takes_where``) is also told each batch's shard and row range; when the
+map replaced ``x``, the split's ``features.x`` describes the ``x`` that was written.
 """
 
 from __future__ import annotations
