@@ -102,3 +102,17 @@ def test_checkpoint_score_ranks_like_the_monitor() -> None:
     by_loss = min(range(2), key=lambda i: checkpoint_score("val_loss", "min", epochs[i]))
     assert (by_accuracy, by_loss) == (1, 0)
     assert checkpoint_score("val_accuracy", "max", {}) == float("inf")
+
+
+def test_selection_warns_when_the_checkpoint_is_not_the_monitors_best(caplog) -> None:
+    from shardtrain.training.defaults import selection
+
+    cfg = _cfg(train={"monitor": "val_accuracy"})
+    rows = [{"epoch": 1.0, "val_accuracy": 0.6, "val_loss": 0.5}, {"epoch": 2.0, "val_accuracy": 0.7, "val_loss": 0.6}]
+    with caplog.at_level(logging.WARNING, logger="shardtrain"):
+        assert selection(cfg, "/r/checkpoints/best.ckpt", 2, rows, True)["value"] == 0.7
+        assert not caplog.records
+        chosen = selection(cfg, "/r/checkpoints/best.ckpt", 1, rows, True)
+    assert chosen == {"monitor": "val_accuracy", "mode": "max", "epoch": 1, "value": 0.6, "checkpoint": "best.ckpt"}
+    assert "not the best by val_accuracy (epoch 2" in caplog.text
+    assert selection(cfg, "/r/checkpoints/last.ckpt", 2, rows, False)["monitor"] is None  # no validation

@@ -124,6 +124,12 @@ def selection(cfg: Config, ckpt_path: str | None, epoch: int | None, rows: list[
     value = None
     if monitor is not None and epoch is not None:
         value = next((r[monitor] for r in rows if int(r.get("epoch", -1)) == epoch and monitor in r), None)
+        seen = [(r[monitor], int(r["epoch"])) for r in rows if monitor in r and "epoch" in r]
+        if seen and value is not None:
+            best = (max if mode == "max" else min)(seen, key=lambda p: p[0])
+            if best[0] != value:  # a launcher that ranks checkpoints by another metric
+                log.warning("the evaluated checkpoint (epoch %d, %s %.4f) is not the best by %s (epoch %d, %.4f)",
+                            epoch, monitor, value, monitor, best[1], best[0])
     return {"monitor": monitor, "mode": mode, "epoch": epoch, "value": value,
             "checkpoint": Path(ckpt_path).name if ckpt_path else None}
 
