@@ -201,15 +201,10 @@ def featurise(cfg: Config, fitted: dict[str, Any], path: Path, work: Path) -> tu
 
 
 def _with_user_map(cfg: Config, job: Any) -> Any:
-    """The job with ``prepare.map`` (the user's batch function) run after the kind's transform, as prepare does."""
-    if not cfg.prepare.map:
-        return job
-    try:
-        from shardtrain.stages import usermap
-    except ImportError:  # NOTE: shardtrain.stages.usermap is another helper's; until it lands, refuse clearly
-        raise ShardtrainError(f"config key 'prepare.map': {cfg.prepare.map} cannot be applied by predict yet "
-                              "(shardtrain.stages.usermap is missing)") from None
-    return usermap.wrap_job(job, cfg.prepare.map, cfg.prepare.map_options, "prepare", cfg.seed)
+    """The job with ``prepare.map`` (the user's batch function) after the kind's transform, as prepare runs it."""
+    from shardtrain.stages.usermap import wrap_job
+
+    return wrap_job(job, cfg.prepare.map, cfg.prepare.map_options, "prepare", cfg.seed)
 
 
 # ------------------------------------------------------------------------------ predicting
