@@ -232,3 +232,26 @@ def test_cli_finds_the_module_through_pythonpath(feats: Path, tmp_path: Path) ->
     bad = subprocess.run(cmd[:-4] + ["--set", "prepare.map=st_feats:missing"], env=env, capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "config key 'prepare.map'" in bad.stderr
+
+
+def test_submit_puts_the_map_module_in_the_jobs_py_modules(feats: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cmd_submit end to end with a fake job client: the user's module travels after shardtrain's package."""
+    from shardtrain.cli import build_parser
+    from shardtrain.cluster import jobs
+
+    class Client:
+        def submit_job(self, **kwargs):
+            self.sent = kwargs
+            return kwargs["submission_id"]
+
+    client = Client()
+    monkeypatch.setattr(jobs, "connect", lambda address: (client, "http://fake:8265"))
+    monkeypatch.setattr(jobs, "stage_package", lambda dest: Path(dest) / "shardtrain")
+    args = build_parser().parse_args(["submit", "demo", "--out", "/shared/o", "--no-wait",
+                                      "--set", "prepare.map=st_feats:add_ink"])
+    assert jobs.cmd_submit(args) == 0
+    modules = client.sent["runtime_env"]["py_modules"]
+    assert modules[-1] == str(feats.resolve())
+    assert "--set prepare.map=st_feats:add_ink" in client.sent["entrypoint"]
+    with pytest.raises(ShardtrainError, match="cannot find module 'st_gone'"):
+        jobs.cmd_submit(build_parser().parse_args(["submit", "demo", "--no-wait", "--set", "prepare.map=st_gone:f"]))
