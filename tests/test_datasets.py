@@ -11,7 +11,8 @@ from shardtrain.config import from_dict, to_dict
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.datasets import DATASETS, FILES, RESOURCES, Dataset
 
-REQUIRED = {"image-folder": {"csv": "a.csv"}}  # kinds whose options have no complete default
+REQUIRED = {"image-folder": {"csv": "a.csv"}, "http-log": {"path": "a.log"}, "table": {"path": "a.csv", "label": "y"},
+            "text": {"path": "a.tsv"}}  # kinds whose options have no complete default
 
 
 @pytest.mark.parametrize("name", list(DATASETS))
