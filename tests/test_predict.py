@@ -2,10 +2,11 @@
 
 Real runs, kept small: the offline digits demo (no augment copies, two epochs) trained as
 an MLP and as a 3-member bagging ensemble on the same prepared shards, and a multitask
-run on the same digits with a second label (parity) written beside the digit. Predicting
-a run's own test shards must reproduce its ``metrics.json`` test accuracy exactly. New
-raw data goes through the kind's ``predict_job``; the digits kind has none, so one is
-patched in (the test split's rows, some rejected) to test the raw path and its rejects.
+run on the same digits with a second, regression label (the digit's value / 9) written
+beside the class. Predicting a run's own test shards must reproduce its ``metrics.json``
+test metrics exactly. New raw data goes through the kind's ``predict_job``: the digits
+kind has none, so one is patched in (the test split's rows, some rejected); a small
+``table`` run predicts new CSV files from the command line.
 """
 
 from __future__ import annotations
@@ -128,35 +129,25 @@ def _train(out, overrides):
     return run_dir
 
 
-def test_multitask_writes_columns_per_task(runs, tmp_path):
+def test_multitask_with_a_regression_task_writes_columns_per_task(runs, tmp_path):
     out = tmp_path / "mt"
-    _relabel(runs["out"], out, {"label_digit": (lambda y: y, DIGITS), "label_parity": (lambda y: y % 2, ["even", "odd"])})
+    _relabel(runs["out"], out, {"label_digit": (lambda y: y, DIGITS),
+                                "label_value": (lambda y: y.astype(np.float32) / 9.0, None)})
     run_dir = _train(out, [*FAST, "model.kind=multitask", "name=mt"])
     res = predict(run_dir, out / "shards" / "prepare" / "test", tmp_path / "mt.parquet")
     expected = _test_metrics(run_dir)
-    for task in ("digit", "parity"):
-        assert res.metrics[task]["accuracy"] == expected[task]["accuracy"], task
+    assert res.metrics["digit"]["accuracy"] == expected["digit"]["accuracy"]
+    assert res.metrics["value"]["rmse"] == pytest.approx(expected["value"]["rmse"], rel=1e-12)
+    assert "accuracy" not in res.metrics["value"]
     table = pq.read_table(res.path)
-    assert table.column_names == ["sample_id", "digit.pred", *[f"digit.prob_{c}" for c in DIGITS],
-                                  "parity.pred", "parity.prob_even", "parity.prob_odd", "label_digit", "label_parity"]
-    _, probs = _probs(table, "parity.")
-    assert table["parity.pred"].to_pylist() == [["even", "odd"][i] for i in probs.argmax(1)]
-    assert set(table["label_parity"].to_pylist()) == {"even", "odd"}
-
-
-def test_regression_writes_the_value_and_scores_rmse(runs, tmp_path):
-    out = tmp_path / "reg"
-    _relabel(runs["out"], out, {"label": (lambda y: y.astype(np.float32) / 9.0, None)})
-    run_dir = _train(out, [*FAST, "name=reg"])
-    res = predict(run_dir, out / "shards" / "prepare" / "test", tmp_path / "reg.parquet")
-    expected = _test_metrics(run_dir)
-    assert res.metrics["samples"] == expected["samples"] and "accuracy" not in res.metrics
-    assert res.metrics["rmse"] == pytest.approx(expected["rmse"], rel=1e-12)
-    table = pq.read_table(res.path)
-    assert table.column_names == ["sample_id", "pred", "label"]
-    assert str(table.schema.field("pred").type) == "float" and str(table.schema.field("label").type) == "float"
-    y = table["label"].to_numpy()
-    assert np.sqrt(np.mean((table["pred"].to_numpy() - y) ** 2)) == pytest.approx(expected["rmse"], rel=1e-5)
+    assert table.column_names == ["sample_id", "digit.pred", *[f"digit.prob_{c}" for c in DIGITS], "value.pred",
+                                  "label_digit", "label_value"]
+    _, probs = _probs(table, "digit.")
+    assert table["digit.pred"].to_pylist() == [DIGITS[i] for i in probs.argmax(1)]
+    assert str(table.schema.field("value.pred").type) == "float" == str(table.schema.field("label_value").type)
+    err = table["value.pred"].to_numpy() - table["label_value"].to_numpy()
+    assert np.sqrt(np.mean(err ** 2)) == pytest.approx(expected["value"]["rmse"], rel=1e-5)
+    assert table["label_digit"].to_pylist() == [DIGITS[round(v * 9)] for v in table["label_value"].to_pylist()]
 
 
 def test_an_incomplete_run_is_refused(runs, tmp_path):
@@ -249,17 +240,6 @@ def test_too_many_rejects_fail_without_output(runs, raw_job, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.parquet.rejects.jsonl"]  # no work dir left
 
 
-def test_cli_predict_prints_one_line(runs, tmp_path):
-    out = tmp_path / "cli.parquet"
-    res = run_cli("predict", runs["mlp"].name, "--out-dir", str(runs["out"]), "--input", str(runs["test"]),
-                  "--out", str(out), "-q")
-    assert res.returncode == 0, res.stderr[-2000:]
-    (line,) = res.stdout.strip().splitlines()
-    accuracy = _test_metrics(runs["mlp"])["accuracy"]
-    assert line == f"predict: {pq.read_table(out).num_rows} rows, 0 rejected -> {out}; accuracy {accuracy:.4f} " \
-                   f"({_test_metrics(runs['mlp'])['samples']} labelled)"
-
-
 def test_cli_predict_exits_2_with_one_line_on_bad_input(runs, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(offline.QUIET_ENV, "0")  # main() exports it; restored after the test
     out = tmp_path / "p.parquet"
@@ -280,3 +260,56 @@ def test_cli_predict_exits_2_with_one_line_on_bad_input(runs, tmp_path, capsys, 
     with pytest.raises(SystemExit) as exc:  # --input is required: a usage error
         main(["predict", str(runs["mlp"]), "--out", str(out)])
     assert exc.value.code == 2 and "--input" in capsys.readouterr().err
+
+
+def _churn(n, rng):
+    """A small table: two numeric columns, a categorical one, a yes/no label that depends on all three."""
+    import pandas as pd
+
+    u, v, plan = rng.normal(size=n).round(3), rng.normal(size=n).round(3), rng.choice(["basic", "pro"], n)
+    return pd.DataFrame({"u": u, "v": v, "plan": plan, "y": np.where(u + v + (plan == "pro") > 0.5, "yes", "no")})
+
+
+def test_cli_predicts_a_new_csv_with_a_table_run(tmp_path, capsys, monkeypatch):
+    rng = np.random.default_rng(0)
+    _churn(300, rng).to_csv(tmp_path / "train.csv", index=False)
+    test = _churn(200, rng)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    options = {"path": str(tmp_path / "train.csv"), "test_path": str(tmp_path / "test.csv"), "label": "y"}
+    res = shardtrain.run({"name": "tbl", "dataset": {"name": "table", "options": options},
+                          "train": {"accelerator": "cpu", "max_epochs": 3}}, out=tmp_path / "out", executor="local")
+    run_dir, expected = res["train"].run_dir, res["evaluate"]["test"]
+    out = tmp_path / "new.parquet"
+    cli = run_cli("predict", run_dir.name, "--out-dir", str(tmp_path / "out"), "--input", str(tmp_path / "test.csv"),
+                  "--out", str(out))
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert cli.stdout.strip() == (f"predict: 200 rows, 0 rejected -> {out}; accuracy {expected['accuracy']:.4f} "
+                                  f"(200 labelled)")  # the run's own test file: its test accuracy
+    table = pq.read_table(out)
+    assert table.column_names == ["sample_id", "pred", "prob_no", "prob_yes", "label"]
+    assert table["label"].to_pylist() == test["y"].tolist()
+
+    monkeypatch.setenv(offline.QUIET_ENV, "0")
+    capsys.readouterr()  # the training's output
+    base = ["predict", str(run_dir), "--out", str(out), "--overwrite", "-q"]
+    try:
+        test.drop(columns="y").to_csv(tmp_path / "unlabelled.csv", index=False)
+        assert main([*base, "--input", str(tmp_path / "unlabelled.csv")]) == 0
+        assert capsys.readouterr().out.strip() == f"predict: 200 rows, 0 rejected -> {out}"  # no labels, no score
+        assert "label" not in pq.read_table(out).column_names
+        bad = test.astype(str)
+        bad.loc[5, "u"] = "abc"  # 1 of 200 rows: under the default 1% allowed
+        bad.to_csv(tmp_path / "bad.csv", index=False)
+        assert main([*base, "--input", str(tmp_path / "bad.csv")]) == 0
+        rejects = out.with_name("new.parquet.rejects.jsonl")
+        assert f"199 rows, 1 rejected -> {out} (rejects: {rejects})" in capsys.readouterr().out
+        (record,) = [json.loads(line) for line in rejects.read_text().splitlines()]
+        assert record["sample_id"] == 5 and record["reason"] == "non_numeric" and "'abc'" in record["detail"]
+        bad.loc[6:9, "u"] = "abc"  # 5 of 200: over it
+        bad.to_csv(tmp_path / "bad.csv", index=False)
+        before = out.read_bytes()
+        assert main([*base, "--input", str(tmp_path / "bad.csv")]) == 2
+        assert "5 of 200 records rejected" in capsys.readouterr().err
+        assert out.read_bytes() == before and len(rejects.read_text().splitlines()) == 5  # nothing written but those
+    finally:
+        offline.show_third_party()
