@@ -66,7 +66,8 @@ def test_learning_curves_have_every_epoch_lr_and_a_title(tmp_path: Path, monkeyp
     assert "evaluated epoch 2" in lines
 
 
-MULTITASK_EPOCHS = """epoch,step,train_loss,val_loss,train_accuracy,val_accuracy,lr,seconds,train_colour_accuracy,val_colour_accuracy,val_spam_accuracy
+MULTITASK_EPOCHS = """epoch,step,train_loss,val_loss,train_accuracy,val_accuracy,lr,seconds,\
+train_colour_accuracy,val_colour_accuracy,val_spam_accuracy
 1,10,1.2,1.1,0.5,0.55,0.001,1.0,0.5,0.6,0.5
 2,20,0.9,0.8,0.6,0.65,0.001,1.0,0.6,0.7,0.6
 """

@@ -85,7 +85,8 @@ def test_train_resolves_auto_records_it_and_copies_the_prepare_index(big: Path, 
 def test_an_explicit_batch_size_is_kept(big: Path) -> None:
     result = train(_cfg(data={"batch_size": 400}), big)
     info = json.loads((result.run_dir / "run.json").read_text())
-    assert info["resolved"]["data.batch_size"]["value"] == 400 and info["resolved"]["data.batch_size"]["from"] == "config"
+    resolved = info["resolved"]["data.batch_size"]
+    assert resolved["value"] == 400 and resolved["from"] == "config"
     assert yaml.safe_load((result.run_dir / "config.yaml").read_text())["data"]["batch_size"] == 400
     assert result.trainer.global_step == 20  # 8,000 / 400
 

@@ -224,10 +224,11 @@ def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
 
     ``best.ckpt`` and early stopping follow one metric, ``train.monitor`` in
     ``train.monitor_mode`` (resolved from the labels by ``train``; see
-    ``shardtrain.training.defaults``). Loggers and progress are ``shardtrain.training.loggers``'s: every step they show is an
-    optimizer step, and the shell sends them its own rows (per epoch, and the training
-    loss every ``log_every_n_steps`` optimizer steps), so Lightning's per-call step
-    logging is off (``log_every_n_steps=0``: no per-call log flush either).
+    ``shardtrain.training.defaults``). Loggers and progress are
+    ``shardtrain.training.loggers``'s: every step they show is an optimizer step, and the
+    shell sends them its own rows (per epoch, and the training loss every
+    ``log_every_n_steps`` optimizer steps), so Lightning's per-call step logging is off
+    (``log_every_n_steps=0``: no per-call log flush either).
     """
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -399,16 +400,18 @@ def evaluate(cfg: Config, out: Path, result: TrainResult | None = None,
     chosen = selection(cfg, ckpt_path, epoch, curve_rows(curves), dm.has_split("val"))
     metrics["selection"] = chosen
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    info = read_run_info(run_dir)
-    info.update({"fit_seconds": fit_seconds, "eval_seconds": time.perf_counter() - t0, "checkpoint": ckpt_path,
-            "epochs": trainer.current_epoch, "device_cache": getattr(dm, "cache_modes", {}),
-            "padding_per_epoch": getattr(dm, "padding_per_epoch", 0), "carved_val": getattr(dm, "carve_report", None),
-            "ranks_agree": getattr(module, "ranks_agree", None), "evaluated_epoch": epoch, "selection": chosen,
-            "batch_size": getattr(dm, "batch_size", None)})
+    info = read_run_info(run_dir)  # train wrote the shard dirs and resolved defaults there
+    info.update({"fit_seconds": fit_seconds if fit_seconds is not None else info.get("fit_seconds"),
+                 "eval_seconds": time.perf_counter() - t0, "checkpoint": ckpt_path,
+                 "epochs": trainer.current_epoch, "device_cache": getattr(dm, "cache_modes", {}),
+                 "padding_per_epoch": getattr(dm, "padding_per_epoch", 0),
+                 "carved_val": getattr(dm, "carve_report", None), "ranks_agree": getattr(module, "ranks_agree", None),
+                 "evaluated_epoch": epoch, "selection": chosen, "batch_size": getattr(dm, "batch_size", None)})
     (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     plot_learning_curves(curves, run_dir / "learning_curves.png", evaluated_epoch=epoch,
                          title=f"{run_dir.name}: {chosen_by(chosen)}" if epoch else run_dir.name, selection=chosen)
-    plot_confusions(metrics.get("test", {}), dm.labels, run_dir, f"{run_dir.name}, epoch {epoch}" if epoch else run_dir.name)
+    plot_confusions(metrics.get("test", {}), dm.labels, run_dir,
+                    f"{run_dir.name}, epoch {epoch}" if epoch else run_dir.name)
     print(f"\nrun: {run_dir}\n{summary_table(metrics)}", flush=True)
     return metrics
 
