@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("predict", "predict with a finished run over new data or a shard directory; writes one Parquet file")
     p.add_argument("run", metavar="RUN",
-                   help="the run: a run directory, or a run name under --out-dir/runs (its training must have finished)")
+                   help="the run: a run directory, or a run name under --out-dir/runs (its training must have "
+                        "finished)")
     p.add_argument("--input", required=True, metavar="FILE_OR_DIR",
                    help="a shard split directory (holding _index.json, e.g. OUT/shards/prepare/test) or new raw "
                         "data of the run's dataset kind (a file or folder, featurised as the run's prepare did)")

@@ -400,20 +400,22 @@ def predict(run: str | Path, inputs: str | Path, out: str | Path, *, out_dir: st
     ckpt = pick_checkpoint(run_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     rejects_path = out.with_name(out.name + REJECTS_SUFFIX)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.predict-", dir=out.parent))
-    try:
-        rejects: list[dict] = []
-        if is_shard_dir(source):
-            directory = source
-            check_input_shards(directory, read_index(directory), fitted)
-        else:
-            directory, rejects, input_rows = featurise(cfg, fitted, source, work)
+    device = _device(cfg)
+    model, class_names = load_model(cfg, fitted, ckpt, device)
+    rejects: list[dict] = []
+    if is_shard_dir(source):
+        check_input_shards(source, read_index(source), fitted)
+        pred = run_model(model, source, batch_size, device, str(cfg.train.precision))
+    else:
+        # The featurised rows go to a shard split in a work folder beside the output (same filesystem).
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.predict-", dir=out.parent))
+        try:
+            # Absolute: a relative --input is relative to here, never to the kind's data_dir.
+            directory, rejects, input_rows = featurise(cfg, fitted, source.absolute(), work)
             _check_rejects(cfg, rejects, input_rows, rejects_path)
-        device = _device(cfg)
-        model, class_names = load_model(cfg, fitted, ckpt, device)
-        pred = run_model(model, directory, batch_size, device, str(cfg.train.precision))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+            pred = run_model(model, directory, batch_size, device, str(cfg.train.precision))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     label_columns = {t: label_column(t, class_names) for t in pred.get("y", {})}
     meta = {"run_dir": str(run_dir), "checkpoint": str(ckpt), "dataset": cfg.dataset.name, "input": str(source),
             "classes": class_names}
@@ -428,7 +430,7 @@ def predict(run: str | Path, inputs: str | Path, out: str | Path, *, out_dir: st
 
 
 def _check_rejects(cfg: Config, rejects: list[dict], input_rows: int, rejects_path: Path) -> None:
-    """Fail (rejects written beside the output, no output) when more than ``prepare.max_reject_fraction`` is rejected."""
+    """Fail when more than ``prepare.max_reject_fraction`` is rejected (the rejects written beside, no output)."""
     limit = float(cfg.prepare.max_reject_fraction)
     fraction = len(rejects) / max(input_rows, 1)
     if fraction > limit:
