@@ -158,6 +158,25 @@ def test_test_path_and_shifted_test_distribution_uses_train_statistics(tmp_path:
     assert np.all(test_x["x"][unseen, names.index("c=<other>")] == 1.0)
     assert idx["test"]["extra"]["other"] == {"c": int(unseen.sum())}
 
+    # predict_job re-applies the fitted transform: the test file gives the test shards' x; a label outside
+    # the classes is -1 (not a reject); a file without the label column has no label
+    from shardtrain.config import from_dict
+
+    cfg = from_dict(_config({"path": str(tmp_path / "train.parquet"), "test_path": str(tmp_path / "test.parquet"),
+                             "label": "y"}, seed=3))
+    job = cfg.dataset.predict_job(cfg, idx["train"], tmp_path / "test.parquet")
+    assert job.split == "predict" and job.describe["transform"] == idx["train"]["transform"]
+    encoded = job.fn(job.source, job.ctx)
+    np.testing.assert_array_equal(encoded["x"], test_x["x"])
+    np.testing.assert_array_equal(encoded["label"], test_x["label"])
+    test.assign(y=np.where(np.arange(50) < 5, 7, test["y"])).to_parquet(tmp_path / "new.parquet")
+    job = cfg.dataset.predict_job(cfg, idx["train"], tmp_path / "new.parquet")
+    encoded = job.fn(job.source, job.ctx)
+    assert np.all(encoded["label"][:5] == -1) and np.all(encoded["label"][5:] >= 0)
+    test.drop(columns=["y"]).to_parquet(tmp_path / "unlabelled.parquet")
+    job = cfg.dataset.predict_job(cfg, idx["train"], tmp_path / "unlabelled.parquet")
+    assert "label" not in job.fn(job.source, job.ctx) and not job.pre_rejects
+
 
 def test_formats_glob_and_directory_give_the_same_shards(tmp_path: Path) -> None:
     df = _survey(120).drop(columns=["split"])
