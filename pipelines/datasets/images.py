@@ -233,13 +233,10 @@ class Digits(_ImageDataset):
 
 
 
-# A few thousand small images train best with one hidden layer, dropout and more epochs
-# than the generic defaults (10 epochs of a 512-512 MLP); tuned on a 3,000-image
-# Fashion-MNIST class-per-folder tree (README "An image folder").
-IMAGE_FOLDER_RECIPE: dict[str, Any] = {
-    "model": {"hidden": [256], "dropout": 0.2},
-    "train": {"max_epochs": 30, "lr": 0.002, "weight_decay": 0.01, "schedule": "onecycle"},
-}
+# No ``recipe``: with ``data.batch_size: auto`` the generic defaults (a 512-512 MLP, AdamW
+# 1e-3, 10 epochs) matched or beat a tuned one-layer recipe on Fashion-MNIST written out
+# as a messy class-per-folder tree (3,000 train / 1,000 test images: 0.849 test accuracy
+# against 0.837, LogisticRegression 0.823; 300 / 100: 0.78 against 0.76, LogisticRegression 0.78).
 
 
 @register
@@ -247,7 +244,6 @@ class ImageFolder(_ImageDataset):
     """PNG/JPEG files: an annotations CSV (path, label) or one subfolder per class (torchvision ImageFolder)."""
 
     description: ClassVar[str] = "PNG/JPEG files: an annotations CSV (path, label) or one subfolder per class"
-    recipe: ClassVar[dict[str, Any]] = IMAGE_FOLDER_RECIPE
     name: Literal["image-folder"] = "image-folder"
     options: ImageFolderOptions
 
