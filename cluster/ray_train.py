@@ -54,6 +54,7 @@ from ray.train.lightning import RayTrainReportCallback
 
 from shardtrain.config import Config
 from shardtrain.core.errors import ShardtrainError
+from shardtrain.training.defaults import checkpoint_score, monitor_of
 
 log = logging.getLogger("shardtrain")
 
@@ -67,7 +68,8 @@ class StepReportCallback(RayTrainReportCallback, Checkpoint):
 
     Ray's own callback reports only at epoch ends; a lost worker would then lose the whole
     epoch. Each report carries ``trainer.callback_metrics`` plus ``epoch``, ``step``,
-    ``epoch_end`` and ``checkpoint_score``: ``val_loss`` at an epoch end, ``inf`` mid-epoch
+    ``epoch_end`` and ``checkpoint_score``: the run's ``train.monitor`` at an epoch end (as a
+    lower-is-better score, so Ray keeps the epoch ``ModelCheckpoint`` would), ``inf`` mid-epoch
     (never the best), or ``-step`` without validation (the latest is the best). Every rank
     calls ``report`` at the same steps (Ray requires it); only rank 0 writes the file.
     Being a Lightning ``Checkpoint`` makes it run last, after the module's own
@@ -75,9 +77,9 @@ class StepReportCallback(RayTrainReportCallback, Checkpoint):
     early stopping, like ``ModelCheckpoint``; it is the run's only checkpoint callback.
     """
 
-    def __init__(self, every_n_steps: int, has_val: bool) -> None:
+    def __init__(self, every_n_steps: int, has_val: bool, monitor: tuple[str, str] = ("val_loss", "min")) -> None:
         super().__init__()
-        self.every_n_steps, self.has_val = int(every_n_steps), has_val
+        self.every_n_steps, self.has_val, self.monitor = int(every_n_steps), has_val, monitor
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -95,7 +97,7 @@ class StepReportCallback(RayTrainReportCallback, Checkpoint):
         if not self.has_val:
             score = -float(step)
         else:
-            score = metrics.get("val_loss", math.inf) if epoch_end else math.inf
+            score = checkpoint_score(*self.monitor, metrics) if epoch_end else math.inf
         metrics.update(epoch=epoch, step=step, epoch_end=epoch_end, **{SCORE: score})
         # Unique per run: a resumed attempt only reports steps after the one it restored.
         name = f"epoch{epoch:04d}-step{step:07d}" + ("-end" if epoch_end else "")
@@ -143,7 +145,8 @@ def worker_trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool,
 
     kw = trainer_kwargs(cfg, run_dir, has_val)
     callbacks = [c for c in kw["callbacks"] if not isinstance(c, (ModelCheckpoint, StepCheckpoint))]
-    callbacks += [StepReportCallback(cfg.train.checkpoint_every_n_steps, has_val), *extra_callbacks]
+    callbacks += [StepReportCallback(cfg.train.checkpoint_every_n_steps, has_val, monitor_of(cfg)),
+                  *extra_callbacks]
     kw.update(strategy=RayDDPStrategy(), plugins=[RayLightningEnvironment()], devices="auto",
               accelerator="gpu" if cfg.train.use_gpu else "cpu", callbacks=callbacks)
     return kw

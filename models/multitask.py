@@ -134,8 +134,17 @@ class MultiTaskMLP(nn.Module):
 
     def loss(self, batch: Mapping[str, Any]) -> Loss:
         """The weighted total of :meth:`task_losses` over a batch (masked labels, sample weights ``w``)."""
-        total, _ = self.task_losses(self(batch["x"]), self.targets(batch["y"]), batch["w"])
-        return Loss(total)
+        outs, ys = self(batch["x"]), self.targets(batch["y"])
+        total, _ = self.task_losses(outs, ys, batch["w"])
+        # Per-task correct/count sums, so multitask runs get train accuracy curves too.
+        stats = {}
+        with torch.no_grad():
+            for t in self.tasks:
+                if not self.is_regression(t):
+                    wv = batch["w"] * (ys[t] >= 0)
+                    stats[f"train_correct_{t}"] = ((outs[t].argmax(-1) == ys[t]) * wv).sum()
+                    stats[f"train_count_{t}"] = wv.sum()
+        return Loss(total, stats)
 
     def predict(self, x: Any) -> dict[str, torch.Tensor]:
         """``{task: (B, C) softmax probabilities | (B,) regression output}``."""
