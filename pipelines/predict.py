@@ -1,14 +1,14 @@
 """``shardtrain predict``: a finished run's model over new data, written as one Parquet file.
 
 Reads top to bottom: find the run (it must be complete), load its config and the prepare
-state fitted on its training split, featurise the input (a shard split directory is read
-as it is; anything else goes through the dataset kind's ``predict_job``, batch by batch in
-this process, rejects kept beside the output), build the model as ``--stage evaluate``
-does and load the checkpoint it evaluated, then predict in batches without a Trainer and
-write ``sample_id``, predictions, probabilities (and the true labels when the input has
-them) atomically. The probabilities are the ones evaluate's metrics see
-(``model.eval_outputs``), so predicting a run's own test shards reproduces its
-``metrics.json`` test accuracy.
+state fitted on its training split, build the network as ``--stage evaluate`` does
+(without the Lightning shell) with the checkpoint it evaluated, featurise the input (a
+shard split directory is read as it is; anything else goes through the dataset kind's
+``predict_job``, batch by batch in this process, rejects kept beside the output), predict
+in batches without a Trainer and write ``sample_id``, predictions, probabilities (and the
+true labels when the input has them) atomically. The probabilities are the ones
+evaluate's metrics see (``model.eval_outputs``), so predicting a run's own test shards
+reproduces its ``metrics.json`` test metrics.
 
 Output columns (``<p>`` is ``""`` for one task, ``"<task>."`` per task of a multitask model):
 
@@ -28,7 +28,6 @@ kind, input, and the class names per task.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
@@ -44,10 +43,9 @@ from shardtrain.config import Config, from_dict, replace
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.shards import format as fmt
 from shardtrain.shards.reader import index_path, read_index
+from shardtrain.training.defaults import PREPARE_INDEX, label_columns
+from shardtrain.training.stage import find_run_dir
 
-log = logging.getLogger("shardtrain")
-
-FITTED_NAME = "prepare_index.json"  # the run's copy of the prepare index of its training split
 REJECTS_SUFFIX = ".rejects.jsonl"
 METADATA_KEY = b"shardtrain"
 FEATURE_KEYS = ("kind", "shape", "dim", "dtype")  # what must agree between the input and the run's features
@@ -72,14 +70,12 @@ class PredictResult:
 # ------------------------------------------------------------------------------ the run
 def resolve_run(run: str | Path, out_dir: str | Path = "shardtrain-out") -> Path:
     """The run directory ``run`` names (a directory, or a run name under ``out_dir/runs``); it must be complete."""
-    from shardtrain.training.stage import find_run_dir
-
     return find_run_dir(Path(out_dir), run)
 
 
 def load_fitted(run_dir: Path) -> dict[str, Any]:
     """The prepare index of the run's training split: ``run_dir/prepare_index.json``, else the output root's."""
-    own = run_dir / FITTED_NAME
+    own = run_dir / PREPARE_INDEX
     if own.is_file():
         try:
             return json.loads(own.read_text(encoding="utf-8"))
@@ -87,7 +83,7 @@ def load_fitted(run_dir: Path) -> dict[str, Any]:
             raise ShardtrainError(f"{own}: unreadable prepare index ({exc})") from None
     shared = run_dir.parent.parent / "shards" / "prepare" / "train"
     if not index_path(shared).exists():
-        raise ShardtrainError(f"{run_dir}: no {FITTED_NAME} and no training shards at {shared} "
+        raise ShardtrainError(f"{run_dir}: no {PREPARE_INDEX} and no training shards at {shared} "
                               "(the prepare state the run was trained on is needed to featurise new data)")
     return read_index(shared)
 
@@ -112,15 +108,6 @@ def pick_checkpoint(run_dir: Path) -> Path:
     raise ShardtrainError(f"{run_dir / 'checkpoints'}: no best.ckpt or last.ckpt to predict with")
 
 
-def fitted_labels(fitted: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The label columns (``label`` / ``label_<task>``) of the fitted index, in schema order, as evaluate reads them."""
-    labels = {c["name"]: dict(fitted.get("labels", {}).get(c["name"], {})) for c in fitted.get("schema", [])
-              if c["name"] == "label" or c["name"].startswith("label_")}
-    if not labels:
-        raise ShardtrainError(f"{fitted.get('split')} shards have no label column (label or label_<task>)")
-    return labels
-
-
 def load_model(cfg: Config, fitted: dict[str, Any], ckpt: Path, device: Any) -> tuple[Any, dict[str, Any]]:
     """The run's network built from the fitted index (as evaluate's ``build_module``), weights loaded, in eval mode.
 
@@ -131,7 +118,9 @@ def load_model(cfg: Config, fitted: dict[str, Any], ckpt: Path, device: Any) -> 
 
     from shardtrain.models.build import build_model, task_specs
 
-    labels = fitted_labels(fitted)
+    labels = label_columns(fitted)
+    if not labels:
+        raise ShardtrainError(f"{fitted.get('split')} shards the run was trained on have no label column")
     model = build_model(cfg.model, fitted.get("features", {}).get("x", {}), labels, loss=cfg.train.loss)
     state = torch.load(str(ckpt), map_location="cpu", weights_only=False).get("state_dict")
     if state is None:
@@ -208,17 +197,6 @@ def _with_user_map(cfg: Config, job: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------ predicting
-def _missing_targets(tasks: dict[str, Any], n: int, device: Any) -> Any:
-    """``y`` for a batch without labels: -1 (classes) or NaN (regression), shaped as the model expects."""
-    import torch
-
-    from shardtrain.models.protocol import REGRESSION
-
-    ys = {t: torch.full((n,), float("nan"), device=device) if spec == REGRESSION
-          else torch.full((n,), -1, dtype=torch.int64, device=device) for t, spec in tasks.items()}
-    return ys["label"] if list(ys) == ["label"] else ys
-
-
 def run_model(model: Any, directory: Path, batch_size: int, device: Any, precision: str) -> dict[str, Any]:
     """Predict every row of a shard split, in order; numpy outputs per task.
 
@@ -266,14 +244,18 @@ def label_column(task: str, tasks: Any) -> str:
 
 
 def _labels_for(batch: dict[str, Any], tasks: dict[str, Any], device: Any) -> Any:
-    """The batch's targets for every task the model has (missing columns: missing targets)."""
-    missing = _missing_targets(tasks, len(batch["w"]), device)
-    if "y" not in batch:
-        return missing
-    y = batch["y"]
-    if not isinstance(y, dict):
-        return y.to(device)
-    return {t: (y[t].to(device) if t in y else missing[t]) for t in tasks}
+    """The batch's targets for every task of the model; a task without labels gets -1 (classes) or NaN."""
+    import torch
+
+    from shardtrain.models.protocol import REGRESSION
+
+    y = batch.get("y")
+    given = {} if y is None else y if isinstance(y, dict) else {next(iter(tasks)): y}
+    n = len(batch["w"])
+    ys = {t: given[t].to(device) if t in given else torch.full((n,), float("nan"), device=device)
+          if spec == REGRESSION else torch.full((n,), -1, dtype=torch.int64, device=device)
+          for t, spec in tasks.items()}
+    return ys["label"] if list(ys) == ["label"] else ys
 
 
 # ------------------------------------------------------------------------------ the output
