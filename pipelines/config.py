@@ -201,6 +201,18 @@ class EvaluateConfig(Section):
     coverage_threshold: Fraction = 0.9
 
 
+class StorageConfig(Section):
+    """Object-store settings for URIs (``s3://...``) in ``--out``, ``--data-dir`` and dataset paths.
+
+    Credentials never go here: they come from the standard AWS variables and config
+    files. ``endpoint_override`` points ``s3://`` at an S3-compatible store
+    (``http://127.0.0.1:9000``); ``region`` overrides the AWS region.
+    """
+
+    endpoint_override: str | None = None
+    region: str | None = None
+
+
 class Config(Section):
     """A whole shardtrain run: dataset, stages, data feeding, model and training.
 
@@ -218,6 +230,7 @@ class Config(Section):
     model: _ModelField = MLPConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    storage: StorageConfig = StorageConfig()
 
     @model_validator(mode="after")
     def _applies_to_dataset(self) -> Config:
@@ -431,7 +444,7 @@ def describe_presets() -> list[tuple[str, str]]:
 
 __all__ = [
     "AugmentConfig", "BaggingConfig", "BatchAugmentConfig", "Config", "DataConfig", "Dataset", "DatasetConfig",
-    "EvaluateConfig", "MLPConfig", "ModelConfig", "MultitaskConfig", "PRESETS", "PrepareConfig", "TrainConfig",
+    "EvaluateConfig", "StorageConfig", "MLPConfig", "ModelConfig", "MultitaskConfig", "PRESETS", "PrepareConfig", "TrainConfig",
     "CONFIG_SUFFIXES", "apply_overrides", "describe_presets", "from_dict", "is_config_path", "load_config", "load_raw",
     "parse_override", "preset_path", "read_yaml", "replace", "to_dict", "yaml_load",
 ]
