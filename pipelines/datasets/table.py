@@ -29,15 +29,19 @@ _ROLES = ("path", "val_path", "test_path")
 class Table(Dataset):
     """A user's table: one row per sample, one label column, numeric and categorical feature columns.
 
-    ``recipe``: a small MLP (one hidden layer of 256, dropout 0.1) trained with AdamW and a
-    one-cycle schedule for 30 epochs: tables are small, so the network is kept small and
-    the schedule does the rest (see the README's table section for the numbers behind it).
+    ``recipe``: one hidden layer of 128 with dropout 0.2, AdamW (lr 1e-2, weight decay 1e-2)
+    on a one-cycle schedule for 30 epochs, and the checkpoint picked by validation loss:
+    tables are small, so the model is small and regularised, and on a validation split of a
+    few dozen rows the accuracy ties early while the loss still tells epochs apart
+    (measured against logistic and ridge regression on scikit-learn's wine, breast cancer
+    and diabetes tables; the README's table section has the numbers).
     """
 
     description: ClassVar[str] = "your own table: CSV, Parquet, JSON Lines or Arrow/Feather (options.path)"
     recipe: ClassVar[dict[str, Any]] = {
-        "model": {"kind": "mlp", "hidden": [256], "dropout": 0.1},
-        "train": {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4, "schedule": "onecycle", "max_epochs": 30},
+        "model": {"kind": "mlp", "hidden": [128], "dropout": 0.2},
+        "train": {"optimizer": "adamw", "lr": 1e-2, "weight_decay": 1e-2, "schedule": "onecycle", "max_epochs": 30,
+                  "monitor": "val_loss"},
     }
     name: Literal["table"] = "table"
     options: TableOptions

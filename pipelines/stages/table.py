@@ -347,6 +347,8 @@ def prepare_jobs(opts: TableOptions, roles: dict[str, tuple[list[Path], str]], s
     transform = fit(cols, kinds, keep, opts)
     transform.update({"kind": "table", "task": task, "task_from": why, "label": opts.label,
                       "id_col": opts.id_col, **classes})
+    if task == "regression":  # the target's training scale, for a model that wants to start there
+        transform["label_stats"] = {"mean": float(label[keep].mean()), "std": float(label[keep].std())}
     extra = {"split_rule": rule, "columns": kinds, "task": task, "task_from": why,
              "inputs": {r: [f.name for f in files] for r, (files, _) in roles.items()}}
     return _split_jobs(cols, transform, extra, split, reason, detail, _sample_ids(inputs, opts.id_col), label)
