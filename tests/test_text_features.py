@@ -131,3 +131,22 @@ def test_word_or_char_family_alone_and_bad_rows():
     with pytest.raises(ShardtrainError, match="row 1 .sample_id 1. is NoneType"):
         hashed_ngrams({"sample_id": np.arange(2), "text": np.array(["a", None], dtype=object)},
                       TextFeatureConfig())
+
+
+def test_idf_is_fitted_smooth_idf_and_round_trips():
+    from shardtrain.features.text import decode_idf, encode_idf, fit_idf, weighted_ngrams
+
+    cfg = TextFeatureConfig(bits=10, char_ngrams=None, word_ngrams=(1, 1), idf=True)
+    texts = ["spam spam eggs", "eggs ham", "ham"]
+    idf = fit_idf(texts, cfg)
+    spam, eggs = token_hash("spam") & 1023, token_hash("eggs") & 1023
+    np.testing.assert_allclose([idf[spam], idf[eggs]], [np.log(4 / 2) + 1, np.log(4 / 3) + 1], rtol=1e-6)
+    np.testing.assert_array_equal(decode_idf(encode_idf(idf), 10), idf)
+    with pytest.raises(ShardtrainError, match="needs 2048"):
+        decode_idf(encode_idf(idf), 11)
+    out = weighted_ngrams({"sample_id": np.arange(1), "text": np.array(["spam eggs"], dtype=object)},
+                          {"cfg": cfg, "idf": idf})
+    w = dict(zip(out["x_ids"][0].as_py(), out["x_weights"][0].as_py()))
+    assert w[spam] / w[eggs] == pytest.approx(idf[spam] / idf[eggs], rel=1e-5)       # tf 1 each, idf weighted
+    with pytest.raises(ShardtrainError, match="no idf weights were fitted"):
+        hashed_ngrams({"sample_id": np.arange(1), "text": np.array(["a"], dtype=object)}, cfg)

@@ -197,3 +197,22 @@ def test_sms_spam_kind_reads_the_collection(tmp_path, data_dir):
             assert abs(counts[split][cls] - share * total) <= 1
     assert idx["train"]["dataset"] == "sms-spam"
     assert idx["test"]["labels"]["label"]["classes"] == ["ham", "spam"]
+
+
+def test_predict_own_test_file_reproduces_test_accuracy(tmp_path):
+    from shardtrain.predict import predict
+
+    data = _sentences(160, seed=3)
+    (tmp_path / "tr.tsv").write_text("".join(f"{lab}\t{t}\n" for lab, t in data[:120]))
+    (tmp_path / "te.tsv").write_text("".join(f"{lab}\t{t}\n" for lab, t in data[120:]))
+    raw = {"dataset": {"name": "text", "options": {"path": "tr.tsv", "test_path": "te.tsv", "split": [0.8, 0.2, 0.0]}},
+           "prepare": {"text": {"bits": 12}}, "train": {"max_epochs": 2, "accelerator": "cpu", "cpu_threads": 1}}
+    result = run(raw, "all", tmp_path / "out", data_dir=str(tmp_path))
+    run_dir = result["train"].run_dir
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    got = predict(run_dir, tmp_path / "te.tsv", tmp_path / "p.parquet")
+    assert got.rows == 40 and got.rejects == 0
+    assert got.metrics["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
+    (tmp_path / "new.txt").write_text("good great film\nbad awful day\n")      # bare lines: no labels
+    bare = predict(run_dir, tmp_path / "new.txt", tmp_path / "q.parquet")
+    assert bare.rows == 2 and bare.metrics == {}

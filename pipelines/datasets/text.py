@@ -38,7 +38,7 @@ _ROLES = {"train": "path", "val": "val_path", "test": "test_path"}
 # the one evaluated (train.monitor).
 TEXT_RECIPE: dict[str, Any] = {
     "prepare": {"text": {"bits": 18, "word_ngrams": [1, 2], "char_ngrams": [2, 5],
-                         "sublinear_tf": True, "norm": "l2"}},
+                         "sublinear_tf": True, "idf": True, "norm": "l2"}},
     "data": {"batch_size": 32},
     "model": {"kind": "mlp", "embed_dim": 256, "hidden": [], "dropout": 0.5},
     "train": {"max_epochs": 20, "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.01, "schedule": "onecycle",

@@ -18,12 +18,18 @@ fmix64 is MurmurHash3's 64-bit finaliser. poly is computed for every window at o
 prefix sums of ord(c) * B**-j (B is odd, so invertible mod 2**64), so the whole batch is
 hashed with a few numpy passes. `token_hash` is the pure-Python definition (tests pin it).
 
-Weights: per row, each bucket's count c becomes log1p(c) (sublinear tf), then the row is
-L2-normalised. Buckets are sorted and unique per row; an empty text gives an empty row.
+Weights: per row, each bucket's count c becomes log1p(c) (sublinear tf), times the bucket's
+inverse document frequency when ``idf`` is on, then the row is L2-normalised. Buckets are
+sorted and unique per row; an empty text gives an empty row. The idf is fitted on the
+training split (`fit_idf`, scikit-learn's smooth idf ``ln((1 + n) / (1 + df)) + 1`` per
+bucket) and travels with the shards' index (`encode_idf` / `decode_idf`), so predict
+re-applies the training split's weights.
 """
 
 from __future__ import annotations
 
+import base64
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +53,8 @@ _POW: list[tuple[np.ndarray, np.ndarray]] = [(np.ones(1, np.uint64), np.ones(1, 
 @dataclass(frozen=True)
 class TextFeatureConfig:
     """Hashed n-gram features: `2**bits` buckets, word and character n-gram sizes (lo, hi)
-    (None switches one family off), lowercasing, log1p term frequencies and L2 row norm (or None)."""
+    (None switches one family off), lowercasing, log1p term frequencies, idf weights fitted on
+    the training split, and L2 row norm (or None)."""
 
     __pydantic_config__ = {"extra": "forbid"}  # validated from the config by pydantic; unknown keys are errors
 
@@ -57,6 +64,7 @@ class TextFeatureConfig:
     lowercase: bool = True
     sublinear_tf: bool = True
     norm: str | None = "l2"
+    idf: bool = False
     text_col: str = "text"
 
 
@@ -181,11 +189,52 @@ def _char_grams(cp: np.ndarray, rows: np.ndarray, space: np.ndarray,
     return np.concatenate(hashes), np.concatenate(grow)
 
 
-def hashed_ngrams(batch: dict[str, Any], cfg: TextFeatureConfig) -> dict[str, Any]:
+def hashed_ngrams(batch: dict[str, Any], cfg: TextFeatureConfig, idf: np.ndarray | None = None) -> dict[str, Any]:
     """Stage function: replace the text column by ``x_ids`` / ``x_weights`` list columns.
 
     Every other column (sample_id, label, source_id, aug_index, ...) passes through unchanged.
+    ``idf`` (float32, (2**bits,)) weights the buckets; ``cfg.idf`` needs it (`fit_idf`).
     """
+    texts = _checked_texts(batch, cfg)
+    if cfg.idf and idf is None:
+        raise ShardtrainError("text features: prepare.text.idf is on but no idf weights were fitted")
+    ids, weights, offsets = _featurize(texts, cfg, idf if cfg.idf else None)
+    out = {k: v for k, v in batch.items() if k != cfg.text_col}
+    pa_offsets = pa.array(offsets, type=pa.int32())
+    out["x_ids"] = pa.ListArray.from_arrays(pa_offsets, pa.array(ids, type=pa.int32()))
+    out["x_weights"] = pa.ListArray.from_arrays(pa_offsets, pa.array(weights, type=pa.float32()))
+    return out
+
+
+def weighted_ngrams(batch: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
+    """Stage function: `hashed_ngrams` with ``ctx = {"cfg": TextFeatureConfig, "idf": array or None}``."""
+    return hashed_ngrams(batch, ctx["cfg"], ctx.get("idf"))
+
+
+def fit_idf(texts: list[str], cfg: TextFeatureConfig) -> np.ndarray:
+    """Smooth idf per bucket over ``texts`` (the training split): ``ln((1 + n) / (1 + df)) + 1``, float32."""
+    plain = TextFeatureConfig(**{**cfg.__dict__, "idf": False, "norm": None})
+    ids, _, _ = _featurize(_checked_texts({cfg.text_col: list(texts)}, plain), plain, None)
+    df = np.bincount(ids, minlength=2 ** cfg.bits)                 # ids are unique per row: document counts
+    return (np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0).astype(np.float32)
+
+
+def encode_idf(idf: np.ndarray) -> str:
+    """The idf weights as text for an index (float32 little-endian, zlib, base64)."""
+    return base64.b64encode(zlib.compress(np.asarray(idf, "<f4").tobytes(), 6)).decode("ascii")
+
+
+def decode_idf(text: str, bits: int) -> np.ndarray:
+    """Inverse of `encode_idf`; refuses weights of another size than ``2**bits``."""
+    idf = np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<f4")
+    if len(idf) != 2 ** bits:
+        raise ShardtrainError(f"text features: the fitted idf has {len(idf)} buckets, features.bits={bits} needs "
+                              f"{2 ** bits}")
+    return idf.astype(np.float32)
+
+
+def _checked_texts(batch: dict[str, Any], cfg: TextFeatureConfig) -> list[str]:
+    """The batch's texts (lowercased when configured), after checking the config and the column."""
     if cfg.text_col not in batch:
         raise ShardtrainError(f"text features: batch has no column '{cfg.text_col}'")
     if not 1 <= cfg.bits <= 31:
@@ -205,17 +254,11 @@ def hashed_ngrams(batch: dict[str, Any], cfg: TextFeatureConfig) -> dict[str, An
         raise ShardtrainError(f"text features: column '{cfg.text_col}' row {bad} "
                               f"(sample_id {batch.get('sample_id', [None] * len(texts))[bad]}) is "
                               f"{type(texts[bad]).__name__}, expected str")
-    if cfg.lowercase:
-        texts = [t.lower() for t in texts]
-    ids, weights, offsets = _featurize(texts, cfg)
-    out = {k: v for k, v in batch.items() if k != cfg.text_col}
-    pa_offsets = pa.array(offsets, type=pa.int32())
-    out["x_ids"] = pa.ListArray.from_arrays(pa_offsets, pa.array(ids, type=pa.int32()))
-    out["x_weights"] = pa.ListArray.from_arrays(pa_offsets, pa.array(weights, type=pa.float32()))
-    return out
+    return [t.lower() for t in texts] if cfg.lowercase else texts
 
 
-def _featurize(texts: list[str], cfg: TextFeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _featurize(texts: list[str], cfg: TextFeatureConfig,
+               idf: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (ids int32 (nnz,), weights float32 (nnz,), offsets int32 (N+1,)) for `texts`."""
     n = len(texts)
     cp, rows = _codepoints(texts)
@@ -231,6 +274,8 @@ def _featurize(texts: list[str], cfg: TextFeatureConfig) -> tuple[np.ndarray, np
     keys, counts = np.unique((grow << cfg.bits) | (hashes & mask).astype(np.int64), return_counts=True)
     row, ids = keys >> cfg.bits, (keys & int(mask)).astype(np.int32)        # (nnz,) sorted per row
     w = np.log1p(counts) if cfg.sublinear_tf else counts.astype(np.float64)
+    if idf is not None:
+        w = w * idf[ids]
     if cfg.norm == "l2":
         norms = np.sqrt(np.bincount(row, weights=w * w, minlength=n))
         w = w / norms[row]

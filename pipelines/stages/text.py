@@ -5,8 +5,9 @@ cut into the splits no file was given for (stratified, seeded), the label vocabu
 fitted on the training split (or taken from ``classes``) and applied to every split, and
 each reject (reader or vocabulary) is counted on the split its row belongs to. Each shard
 task of ``prepare`` hashes word and character n-grams into sparse ``x_ids``/``x_weights``
-columns; ``augment`` takes the training rows and writes each original followed by its EDA
-(or nlpaug) copies, then hashes them the same way; ``predict_job`` re-reads a new file
+columns (weighted by an idf fitted on the training split when ``prepare.text.idf``);
+``augment`` takes the training rows and writes each original followed by its EDA (or
+nlpaug) copies, then hashes them the same way; ``predict_job`` re-reads a new file
 with the run's layout and hashing options.
 """
 
@@ -109,12 +110,24 @@ def describe(feat: TextFeatureConfig, vocab: LabelVocab, transform: dict[str, An
     }
 
 
+def features_ctx(feat: TextFeatureConfig, splits: TextSplits,
+                 transform: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The hashing step's ctx and the transform with what was fitted on the training split (the idf)."""
+    from shardtrain.features.text import encode_idf, fit_idf
+
+    if not feat.idf:
+        return {"cfg": feat, "idf": None}, transform
+    idf = fit_idf(list(splits.sources["train"]["text"]), feat)
+    return {"cfg": feat, "idf": idf}, dict(transform, idf=encode_idf(idf))
+
+
 def prepare_jobs(cfg: Config, splits: TextSplits, transform: dict[str, Any]) -> list[SplitJob]:
     """One job per split: text -> hashed n-grams, with that split's rejects."""
-    from shardtrain.features.text import hashed_ngrams
+    from shardtrain.features.text import weighted_ngrams
 
+    ctx, transform = features_ctx(cfg.prepare.text, splits, transform)
     desc = describe(cfg.prepare.text, splits.vocab, transform, splits.extra)
-    return [SplitJob(split, source, hashed_ngrams, cfg.prepare.text, describe=desc, pre_rejects=splits.rejects[split])
+    return [SplitJob(split, source, weighted_ngrams, ctx, describe=desc, pre_rejects=splits.rejects[split])
             for split, source in splits.sources.items()]
 
 
@@ -128,10 +141,11 @@ def augment_step(batch: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
 def augment_jobs(cfg: Config, splits: TextSplits, transform: dict[str, Any],
                  text_cfg: TextAugmentConfig) -> list[SplitJob]:
     """The training split -> originals + copies -> hashed n-grams (``text_cfg`` has its synonyms resolved)."""
-    from shardtrain.features.text import hashed_ngrams
+    from shardtrain.features.text import weighted_ngrams
 
+    ctx, transform = features_ctx(cfg.prepare.text, splits, transform)   # fitted on the originals, as in prepare
     steps = [(augment_step, {"cfg": text_cfg, "seed": cfg.seed, "copies": cfg.augment.copies}),
-             (hashed_ngrams, cfg.prepare.text)]
+             (weighted_ngrams, ctx)]
     extra = dict(splits.extra, copies=cfg.augment.copies, augment=dataclasses.asdict(cfg.augment.text))
     desc = describe(cfg.prepare.text, splits.vocab, transform, extra)
     return [SplitJob("train", splits.sources["train"], chain, {"steps": steps}, describe=desc)]
@@ -143,8 +157,10 @@ def predict_job(rows: TextRows, fitted: dict[str, Any], feat: TextFeatureConfig)
     The label column is kept when the file has one, encoded with the run's vocabulary; a
     label outside it (or empty) becomes -1, which no metric counts. Reader rejects stay rejects.
     """
-    from shardtrain.features.text import hashed_ngrams
+    from shardtrain.features.text import decode_idf, weighted_ngrams
 
+    transform = fitted.get("transform") or {}
+    idf = decode_idf(transform["idf"], feat.bits) if feat.idf else None
     cols = rows.columns
     ok = np.flatnonzero(rows.ok)
     source = {"sample_id": cols["sample_id"][ok], "text": cols["text"][ok]}
@@ -153,7 +169,7 @@ def predict_job(rows: TextRows, fitted: dict[str, Any], feat: TextFeatureConfig)
         source["label"], _ = LabelVocab.from_index(label_desc).encode(cols["label"][ok])
     desc = {"features": fitted["features"],
             "labels": {"label": {k: v for k, v in label_desc.items() if k != "counts"}},
-            "transform": fitted.get("transform", {}),
+            "transform": transform,
             "extra": {"files": {"predict": rows.path.name}, "has_labels": rows.has_labels}}
-    return SplitJob("predict", source, hashed_ngrams, feat, describe=desc,
+    return SplitJob("predict", source, weighted_ngrams, {"cfg": feat, "idf": idf}, describe=desc,
                     pre_rejects=_reject_records(rows, np.arange(len(cols["text"]))))
