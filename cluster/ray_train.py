@@ -165,8 +165,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     from shardtrain.training.stage import build_datamodule, build_module
 
     cfg: Config = config["cfg"]
+    for key, value in config.get("storage_env", {}).items():  # the driver's S3 endpoint/region, never credentials
+        os.environ.setdefault(key, value)
     run_dir = Path(config["run_dir"])
-    dirs = {k: Path(v) if v is not None else None for k, v in config["dirs"].items()}
+    dirs = {k: v for k, v in config["dirs"].items()}  # paths or URIs; the DataModule localizes URIs
     if cfg.train.cpu_threads > 0:  # else Ray's OMP_NUM_THREADS: the worker's CPUs (1), no oversubscription
         torch.set_num_threads(cfg.train.cpu_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -218,6 +220,23 @@ def _merge_audit(run_dir: Path) -> None:
     log.info("data audit: ok=%s (%s)", report["ok"], run_dir / AUDIT_NAME)
 
 
+def _location(location: Any) -> str | None:
+    """A split for the workers: an absolute local path, or the URI as given (``None`` stays)."""
+    if location is None:
+        return None
+    from shardtrain.shards import storage
+
+    path = storage.local_path(location)
+    return str(path.resolve()) if path is not None else str(location)
+
+
+def _storage_env() -> dict[str, str]:
+    """The S3 endpoint and region this driver uses, for workers whose environment has none."""
+    from shardtrain.stages.runner import STORAGE_ENVS
+
+    return {k: os.environ[k] for k in STORAGE_ENVS if os.environ.get(k)}
+
+
 def fit_with_ray(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | None], index: dict[str, Any],
                  ckpt_path: str | None, *, address: str | None = None,
                  extra_callbacks: Sequence[pl.Callback] = ()) -> Any:
@@ -245,7 +264,9 @@ def fit_with_ray(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | N
         check_checkpoint(module, ckpt_path)
     ensure_ray(address)
     loop_config = {"cfg": cfg, "run_dir": str(run_dir.resolve()), "index": index, "has_val": has_val,
-                   "dirs": {k: str(Path(v).resolve()) if v is not None else None for k, v in dirs.items()},
+                   # A URI stays one: each worker copies the splits into its own node's shard cache.
+                   "dirs": {k: _location(v) for k, v in dirs.items()},
+                   "storage_env": _storage_env(),
                    "ckpt_path": ckpt_path, "extra_callbacks": list(extra_callbacks)}
     run_config = RunConfig(
         name=run_dir.name, storage_path=storage_path(cfg, run_dir),

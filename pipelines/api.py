@@ -17,24 +17,29 @@ from typing import Any
 
 from shardtrain.config import Config, apply_overrides, from_dict, load_config, replace, to_dict
 from shardtrain.core.errors import ShardtrainError
-from shardtrain.stages.plan import plan_prepare, run_data_stage
+from shardtrain.shards import storage
+from shardtrain.stages.plan import apply_storage, plan_prepare, run_data_stage
 
 log = logging.getLogger("shardtrain")
 
 STAGES = ("prepare", "augment", "train", "evaluate", "all")
 
 
-def run_stages(cfg: Config, stage: str, out: Path, *, executor: str = "ray", data_dir: str | None = None,
+def run_stages(cfg: Config, stage: str, out: storage.Location, *, executor: str = "ray", data_dir: str | None = None,
                address: str | None = None, force: bool = False, run: str | Path | None = None) -> dict[str, Any]:
     """Run one stage or all of them; returns what each stage produced (indexes, run dir).
 
     ``run`` (``--run``) picks the run ``evaluate`` uses when it runs alone: a run directory
     or a run name under ``out/runs``; without it, the newest run whose training finished.
+    ``out`` is a local directory or a URI (``s3://bucket/prefix``); the config's
+    ``storage`` section is exported first (:func:`~shardtrain.stages.plan.apply_storage`).
     """
     if run is not None and stage != "evaluate":
         raise ShardtrainError(f"run: picks the run for --stage evaluate only, not --stage {stage}")
     if data_dir:
         cfg = replace(cfg, dataset={"data_dir": data_dir})
+    apply_storage(cfg)
+    out = _output_root(out)
     order = ["prepare", "augment", "train", "evaluate"] if stage == "all" else [stage]
     if stage == "augment" and not _augments(cfg):
         raise ShardtrainError("config key 'augment.copies': the augment stage needs copies >= 1, got 0")
@@ -42,7 +47,7 @@ def run_stages(cfg: Config, stage: str, out: Path, *, executor: str = "ray", dat
     plan = plan_prepare(cfg) if "prepare" in order else None
     if "augment" in order and _augments(cfg):
         cfg.dataset.resources(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(out)
     results: dict[str, Any] = {}
     for st in order:
         if st in ("prepare", "augment"):
@@ -58,6 +63,12 @@ def run_stages(cfg: Config, stage: str, out: Path, *, executor: str = "ray", dat
 
             results[st] = evaluate(cfg, out, results.get("train"), run=run)
     return results
+
+
+def _output_root(out: storage.Location) -> storage.Location:
+    """``--out`` as the layers below take it: a ``Path`` for a local path or ``file://``, else the URI string."""
+    path = storage.local_path(out)
+    return path if path is not None else str(out)
 
 
 def _launcher(cfg: Config, address: str | None) -> Any:
@@ -99,7 +110,7 @@ def run(config: Any, stage: str = "all", out: str | Path = "shardtrain-out", ove
     if executor not in ("local", "ray"):
         raise ShardtrainError(f"executor: unknown executor {executor!r}; expected 'local' or 'ray'")
     cfg = resolve_config(config, overrides)
-    return run_stages(cfg, stage, Path(out), executor=executor, data_dir=data_dir, address=address, force=force,
+    return run_stages(cfg, stage, out, executor=executor, data_dir=data_dir, address=address, force=force,
                       run=run)
 
 

@@ -7,7 +7,9 @@ depends only on ``(seed, epoch)``; rank ``r`` of ``W`` takes the contiguous slic
 ``[r * P, (r + 1) * P)`` with ``P = ceil(N / W)``, the permutation padded by repeating its
 first entries (padding rows carry ``w = 0``), so every rank takes the same number of
 steps and every sample is seen exactly once per epoch. The batch contract is in the
-class docstring.
+class docstring. A split given as a URI (``s3://bucket/out/shards/prepare/train``) is
+copied once into the local shard cache (``shardtrain.shards.cache``, sha256-verified) by
+each process that reads it and memory-mapped from there, so the feed is the local one.
 
 Resuming: ``state_dict()`` is ``{"epoch", "batches_done", "seed", ...}``; Lightning saves it
 in checkpoints (and the train iterable's, which is the same state) and restores it, and
@@ -43,7 +45,7 @@ from shardtrain.data.batching import (
     plan_epoch,
 )
 from shardtrain.core.errors import ShardtrainError
-from shardtrain.shards import ShardSet
+from shardtrain.shards import ShardSet, local_split
 from shardtrain.shards.reader import read_index
 
 log = logging.getLogger(__name__)
@@ -170,7 +172,9 @@ class ShardDataModule(pl.LightningDataModule):
         given = {"train": train, "val": val, "test": test}
         if all(v is None for v in given.values()):
             raise ShardtrainError("ShardDataModule: give at least one shard directory (train, val or test)")
-        self.dirs = {k: Path(v) for k, v in given.items() if v is not None}
+        # A URI (s3://...) is read through the local shard cache: this process copies the split
+        # once (sha256-verified, reused while its index is unchanged) and memory-maps the copy.
+        self.dirs = {k: local_split(v) for k, v in given.items() if v is not None}
         self.device_cache, self.val_fraction, self.audit = device_cache, float(val_fraction), bool(audit)
         self.seed, self.verify, self.batch_augment = int(seed), bool(verify), batch_augment
         self.audit_dir = Path(audit_dir) if audit_dir is not None else None

@@ -10,6 +10,11 @@ in-process executor (no Ray import) write byte-identical shards.
 The index is written last, after every shard is durable, and the old index is removed
 before any shard is touched: a crashed or killed stage leaves no index behind.
 
+The stage directory is a local path or a URI (``s3://bucket/out/shards/prepare``): every
+file goes through ``shardtrain.shards.storage``, and each task writes its own shard
+straight to the store. The S3 endpoint and region the driver uses travel with each task
+(``storage_env``, never a credential), so a worker on another node reaches the same store.
+
 A stage function with a user map after it (``shardtrain.stages.usermap.MappedFn``, told
 apart by its ``takes_where``) is also told each batch's shard and row range; when the
 map replaced ``x``, the split's ``features.x`` describes the ``x`` that was written.
@@ -17,8 +22,8 @@ map replaced ``x``, the split's ``features.x`` describes the ``x`` that was writ
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,11 +36,15 @@ import pyarrow as pa
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.core.hashing import fingerprint
 from shardtrain.shards import format as fmt
-from shardtrain.shards.writer import _atomic_write, build_table, write_index, write_shard
+from shardtrain.shards import storage
+from shardtrain.shards.reader import index_fingerprint
+from shardtrain.shards.writer import build_table, clear_split, write_index, write_rejects, write_shard
 
 log = logging.getLogger("shardtrain")
 
 StageFn = Callable[[dict[str, Any], Any], dict[str, Any]]
+# Where a store is, never who may use it: copied from the driver into each task writing to a URI.
+STORAGE_ENVS = (storage.ENDPOINT_ENV, "AWS_REGION")
 
 
 @dataclass
@@ -138,11 +147,17 @@ def _process(rows: dict[str, Any], fn: StageFn, ctx: Any, batch_rows: int, shard
 
 
 def run_shard_task(task: dict[str, Any], source: dict[str, Any], fn: StageFn, ctx: Any) -> dict[str, Any]:
-    """Process and write one shard; returns its index entry plus label counts and rejects."""
+    """Process and write one shard; returns its index entry plus label counts and rejects.
+
+    ``task["out_dir"]`` is a local directory or a URI; ``task["storage_env"]`` (set for a
+    URI) gives a worker the driver's endpoint and region where its own environment has none.
+    """
+    for key, value in task.get("storage_env", {}).items():
+        os.environ.setdefault(key, value)
     rows = _slice(source, task["start"], task["stop"])
     name = fmt.shard_name(task["index"], task["count"])
     columns, rejects, replaced = _process(rows, fn, ctx, task["batch_rows"], Path(name).stem, task["start"])
-    path = Path(task["out_dir"]) / name
+    path = storage.join(task["out_dir"], name)
     entry = write_shard(path, columns, (task["index"], task["count"]), task.get("classes"))
     label_counts = {}
     for name, values in columns.items():
@@ -159,44 +174,28 @@ def run_shard_task(task: dict[str, Any], source: dict[str, Any], fn: StageFn, ct
             "label_counts": label_counts, "schema": schema, "x_replaced": replaced, "x_info": x_info}
 
 
-def plan_tasks(job: SplitJob, out_dir: Path, rows_per_shard: int, batch_rows: int) -> list[dict[str, Any]]:
+def plan_tasks(job: SplitJob, out_dir: storage.Location, rows_per_shard: int,
+               batch_rows: int) -> list[dict[str, Any]]:
     """Cut a split's source into shard tasks by row position (at least one shard)."""
     n = _rows(job.source)
     count = max(1, -(-n // rows_per_shard))
     # Class names travel with each task into its shard's metadata (HF datasets reads them).
     classes = {col: desc.get("classes") for col, desc in job.describe.get("labels", {}).items()}
+    target = str(storage.join(out_dir, job.split))
+    extra = {}
+    if not storage.is_local(out_dir):
+        extra["storage_env"] = {k: os.environ[k] for k in STORAGE_ENVS if os.environ.get(k)}
     return [
         {"split": job.split, "index": i, "count": count, "start": i * rows_per_shard,
-         "stop": min((i + 1) * rows_per_shard, n), "out_dir": str(out_dir / job.split),
-         "batch_rows": batch_rows, "classes": classes}
+         "stop": min((i + 1) * rows_per_shard, n), "out_dir": target,
+         "batch_rows": batch_rows, "classes": classes, **extra}
         for i in range(count)
     ]
 
 
-def is_up_to_date(stage_dir: Path, splits: list[str], fp: str) -> bool:
-    """True when every split of the stage has an index with fingerprint ``fp``."""
-    for split in splits:
-        path = stage_dir / split / fmt.INDEX_NAME
-        if not path.exists():
-            return False
-        try:
-            if json.loads(path.read_text()).get("fingerprint") != fp:
-                return False
-        except (OSError, json.JSONDecodeError):
-            return False
-    return True
-
-
-def _clear_split_dir(directory: Path) -> None:
-    """Remove the index first (so nothing half-written is ever trusted), then old shards."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / fmt.INDEX_NAME).unlink(missing_ok=True)
-    (directory / fmt.LEGACY_INDEX_NAME).unlink(missing_ok=True)
-    for old in list(directory.glob(fmt.SHARD_GLOB)) + list(directory.glob(".part-*.tmp-*")):
-        old.unlink(missing_ok=True)
-    (directory / fmt.REJECTS_NAME).unlink(missing_ok=True)
-    (directory / fmt.LEGACY_REJECTS_NAME).unlink(missing_ok=True)
-    (directory / fmt.LEGACY_PREVIEW_NAME).unlink(missing_ok=True)  # other tools would try to read it
+def is_up_to_date(stage_dir: storage.Location, splits: list[str], fp: str) -> bool:
+    """True when every split of the stage (a local directory or a URI) has an index with fingerprint ``fp``."""
+    return all(index_fingerprint(storage.join(stage_dir, split)) == fp for split in splits)
 
 
 def _execute_local(tasks: list[dict], jobs: dict[str, SplitJob]) -> list[dict]:
@@ -248,7 +247,7 @@ def _execute_ray(tasks: list[dict], jobs: dict[str, SplitJob]) -> list[dict]:
 def run_stage(
     stage: str,
     jobs: list[SplitJob],
-    stage_dir: Path,
+    stage_dir: storage.Location,
     *,
     rows_per_shard: int,
     batch_rows: int,
@@ -258,41 +257,43 @@ def run_stage(
     config: dict[str, Any],
     dataset: str,
 ) -> dict[str, dict[str, Any]]:
-    """Run a stage over its splits and write shards + one index per split; returns the indexes."""
+    """Run a stage over its splits and write shards + one index per split; returns the indexes.
+
+    ``stage_dir`` is a local directory or a URI; each split's old index is deleted before
+    anything else (``clear_split``) and its new one written after all its shards.
+    """
     t0 = time.perf_counter()
     by_split = {job.split: job for job in jobs}
     tasks = []
     for job in jobs:
-        _clear_split_dir(stage_dir / job.split)
+        clear_split(storage.join(stage_dir, job.split))
         tasks.extend(plan_tasks(job, stage_dir, rows_per_shard, batch_rows))
     run = _execute_ray if executor == "ray" else _execute_local
     results = run(tasks, by_split)
     indexes = {}
     for job in jobs:
         mine = sorted((r for r in results if r["split"] == job.split), key=lambda r: r["entry"]["file"])
-        indexes[job.split] = _finish_split(stage, job, mine, stage_dir / job.split,
+        indexes[job.split] = _finish_split(stage, job, mine, storage.join(stage_dir, job.split),
                                            max_reject_fraction, fp, config, dataset)
     log.info("stage %s: %s in %.1f s", stage,
              ", ".join(f"{s} {i['rows']} rows" for s, i in indexes.items()), time.perf_counter() - t0)
     return indexes
 
 
-def _finish_split(stage: str, job: SplitJob, results: list[dict], directory: Path,
+def _finish_split(stage: str, job: SplitJob, results: list[dict], directory: storage.Location,
                   max_reject_fraction: float, fp: str, config: dict, dataset: str) -> dict[str, Any]:
     """Check rejects against the allowed fraction, then write the rejects file and the index."""
     rejects = list(job.pre_rejects) + [r for res in results for r in res["rejects"]]
     input_rows = job.input_rows if job.input_rows is not None else _rows(job.source) + len(job.pre_rejects)
     reasons = Counter(r["reason"].split(":")[0] if ":" in r["reason"] else r["reason"] for r in rejects)
-    if rejects:
-        lines = "".join(json.dumps(r) + "\n" for r in rejects)
-        _atomic_write(directory / fmt.REJECTS_NAME, lines.encode())
+    write_rejects(directory, rejects)
     fraction = len(rejects) / max(input_rows, 1)
     if fraction > max_reject_fraction:
         first = rejects[0]
         raise ShardtrainError(
             f"{stage}/{job.split}: {len(rejects)} of {input_rows} records rejected ({fraction:.1%} > "
             f"max_reject_fraction {max_reject_fraction:.1%}); first: sample {first['sample_id']}: "
-            f"{first['reason']} (all in {directory / fmt.REJECTS_NAME})"
+            f"{first['reason']} (all in {storage.redact(storage.join(directory, fmt.REJECTS_NAME))})"
         )
     entries = [r["entry"] for r in results]
     rows = sum(e["rows"] for e in entries)

@@ -146,25 +146,35 @@ def checkpoint_score(monitor: str, mode: str, metrics: Mapping[str, float]) -> f
     return -float(value) if mode == "max" else float(value)
 
 
-def record_inputs(run_dir: Path, out: Path, dirs: dict[str, Path | None], notes: dict[str, Any]) -> None:
+def record_inputs(run_dir: Path, out: Any, dirs: Mapping[str, Any], notes: dict[str, Any]) -> None:
     """Make the run self-contained for predict: copy the prepare TRAIN index, record the shard dirs used.
 
     The prepare index holds what the features were fitted on (vocabulary, scaling, the
     ``transform`` key); predict re-applies it from here even when ``O/shards`` is gone.
-    ``run.json`` gets the absolute shard directories and the resolved defaults; evaluate
-    adds its own keys to the same file.
+    ``run.json`` gets the absolute shard directories (URIs, without credentials, for a run on
+    object storage) and the resolved defaults; evaluate adds its own keys to the same file.
     """
+    from shardtrain.shards import storage
     from shardtrain.shards.reader import index_path
 
-    source = index_path(out / "shards" / "prepare" / "train")
-    if source.is_file():
+    source = index_path(storage.join(out, "shards", "prepare", "train"))
+    found = storage.file_size(source) is not None
+    if found:
         tmp = run_dir / f".{PREPARE_INDEX}.tmp"
-        tmp.write_bytes(source.read_bytes())
+        tmp.write_bytes(storage.read_bytes(source))
         os.replace(tmp, run_dir / PREPARE_INDEX)
     info = read_run_info(run_dir)
-    info.update(shard_dirs={k: None if v is None else str(Path(v).resolve()) for k, v in dirs.items()},
-                prepare_index=str(source.resolve()) if source.is_file() else None, resolved=notes)
-    (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    info.update(shard_dirs={k: None if v is None else _shown(v) for k, v in dirs.items()},
+                prepare_index=_shown(source) if found else None, resolved=notes)
+    (run_dir / "run.json").write_text(json.dumps(storage.redact_obj(info), indent=2, default=str) + "\n")
+
+
+def _shown(location: Any) -> str:
+    """A location as ``run.json`` records it: an absolute local path, or the URI without credentials."""
+    from shardtrain.shards import storage
+
+    path = storage.local_path(location)
+    return str(path.resolve()) if path is not None else storage.redact(location)
 
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:

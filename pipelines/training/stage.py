@@ -6,6 +6,13 @@ configure the Trainer, fit, then evaluate and report. Each run writes one direct
 curves and confusion matrices as PNG, checkpoints, CSV logs and (with
 ``data.audit``) ``data_audit.json``. Nothing here imports Ray unless
 ``train.launcher: ray`` asks for it.
+
+``O`` may be a URI (``s3://bucket/prefix``). Shards are then read through the local cache
+(``shardtrain.shards.cache``: each process copies the splits it reads, sha256-verified, and
+memory-maps the copy), and the run directory is a local staging directory mirrored to
+``O/runs/<run>/`` (``shardtrain.training.checkpoints.RunMirror``: after every checkpoint,
+at the end of train and of evaluate, ``_COMPLETE`` last). Locations that are logged or
+recorded are redacted (``storage.redact``).
 """
 
 from __future__ import annotations
@@ -22,15 +29,16 @@ import yaml
 
 from shardtrain.config import Config, from_dict, to_dict
 from shardtrain.core.errors import ShardtrainError
+from shardtrain.shards import cache, storage
 from shardtrain.shards import format as fmt
 from shardtrain.shards.reader import read_index, verify_shards
+from shardtrain.training.checkpoints import COMPLETE_NAME, RunMirror, mirror_for, register_mirror, staging_dir
 from shardtrain.training.defaults import (label_columns, monitor_of, read_run_info, record_inputs, resolve_defaults,
                                           selection)
 
 log = logging.getLogger("shardtrain")
 
 RUN_DIR_ENV = "SHARDTRAIN_RUN_DIR"  # how DDP child ranks (re-launched scripts) find rank 0's run dir
-COMPLETE_NAME = "_COMPLETE"  # written in a run dir, by rank 0, once training there finished
 
 
 @dataclass
@@ -46,42 +54,56 @@ class TrainResult:
     config: Config | None = None  # the config as trained: data.batch_size and train.monitor resolved
 
 
-def shard_dirs(cfg: Config, out: Path) -> dict[str, Path | None]:
-    """Train/val/test shard directories: train from augment when it ran (``data.source``), else prepare."""
-    prep, aug = out / "shards" / "prepare", out / "shards" / "augment"
+def shard_dirs(cfg: Config, out: storage.Location) -> dict[str, storage.Location | None]:
+    """Train/val/test shard directories: train from augment when it ran (``data.source``), else prepare.
+
+    ``Path``s under a local ``out``, URIs under a URI ``out``.
+    """
+    prep, aug = storage.join(out, "shards", "prepare"), storage.join(out, "shards", "augment")
     source = cfg.data.source
     if source == "auto":
-        source = "augment" if cfg.augment.copies > 0 and (aug / "train" / fmt.INDEX_NAME).exists() else "prepare"
-    train = (aug if source == "augment" else prep) / "train"
-    val = prep / "val" if (prep / "val" / fmt.INDEX_NAME).exists() else None
-    test = prep / "test" if (prep / "test").exists() else None
+        augmented = storage.exists(storage.join(aug, "train", fmt.INDEX_NAME))
+        source = "augment" if cfg.augment.copies > 0 and augmented else "prepare"
+    train = storage.join(aug if source == "augment" else prep, "train")
+    val = storage.join(prep, "val") if storage.exists(storage.join(prep, "val", fmt.INDEX_NAME)) else None
+    test = storage.join(prep, "test") if storage.exists(storage.join(prep, "test")) else None
     return {"train": train, "val": val, "test": test}
 
 
-def check_shards(dirs: dict[str, Path | None]) -> dict[str, Any]:
-    """Verify every split before training; features must agree across splits. Returns train's index."""
+def local_dirs(dirs: dict[str, storage.Location | None]) -> dict[str, Path | None]:
+    """The splits as local directories: a local one as it is, a remote one as its verified cache copy."""
+    return {k: None if v is None else cache.local_split(v) for k, v in dirs.items()}
+
+
+def check_shards(dirs: dict[str, storage.Location | None]) -> dict[str, Any]:
+    """Verify every split before training; features must agree across splits. Returns train's index.
+
+    A remote split is copied into the local cache first (every shard checked against its
+    sha256 on the way) and its copy verified, so training then reads the same bytes.
+    """
     indexes = {}
     for split, directory in dirs.items():
         if directory is None:
             continue
-        if not directory.exists():
-            raise ShardtrainError(f"{directory}: no shards here; run the data stages first (--stage prepare)")
-        problems = verify_shards(directory)
+        shown = storage.redact(directory)
+        if not storage.exists(directory):
+            raise ShardtrainError(f"{shown}: no shards here; run the data stages first (--stage prepare)")
+        problems = verify_shards(cache.local_split(directory))
         if problems:
-            raise ShardtrainError(f"{problems[0]} (run the data stages again, or `shardtrain inspect {directory} --verify`)")
-        indexes[split] = read_index(directory)
+            raise ShardtrainError(f"{problems[0]} (run the data stages again, or `shardtrain inspect {shown} --verify`)")
+        indexes[split] = read_index(cache.local_split(directory))
     train = indexes["train"]
     keys = ("kind", "shape", "dim", "dtype")
     for split, index in indexes.items():
         a = {k: train.get("features", {}).get("x", {}).get(k) for k in keys}
         b = {k: index.get("features", {}).get("x", {}).get(k) for k in keys}
         if a != b:
-            raise ShardtrainError(f"{dirs[split]}: features {b} do not match the training shards' {a}")
+            raise ShardtrainError(f"{storage.redact(dirs[split])}: features {b} do not match the training shards' {a}")
         _check_label_counts(dirs[split], index)
     return train
 
 
-def _check_label_counts(directory: Path, index: dict[str, Any]) -> None:
+def _check_label_counts(directory: storage.Location, index: dict[str, Any]) -> None:
     """Labels outside the declared classes (per the index's class counts) fail before training."""
     for column, desc in index.get("labels", {}).items():
         classes = desc.get("classes")
@@ -89,15 +111,28 @@ def _check_label_counts(directory: Path, index: dict[str, Any]) -> None:
             continue
         bad = sorted(int(k) for k in desc.get("counts", {}) if not -1 <= int(k) < len(classes))
         if bad:
-            raise ShardtrainError(f"{directory}: column {column} has label {bad[0]} outside the "
+            raise ShardtrainError(f"{storage.redact(directory)}: column {column} has label {bad[0]} outside the "
                                   f"{len(classes)} declared classes")
 
 
-def new_run_dir(cfg: Config, out: Path) -> Path:
-    """A fresh ``O/runs/<YYYYmmdd-HHMMSS>-<name>`` (DDP children reuse rank 0's via the environment)."""
+def new_run_dir(cfg: Config, out: storage.Location) -> Path:
+    """A fresh ``O/runs/<YYYYmmdd-HHMMSS>-<name>`` (DDP children reuse rank 0's via the environment).
+
+    Under a URI ``out`` the run is named against the runs already in the store and trained in
+    a local staging directory, mirrored to ``O/runs/<run>`` (see :func:`open_run`).
+    """
     if os.environ.get(RUN_DIR_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":
         return Path(os.environ[RUN_DIR_ENV])  # a DDP child rank re-launched by Lightning
-    base = out / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
+    if not storage.is_local(out):
+        taken = set(storage.listdir(storage.join(out, "runs")))
+        run, i = name, 1
+        while run in taken:
+            run, i = f"{name}-{i}", i + 1
+        run_dir = open_run(storage.join(out, "runs", run), pull=False)
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+        return run_dir
+    base = storage.local_path(out) / "runs" / name
     run_dir, i = base, 1
     while run_dir.exists():
         run_dir, i = Path(f"{base}-{i}"), i + 1
@@ -106,27 +141,59 @@ def new_run_dir(cfg: Config, out: Path) -> Path:
     return run_dir
 
 
-def latest_run_dir(out: Path, complete: bool = False) -> Path:
+def open_run(run: storage.Location, pull: bool = True) -> Path:
+    """The local directory of a run: itself when local; for a run URI its staging copy, mirrored.
+
+    ``pull`` downloads the remote run's files first (evaluate, resume); a new run starts
+    from an empty staging directory.
+    """
+    path = storage.local_path(run)
+    if path is not None:
+        return path
+    local = staging_dir(str(run))
+    if not pull and mirror_for(local) is None and local.exists():
+        import shutil
+
+        shutil.rmtree(local)  # a staging copy a crashed process left for a run name now reused
+    local.mkdir(parents=True, exist_ok=True)
+    mirror = register_mirror(local, str(run))
+    if pull:
+        mirror.pull()
+    return local
+
+
+def _runs(out: storage.Location) -> list[storage.Location]:
+    """The run directories (or run URIs) under ``O/runs`` that hold a ``config.yaml``, oldest first."""
+    root = storage.join(out, "runs")
+    return [storage.join(root, name) for name in storage.listdir(root)
+            if storage.exists(storage.join(root, name, "config.yaml"))]
+
+
+def latest_run_dir(out: storage.Location, complete: bool = False) -> storage.Location:
     """The most recent run directory under ``O/runs``; with ``complete``, the newest whose training finished.
 
     ``train.resume: last`` takes the newest run, finished or not (resuming a crashed run is
-    the point); ``--stage evaluate`` without ``--run`` takes the newest complete one.
+    the point); ``--stage evaluate`` without ``--run`` takes the newest complete one. A run
+    URI under a URI ``out`` (see :func:`open_run` for its local copy).
     """
-    runs = sorted((p for p in (out / "runs").glob("*") if (p / "config.yaml").exists()), key=lambda p: p.name)
+    runs = _runs(out)
+    shown = storage.redact(storage.join(out, "runs"))
     if not runs:
-        raise ShardtrainError(f"{out / 'runs'}: no runs yet; run --stage train first")
+        raise ShardtrainError(f"{shown}: no runs yet; run --stage train first")
     if not complete:
         return runs[-1]
     done = [p for p in runs if is_complete(p)]
     if not done:
-        raise ShardtrainError(f"{out / 'runs'}: no complete run ({len(runs)} whose training did not finish, newest "
-                              f"{runs[-1].name}); run --stage train again")
+        raise ShardtrainError(f"{shown}: no complete run ({len(runs)} whose training did not finish, newest "
+                              f"{storage.basename(runs[-1])}); run --stage train again")
     return done[-1]
 
 
-def is_complete(run_dir: Path) -> bool:
-    """Whether training in ``run_dir`` finished (its ``_COMPLETE`` marker is there)."""
-    return (run_dir / COMPLETE_NAME).is_file()
+def is_complete(run_dir: storage.Location) -> bool:
+    """Whether training in ``run_dir`` (a directory or a run URI) finished (its ``_COMPLETE`` marker is there)."""
+    marker = storage.join(run_dir, COMPLETE_NAME)
+    local = storage.local_path(marker)
+    return local.is_file() if local is not None else storage.file_size(marker) is not None
 
 
 def mark_complete(run_dir: Path, info: dict[str, Any]) -> None:
@@ -136,18 +203,24 @@ def mark_complete(run_dir: Path, info: dict[str, Any]) -> None:
     os.replace(tmp, run_dir / COMPLETE_NAME)
 
 
-def find_run_dir(out: Path, run: str | Path | None) -> Path:
-    """The run ``--stage evaluate`` uses: ``run`` (a run directory, or a run name under ``O/runs``),
-    else the newest complete run. A run whose training did not finish is refused."""
+def find_run_dir(out: storage.Location, run: str | Path | None) -> storage.Location:
+    """The run ``--stage evaluate`` uses: ``run`` (a run directory or URI, or a run name under ``O/runs``),
+    else the newest complete run. A run whose training did not finish is refused.
+
+    Local runs come back as a ``Path``, runs in a store as their URI (see :func:`open_run`).
+    """
     if run is None:
         return latest_run_dir(out, complete=True)
-    path = Path(run)
-    run_dir = path if path.is_dir() else out / "runs" / str(run)
-    if not (run_dir / "config.yaml").is_file():
-        raise ShardtrainError(f"run: {run}: not a run directory (no config.yaml in {run_dir}); "
-                              f"runs are under {out / 'runs'}")
+    if storage.is_uri(run) and not storage.is_local(run):
+        run_dir: storage.Location = str(run)
+    else:
+        path = storage.local_path(run)
+        run_dir = path if path.is_dir() else storage.join(out, "runs", str(run))
+    if not storage.exists(storage.join(run_dir, "config.yaml")):
+        raise ShardtrainError(f"run: {storage.redact(str(run))}: not a run directory (no config.yaml in "
+                              f"{storage.redact(run_dir)}); runs are under {storage.redact(storage.join(out, 'runs'))}")
     if not is_complete(run_dir):
-        raise ShardtrainError(f"{run_dir}: training did not finish in this run (no {COMPLETE_NAME}); "
+        raise ShardtrainError(f"{storage.redact(run_dir)}: training did not finish in this run (no {COMPLETE_NAME}); "
                               "pick another with --run, or train again")
     return run_dir
 
@@ -232,7 +305,7 @@ def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
     """
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-    from shardtrain.training.checkpoints import StepCheckpoint
+    from shardtrain.training.checkpoints import MirrorCheckpointIO, StepCheckpoint
     from shardtrain.training.loggers import ConfigHyperparams, build_loggers, progress_callbacks
 
     tc = cfg.train
@@ -250,13 +323,17 @@ def trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool) -> dict[str, Any]:
         if not has_val:
             raise ShardtrainError("config key 'train.early_stopping_patience': needs a validation split (data.val_fraction > 0)")
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=tc.early_stopping_patience))
-    return {
+    kwargs = {
         "accelerator": tc.accelerator, "devices": tc.devices, "strategy": tc.strategy, "precision": tc.precision,
         "max_epochs": tc.max_epochs, "max_steps": tc.max_steps,
         "log_every_n_steps": 0, "logger": build_loggers(cfg, run_dir), "callbacks": callbacks,
         "num_sanity_val_steps": 0, "enable_progress_bar": bar,
         "default_root_dir": str(run_dir),
     }
+    mirror = mirror_for(run_dir)
+    if mirror is not None:  # a run on object storage: every checkpoint saved is mirrored at once
+        kwargs["plugins"] = [MirrorCheckpointIO(mirror)]
+    return kwargs
 
 
 def set_cpu_threads(cfg: Config) -> int:
@@ -276,15 +353,32 @@ def set_cpu_threads(cfg: Config) -> int:
     return n
 
 
-def _resume_path(cfg: Config, out: Path) -> str | None:
-    """``train.resume``: a checkpoint path, or ``last`` for the latest run's ``last.ckpt``."""
+def _resume_path(cfg: Config, run_dir: Path | None) -> str | None:
+    """``train.resume``: a checkpoint path or URI, or ``last`` for ``run_dir``'s (the latest run's) ``last.ckpt``.
+
+    A checkpoint URI is downloaded next to the cache's staged runs first (Lightning reads a local file).
+    """
     resume = cfg.train.resume
     if not resume:
         return None
-    path = latest_run_dir(out) / "checkpoints" / "last.ckpt" if resume == "last" else Path(resume)
+    if resume != "last" and not storage.is_local(resume):
+        local = staging_dir(resume).with_suffix(".ckpt")
+        if storage.file_size(resume) is None:
+            raise ShardtrainError(f"config key 'train.resume': checkpoint {storage.redact(resume)} not found")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(storage.read_bytes(resume))
+        return str(local)
+    path = run_dir / "checkpoints" / "last.ckpt" if resume == "last" else storage.local_path(resume)
     if not path.is_file():
-        raise ShardtrainError(f"config key 'train.resume': checkpoint {path} not found")
+        shown = _mirrored(run_dir, path) if resume == "last" else str(path)
+        raise ShardtrainError(f"config key 'train.resume': checkpoint {shown} not found")
     return str(path)
+
+
+def _mirrored(run_dir: Path | None, path: str | Path) -> str:
+    """A path inside a staged run as its remote URI (redacted); any other path as it is."""
+    mirror = mirror_for(run_dir) if run_dir is not None else None
+    return mirror.shown(path) if mirror is not None else str(path)
 
 
 def check_checkpoint(module: Any, ckpt_path: str) -> None:
@@ -300,7 +394,7 @@ def check_checkpoint(module: Any, ckpt_path: str) -> None:
                 f"needs {tuple(mine[key].shape)} (model input size or classes differ)")
 
 
-def train(cfg: Config, out: Path, launcher: Callable[..., TrainResult] | None = None) -> TrainResult:
+def train(cfg: Config, out: storage.Location, launcher: Callable[..., TrainResult] | None = None) -> TrainResult:
     """Fit the configured model on the shards under ``out``; returns the run for ``evaluate``.
 
     ``launcher`` replaces the in-process fit (same arguments as :func:`fit`): the entry
@@ -311,18 +405,30 @@ def train(cfg: Config, out: Path, launcher: Callable[..., TrainResult] | None = 
     index = check_shards(dirs)
     # data.batch_size / train.monitor "auto" become plain values here, so that every rank, the
     # Ray Train workers and the run's config.yaml see the same ones.
-    cfg, notes = resolve_defaults(cfg, dirs, index, announce=_local_rank_zero())
-    ckpt_path = _resume_path(cfg, out)
-    run_dir = latest_run_dir(out) if cfg.train.resume == "last" else new_run_dir(cfg, out)
+    cfg, notes = resolve_defaults(cfg, local_dirs(dirs), index, announce=_local_rank_zero())
+    if cfg.train.resume == "last":
+        latest = latest_run_dir(out)
+        # Rank 0 stages a remote run (downloads it); other ranks on the node use that same copy.
+        run_dir = open_run(latest) if _local_rank_zero() or storage.is_local(latest) else staging_dir(str(latest))
+        ckpt_path = _resume_path(cfg, run_dir)
+    else:
+        ckpt_path = _resume_path(cfg, None)
+        run_dir = new_run_dir(cfg, out)
     if _local_rank_zero():
         (run_dir / COMPLETE_NAME).unlink(missing_ok=True)  # a resumed run is unfinished again until fit returns
         record_inputs(run_dir, out, dirs, notes)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(storage.redact_obj(to_dict(cfg)), sort_keys=False))
+    mirror = mirror_for(run_dir)
+    if mirror is not None and _local_rank_zero():
+        mirror.sync()  # the run is listed (config.yaml) from the start, as a local one is
     result = (launcher or fit)(cfg, out, run_dir, dirs, index, ckpt_path)
     result.config = cfg
     trainer = result.trainer
     if trainer.is_global_zero and not getattr(trainer, "interrupted", False):
         mark_complete(run_dir, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "fit_seconds": result.fit_seconds})
+    if mirror is not None and trainer.is_global_zero:
+        mirror.sync(final=True)
+        log.info("run mirrored to %s", mirror.shown(run_dir))
     return result
 
 
@@ -331,7 +437,7 @@ def _local_rank_zero() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
-def fit(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | None], index: dict[str, Any],
+def fit(cfg: Config, out: storage.Location, run_dir: Path, dirs: dict[str, storage.Location | None], index: dict[str, Any],
         ckpt_path: str | None) -> TrainResult:
     """The in-process fit: Lightning on this machine's devices (one process, or DDP ranks)."""
     import pytorch_lightning as pl
@@ -351,11 +457,11 @@ def fit(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | None], ind
         os.environ.pop(RUN_DIR_ENV, None)  # a later train() in this process gets its own run dir
     best = trainer.checkpoint_callback.best_model_path or None if trainer.checkpoint_callback else None
     if trainer.is_global_zero:
-        log.info("fit: %.1f s, %d epochs, run dir %s", fit_seconds, trainer.current_epoch, run_dir)
+        log.info("fit: %.1f s, %d epochs, run dir %s", fit_seconds, trainer.current_epoch, _mirrored(run_dir, run_dir))
     return TrainResult(run_dir, trainer, module, dm, best, fit_seconds)
 
 
-def evaluate(cfg: Config, out: Path, result: TrainResult | None = None,
+def evaluate(cfg: Config, out: storage.Location, result: TrainResult | None = None,
              run: str | Path | None = None) -> dict[str, Any]:
     """Validate and test the trained model; write metrics.json, plots and print the summary table.
 
@@ -368,7 +474,7 @@ def evaluate(cfg: Config, out: Path, result: TrainResult | None = None,
     from shardtrain.training.report import chosen_by, curve_rows, plot_confusions, plot_learning_curves, summary_table
 
     if result is None:
-        run_dir = find_run_dir(out, run)
+        run_dir = open_run(find_run_dir(out, run))
         cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
         dirs = shard_dirs(cfg, out)
         index = check_shards(dirs)
@@ -402,17 +508,21 @@ def evaluate(cfg: Config, out: Path, result: TrainResult | None = None,
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     info = read_run_info(run_dir)  # train wrote the shard dirs and resolved defaults there
     info.update({"fit_seconds": fit_seconds if fit_seconds is not None else info.get("fit_seconds"),
-                 "eval_seconds": time.perf_counter() - t0, "checkpoint": ckpt_path,
+                 "eval_seconds": time.perf_counter() - t0,
+                 "checkpoint": _mirrored(run_dir, ckpt_path) if ckpt_path else ckpt_path,
                  "epochs": trainer.current_epoch, "device_cache": getattr(dm, "cache_modes", {}),
                  "padding_per_epoch": getattr(dm, "padding_per_epoch", 0),
                  "carved_val": getattr(dm, "carve_report", None), "ranks_agree": getattr(module, "ranks_agree", None),
                  "evaluated_epoch": epoch, "selection": chosen, "batch_size": getattr(dm, "batch_size", None)})
-    (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    (run_dir / "run.json").write_text(json.dumps(storage.redact_obj(info), indent=2, default=str) + "\n")
     plot_learning_curves(curves, run_dir / "learning_curves.png", evaluated_epoch=epoch,
                          title=f"{run_dir.name}: {chosen_by(chosen)}" if epoch else run_dir.name, selection=chosen)
     plot_confusions(metrics.get("test", {}), dm.labels, run_dir,
                     f"{run_dir.name}, epoch {epoch}" if epoch else run_dir.name)
-    print(f"\nrun: {run_dir}\n{summary_table(metrics)}", flush=True)
+    mirror = mirror_for(run_dir)
+    if mirror is not None:
+        mirror.sync(final=True)
+    print(f"\nrun: {_mirrored(run_dir, run_dir)}\n{summary_table(metrics)}", flush=True)
     return metrics
 
 
