@@ -79,3 +79,13 @@ def test_ray_and_local_executors_write_identical_shards(tmp_path, ray_local):
     remote = _run(tmp_path / "ray", _job(reject=True), executor="ray", max_reject=0.2)["train"]
     assert [s["sha256"] for s in local["shards"]] == [s["sha256"] for s in remote["shards"]]
     assert remote["rejects"]["count"] == 9
+
+
+def test_a_file_uri_stage_dir_writes_the_same_bytes_as_its_path(tmp_path):
+    a = _run(tmp_path / "a", _job(reject=True), max_reject=0.2)["train"]
+    b = _run(f"file://{tmp_path / 'b'}", _job(reject=True), max_reject=0.2)["train"]
+    assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+    for name in ["_index.json", "_rejects.jsonl", *(s["file"] for s in a["shards"])]:
+        assert (tmp_path / "a" / "train" / name).read_bytes() == (tmp_path / "b" / "train" / name).read_bytes()
+    assert is_up_to_date(f"file://{tmp_path / 'b'}", ["train"], "fp1")
+    assert ShardSet(f"file://{tmp_path / 'b' / 'train'}", verify=True).rows == 95 - 9
