@@ -99,6 +99,21 @@ def test_whole_pipeline_on_s3_then_evaluate_from_the_bucket(s3, tmp_path, monkey
                [(s["file"], s["sha256"]) for s in remote["shards"]], split
 
 
+def test_resume_last_continues_the_run_in_the_bucket(s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("SHARDTRAIN_CACHE", str(tmp_path / "cache"))
+    base = ["augment.copies=0", "train.schedule=none"]
+    out = s3.uri("r")
+    shardtrain.run("demo", out=out, overrides=[*base, "train.max_epochs=1"])
+    (run,) = storage.listdir(s3.uri("r/runs"))
+    # Another machine (an empty cache) resumes it: the run is pulled, trained on, mirrored back.
+    monkeypatch.setenv("SHARDTRAIN_CACHE", str(tmp_path / "cache-2"))
+    shardtrain.run("demo", "train", out=out, overrides=[*base, "train.max_epochs=2", "train.resume=last"])
+    assert storage.listdir(s3.uri("r/runs")) == [run]
+    epochs = s3.get(f"r/runs/{run}/epochs.csv").decode().splitlines()
+    assert [line.split(",")[0] for line in epochs[1:]] == ["1", "2"]
+    assert f"r/runs/{run}/_COMPLETE" in s3.keys("r/runs")
+
+
 # --- the driver killed mid-stage -----------------------------------------------------------------
 
 DRIVER = textwrap.dedent("""
