@@ -216,3 +216,46 @@ def test_predict_own_test_file_reproduces_test_accuracy(tmp_path):
     (tmp_path / "new.txt").write_text("good great film\nbad awful day\n")      # bare lines: no labels
     bare = predict(run_dir, tmp_path / "new.txt", tmp_path / "q.parquet")
     assert bare.rows == 2 and bare.metrics == {}
+
+
+def _oewn_glosses(data_dir: Path, path: Path, per_class: int = 250) -> None:
+    """A 4-class short-sentence task from Open English WordNet: a noun gloss -> its lexicographer file."""
+    import csv
+    import gzip
+
+    wanted = ("noun.animal", "noun.plant", "noun.food", "noun.artifact")
+    with gzip.open(data_dir / "oewn-2025" / "oewn-2025-synsets.tsv.gz", "rt", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if r["lexfile"] in wanted]
+    rng = np.random.default_rng(0)
+    picked = []
+    for lexfile in wanted:
+        mine = [r for r in rows if r["lexfile"] == lexfile]
+        picked += [(lexfile.split(".")[1], mine[i]["definition"]) for i in rng.permutation(len(mine))[:per_class]]
+    path.write_text("".join(f"{lab}\t{gloss}\n" for lab, gloss in picked), encoding="utf-8")
+
+
+@pytest.mark.dataset("oewn-2025")
+def test_default_recipe_reaches_a_tfidf_logistic_regression(tmp_path, data_dir):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_union
+
+    path = tmp_path / "glosses.tsv"
+    _oewn_glosses(data_dir, path)
+    raw = {"dataset": {"name": "text", "options": {"path": str(path), "split": [0.6, 0.2, 0.2]}},
+           "train": {"accelerator": "cpu"}}                           # everything else: the kind's recipe
+    result = run(raw, "all", tmp_path / "out")
+    texts = {i: line.split("\t", 1)[1] for i, line in enumerate(path.read_text(encoding="utf-8").splitlines())}
+
+    def split(name: str) -> tuple[list[str], list[int]]:
+        ss = ShardSet(tmp_path / "out" / "shards" / "prepare" / name)
+        ids = [int(v) for part in ss.column("sample_id") for v in part]
+        return [texts[i] for i in ids], _labels(tmp_path, name)
+
+    (x_train, y_train), (x_test, y_test) = split("train"), split("test")
+    vec = make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+                     TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True))
+    lr = LogisticRegression(C=10, max_iter=2000).fit(vec.fit_transform(x_train), y_train)
+    baseline = float((lr.predict(vec.transform(x_test)) == np.array(y_test)).mean())
+    ours = result["evaluate"]["test"]["accuracy"]
+    assert ours >= baseline - 0.02, f"default text recipe {ours:.3f} vs TF-IDF logistic regression {baseline:.3f}"
