@@ -95,8 +95,8 @@ def run(config: Any, stage: str = "all", out: str | Path = "shardtrain-out", ove
     ``config`` is a preset name, a YAML file path, a mapping in the YAML's shape, or a
     :class:`~shardtrain.config.Config`; ``out`` a directory or a URI (``s3://bucket/prefix``,
     ``gs://...``, ``file://...``: shards and runs are written there through
-    ``shardtrain.shards.storage``, the endpoint from ``storage.endpoint_override``); ``overrides`` are ``key=value`` strings, exactly
-    as ``--set`` takes them. The result maps each stage that ran to its output:
+    ``shardtrain.shards.storage``, the endpoint from ``storage.endpoint_override``);
+    ``overrides`` are ``key=value`` strings, exactly as ``--set`` takes them. The result maps each stage that ran to its output:
     ``prepare``/``augment`` to ``{split: index}`` (None when up to date),
     ``train`` to a :class:`~shardtrain.training.stage.TrainResult` (``run_dir``, the
     trainer, module and DataModule), ``evaluate`` to the metrics written to

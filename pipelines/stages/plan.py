@@ -44,7 +44,9 @@ def stage_dir(out: storage.Location, stage: str) -> storage.Location:
 
 
 def apply_storage(cfg: Config) -> None:
-    """Export the config's ``storage`` section: ``endpoint_override`` as ``SHARDTRAIN_S3_ENDPOINT``, ``region`` as ``AWS_REGION``.
+    """Export the config's ``storage`` section to the environment the storage layer reads.
+
+    ``endpoint_override`` becomes ``SHARDTRAIN_S3_ENDPOINT``, ``region`` ``AWS_REGION``.
 
     Called before Ray starts or training forks ranks, so every process that opens an
     ``s3://`` location (a local Ray's workers inherit this environment; the tasks of a

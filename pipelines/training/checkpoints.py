@@ -7,28 +7,22 @@ multiples of ``n``. This callback saves when a call *passes* a multiple of ``n``
 (for one step per call that is exactly Lightning's rule), as ``step-NNNNNNN.ckpt`` named by
 the step it was taken at, and keeps the latest ``keep`` of them.
 
-A run on object storage (``--out s3://bucket/prefix``) trains in a local staging directory
-and :class:`RunMirror` copies it to ``<out>/runs/<run>/`` with ``shardtrain.shards.storage``:
-:class:`MirrorCheckpointIO` mirrors right after every checkpoint Lightning saves or removes,
-and the train and evaluate stages mirror at their ends, ``_COMPLETE`` last. (Lightning's own
-fsspec paths would need ``s3fs`` and append-mode files, e.g. ``epochs.csv``, that object
-stores do not have.)
+:class:`MirrorCheckpointIO` is Lightning's checkpoint IO for a run on object storage: right
+after every checkpoint saved or removed in the local staging directory it syncs the run's
+``shardtrain.training.rundirs.RunMirror`` to ``<out>/runs/<run>/``.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from shardtrain.shards import cache, storage
+from shardtrain.training.rundirs import RunMirror
 
 STEP_PREFIX = "step-"
-COMPLETE_NAME = "_COMPLETE"  # written in a run dir, by rank 0, once training there finished
-_MIRRORS: dict[str, RunMirror] = {}
 
 
 class StepCheckpoint(pl.Callback):
@@ -68,99 +62,6 @@ class StepCheckpoint(pl.Callback):
                        key=lambda p: int(p.stem[len(STEP_PREFIX):]) if p.stem[len(STEP_PREFIX):].isdigit() else -1)
         for old in found[:-self.keep]:
             old.unlink(missing_ok=True)
-
-
-class RunMirror:
-    """A local run directory kept in step with a run URI (``s3://bucket/out/runs/<run>``).
-
-    :meth:`sync` uploads every file that is new or changed since the last sync and deletes
-    remote copies of files gone locally (pruned step checkpoints); ``_COMPLETE`` goes up only
-    with ``final=True``, after everything else, so a reader that sees it sees a whole run.
-    :meth:`pull` does the reverse for an existing run (``--stage evaluate``, ``resume``).
-    """
-
-    def __init__(self, local: Path, remote: str) -> None:
-        self.local, self.remote = Path(local), str(remote)
-        self._sent: dict[str, tuple[int, int]] = {}
-
-    def _files(self) -> dict[str, Path]:
-        """The run's files by relative POSIX path, without temporary files (``.name.tmp``)."""
-        found = {}
-        for path in self.local.rglob("*"):
-            if path.is_file() and not path.name.startswith("."):
-                found[path.relative_to(self.local).as_posix()] = path
-        return found
-
-    def sync(self, final: bool = False) -> None:
-        """Upload what changed; with ``final``, ``_COMPLETE`` last (when training wrote it)."""
-        files = self._files()
-        for rel in sorted(files):
-            if rel == COMPLETE_NAME:
-                continue
-            self._send(rel, files[rel])
-        for rel in sorted(set(self._sent) - set(files)):
-            storage.delete(storage.join(self.remote, rel))
-            del self._sent[rel]
-        if final and COMPLETE_NAME in files:
-            self._send(COMPLETE_NAME, files[COMPLETE_NAME])
-
-    def _send(self, rel: str, path: Path) -> None:
-        """Upload one file unless it is unchanged (same size and mtime) since it was last sent."""
-        stat = path.stat()
-        key = (stat.st_size, stat.st_mtime_ns)
-        if self._sent.get(rel) == key:
-            return
-        storage.write_bytes(storage.join(self.remote, rel), path.read_bytes())
-        self._sent[rel] = key
-
-    def pull(self) -> Path:
-        """Download every object of the remote run into the local directory; returns it."""
-        from pyarrow import fs as pafs
-
-        filesystem, root = storage.resolve(self.remote)
-        infos = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-        for info in infos:
-            if info.type != pafs.FileType.File:
-                continue
-            rel = info.path[len(root):].lstrip("/")
-            target = self.local / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(storage.read_bytes(storage.join(self.remote, rel)))
-            stat = target.stat()
-            self._sent[rel] = (stat.st_size, stat.st_mtime_ns)
-        return self.local
-
-    def shown(self, path: str | Path) -> str:
-        """A local path inside the run as its remote URI, without credentials (anything else unchanged)."""
-        try:
-            rel = Path(path).resolve().relative_to(self.local.resolve()).as_posix()
-        except ValueError:
-            return str(path)
-        return storage.redact(self.remote if rel == "." else storage.join(self.remote, rel))
-
-
-def staging_dir(remote_run: str) -> Path:
-    """The local staging directory of a remote run: ``<shard cache>/runs/<sha of the URI>-<run name>``.
-
-    Under the shard cache (``SHARDTRAIN_CACHE``) but outside its size limit: an entry without
-    ``_cache.json`` is never evicted.
-    """
-    shown = storage.redact(remote_run)
-    digest = hashlib.sha256(shown.encode()).hexdigest()[:16]
-    return cache.cache_root() / "runs" / f"{digest}-{storage.basename(remote_run)}"
-
-
-def register_mirror(local: Path, remote: str) -> RunMirror:
-    """The :class:`RunMirror` of a local run directory (made once per process and remembered)."""
-    key = str(Path(local).resolve())
-    if key not in _MIRRORS:
-        _MIRRORS[key] = RunMirror(Path(local), remote)
-    return _MIRRORS[key]
-
-
-def mirror_for(local: Path) -> RunMirror | None:
-    """The mirror registered for a local run directory, ``None`` for a run that is local only."""
-    return _MIRRORS.get(str(Path(local).resolve()))
 
 
 class MirrorCheckpointIO(TorchCheckpointIO):

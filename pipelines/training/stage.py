@@ -10,8 +10,9 @@ curves and confusion matrices as PNG, checkpoints, CSV logs and (with
 ``O`` may be a URI (``s3://bucket/prefix``). Shards are then read through the local cache
 (``shardtrain.shards.cache``: each process copies the splits it reads, sha256-verified, and
 memory-maps the copy), and the run directory is a local staging directory mirrored to
-``O/runs/<run>/`` (``shardtrain.training.checkpoints.RunMirror``: after every checkpoint,
-at the end of train and of evaluate, ``_COMPLETE`` last). Locations that are logged or
+``O/runs/<run>/`` (``shardtrain.training.rundirs``: after every checkpoint, at the end of
+train and of evaluate, ``_COMPLETE`` last; the run-directory functions live there and are
+importable from here as before). Locations that are logged or
 recorded are redacted (``storage.redact``).
 """
 
@@ -32,13 +33,14 @@ from shardtrain.core.errors import ShardtrainError
 from shardtrain.shards import cache, storage
 from shardtrain.shards import format as fmt
 from shardtrain.shards.reader import read_index, verify_shards
-from shardtrain.training.checkpoints import COMPLETE_NAME, RunMirror, mirror_for, register_mirror, staging_dir
 from shardtrain.training.defaults import (label_columns, monitor_of, read_run_info, record_inputs, resolve_defaults,
                                           selection)
+from shardtrain.training.rundirs import (  # noqa: F401  (is_complete: importable from here as before)
+    COMPLETE_NAME, RUN_DIR_ENV, find_run_dir, is_complete, latest_run_dir, mark_complete, mirror_for, mirrored,
+    new_run_dir, open_run, staging_dir)
 
 log = logging.getLogger("shardtrain")
 
-RUN_DIR_ENV = "SHARDTRAIN_RUN_DIR"  # how DDP child ranks (re-launched scripts) find rank 0's run dir
 
 
 @dataclass
@@ -113,116 +115,6 @@ def _check_label_counts(directory: storage.Location, index: dict[str, Any]) -> N
         if bad:
             raise ShardtrainError(f"{storage.redact(directory)}: column {column} has label {bad[0]} outside the "
                                   f"{len(classes)} declared classes")
-
-
-def new_run_dir(cfg: Config, out: storage.Location) -> Path:
-    """A fresh ``O/runs/<YYYYmmdd-HHMMSS>-<name>`` (DDP children reuse rank 0's via the environment).
-
-    Under a URI ``out`` the run is named against the runs already in the store and trained in
-    a local staging directory, mirrored to ``O/runs/<run>`` (see :func:`open_run`).
-    """
-    if os.environ.get(RUN_DIR_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":
-        return Path(os.environ[RUN_DIR_ENV])  # a DDP child rank re-launched by Lightning
-    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
-    if not storage.is_local(out):
-        taken = set(storage.listdir(storage.join(out, "runs")))
-        run, i = name, 1
-        while run in taken:
-            run, i = f"{name}-{i}", i + 1
-        run_dir = open_run(storage.join(out, "runs", run), pull=False)
-        os.environ[RUN_DIR_ENV] = str(run_dir)
-        return run_dir
-    base = storage.local_path(out) / "runs" / name
-    run_dir, i = base, 1
-    while run_dir.exists():
-        run_dir, i = Path(f"{base}-{i}"), i + 1
-    run_dir.mkdir(parents=True)
-    os.environ[RUN_DIR_ENV] = str(run_dir)
-    return run_dir
-
-
-def open_run(run: storage.Location, pull: bool = True) -> Path:
-    """The local directory of a run: itself when local; for a run URI its staging copy, mirrored.
-
-    ``pull`` downloads the remote run's files first (evaluate, resume); a new run starts
-    from an empty staging directory.
-    """
-    path = storage.local_path(run)
-    if path is not None:
-        return path
-    local = staging_dir(str(run))
-    if not pull and mirror_for(local) is None and local.exists():
-        import shutil
-
-        shutil.rmtree(local)  # a staging copy a crashed process left for a run name now reused
-    local.mkdir(parents=True, exist_ok=True)
-    mirror = register_mirror(local, str(run))
-    if pull:
-        mirror.pull()
-    return local
-
-
-def _runs(out: storage.Location) -> list[storage.Location]:
-    """The run directories (or run URIs) under ``O/runs`` that hold a ``config.yaml``, oldest first."""
-    root = storage.join(out, "runs")
-    return [storage.join(root, name) for name in storage.listdir(root)
-            if storage.exists(storage.join(root, name, "config.yaml"))]
-
-
-def latest_run_dir(out: storage.Location, complete: bool = False) -> storage.Location:
-    """The most recent run directory under ``O/runs``; with ``complete``, the newest whose training finished.
-
-    ``train.resume: last`` takes the newest run, finished or not (resuming a crashed run is
-    the point); ``--stage evaluate`` without ``--run`` takes the newest complete one. A run
-    URI under a URI ``out`` (see :func:`open_run` for its local copy).
-    """
-    runs = _runs(out)
-    shown = storage.redact(storage.join(out, "runs"))
-    if not runs:
-        raise ShardtrainError(f"{shown}: no runs yet; run --stage train first")
-    if not complete:
-        return runs[-1]
-    done = [p for p in runs if is_complete(p)]
-    if not done:
-        raise ShardtrainError(f"{shown}: no complete run ({len(runs)} whose training did not finish, newest "
-                              f"{storage.basename(runs[-1])}); run --stage train again")
-    return done[-1]
-
-
-def is_complete(run_dir: storage.Location) -> bool:
-    """Whether training in ``run_dir`` (a directory or a run URI) finished (its ``_COMPLETE`` marker is there)."""
-    marker = storage.join(run_dir, COMPLETE_NAME)
-    local = storage.local_path(marker)
-    return local.is_file() if local is not None else storage.file_size(marker) is not None
-
-
-def mark_complete(run_dir: Path, info: dict[str, Any]) -> None:
-    """Write ``_COMPLETE`` atomically (temporary name, then rename): training in ``run_dir`` finished."""
-    tmp = run_dir / f".{COMPLETE_NAME}.tmp"
-    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
-    os.replace(tmp, run_dir / COMPLETE_NAME)
-
-
-def find_run_dir(out: storage.Location, run: str | Path | None) -> storage.Location:
-    """The run ``--stage evaluate`` uses: ``run`` (a run directory or URI, or a run name under ``O/runs``),
-    else the newest complete run. A run whose training did not finish is refused.
-
-    Local runs come back as a ``Path``, runs in a store as their URI (see :func:`open_run`).
-    """
-    if run is None:
-        return latest_run_dir(out, complete=True)
-    if storage.is_uri(run) and not storage.is_local(run):
-        run_dir: storage.Location = str(run)
-    else:
-        path = storage.local_path(run)
-        run_dir = path if path.is_dir() else storage.join(out, "runs", str(run))
-    if not storage.exists(storage.join(run_dir, "config.yaml")):
-        raise ShardtrainError(f"run: {storage.redact(str(run))}: not a run directory (no config.yaml in "
-                              f"{storage.redact(run_dir)}); runs are under {storage.redact(storage.join(out, 'runs'))}")
-    if not is_complete(run_dir):
-        raise ShardtrainError(f"{storage.redact(run_dir)}: training did not finish in this run (no {COMPLETE_NAME}); "
-                              "pick another with --run, or train again")
-    return run_dir
 
 
 AUTO_STEPS_PER_CALL = 16  # Lightning's ~1.5 ms per call is then < 0.1 ms per optimizer step
@@ -370,15 +262,9 @@ def _resume_path(cfg: Config, run_dir: Path | None) -> str | None:
         return str(local)
     path = run_dir / "checkpoints" / "last.ckpt" if resume == "last" else storage.local_path(resume)
     if not path.is_file():
-        shown = _mirrored(run_dir, path) if resume == "last" else str(path)
+        shown = mirrored(run_dir, path) if resume == "last" else str(path)
         raise ShardtrainError(f"config key 'train.resume': checkpoint {shown} not found")
     return str(path)
-
-
-def _mirrored(run_dir: Path | None, path: str | Path) -> str:
-    """A path inside a staged run as its remote URI (redacted); any other path as it is."""
-    mirror = mirror_for(run_dir) if run_dir is not None else None
-    return mirror.shown(path) if mirror is not None else str(path)
 
 
 def check_checkpoint(module: Any, ckpt_path: str) -> None:
@@ -437,8 +323,8 @@ def _local_rank_zero() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
-def fit(cfg: Config, out: storage.Location, run_dir: Path, dirs: dict[str, storage.Location | None], index: dict[str, Any],
-        ckpt_path: str | None) -> TrainResult:
+def fit(cfg: Config, out: storage.Location, run_dir: Path, dirs: dict[str, storage.Location | None],
+        index: dict[str, Any], ckpt_path: str | None) -> TrainResult:
     """The in-process fit: Lightning on this machine's devices (one process, or DDP ranks)."""
     import pytorch_lightning as pl
 
@@ -457,7 +343,7 @@ def fit(cfg: Config, out: storage.Location, run_dir: Path, dirs: dict[str, stora
         os.environ.pop(RUN_DIR_ENV, None)  # a later train() in this process gets its own run dir
     best = trainer.checkpoint_callback.best_model_path or None if trainer.checkpoint_callback else None
     if trainer.is_global_zero:
-        log.info("fit: %.1f s, %d epochs, run dir %s", fit_seconds, trainer.current_epoch, _mirrored(run_dir, run_dir))
+        log.info("fit: %.1f s, %d epochs, run dir %s", fit_seconds, trainer.current_epoch, mirrored(run_dir, run_dir))
     return TrainResult(run_dir, trainer, module, dm, best, fit_seconds)
 
 
@@ -509,7 +395,7 @@ def evaluate(cfg: Config, out: storage.Location, result: TrainResult | None = No
     info = read_run_info(run_dir)  # train wrote the shard dirs and resolved defaults there
     info.update({"fit_seconds": fit_seconds if fit_seconds is not None else info.get("fit_seconds"),
                  "eval_seconds": time.perf_counter() - t0,
-                 "checkpoint": _mirrored(run_dir, ckpt_path) if ckpt_path else ckpt_path,
+                 "checkpoint": mirrored(run_dir, ckpt_path) if ckpt_path else ckpt_path,
                  "epochs": trainer.current_epoch, "device_cache": getattr(dm, "cache_modes", {}),
                  "padding_per_epoch": getattr(dm, "padding_per_epoch", 0),
                  "carved_val": getattr(dm, "carve_report", None), "ranks_agree": getattr(module, "ranks_agree", None),
@@ -522,7 +408,7 @@ def evaluate(cfg: Config, out: storage.Location, result: TrainResult | None = No
     mirror = mirror_for(run_dir)
     if mirror is not None:
         mirror.sync(final=True)
-    print(f"\nrun: {_mirrored(run_dir, run_dir)}\n{summary_table(metrics)}", flush=True)
+    print(f"\nrun: {mirrored(run_dir, run_dir)}\n{summary_table(metrics)}", flush=True)
     return metrics
 
 
