@@ -30,7 +30,7 @@ from torch import nn
 from shardtrain.models.bagging import BaggingEnsemble
 from shardtrain.models.mlp import MLP
 from shardtrain.models.multitask import MultiTaskMLP
-from shardtrain.models.objective import resolve_loss
+from shardtrain.models.objective import Objective, resolve_loss
 from shardtrain.models.protocol import REGRESSION
 from shardtrain.models.text import EmbeddingBagMLP
 from shardtrain.core.errors import ShardtrainError
@@ -126,6 +126,14 @@ def build_model(model_cfg: Any, feature: Mapping[str, Any], labels: Mapping[str,
         objective = resolve_loss(loss, spec)
         out = 1 if spec == REGRESSION else int(spec)
         if model_cfg.kind == "bagging":
-            return BaggingEnsemble(lambda: _network(model_cfg, feature, hidden, out, objective=objective),
-                                   model_cfg.members, model_cfg.bootstrap, model_cfg.seed, model_cfg.impl)
-        return _network(model_cfg, feature, hidden, out, objective=objective)
+            model = BaggingEnsemble(lambda: _network(model_cfg, feature, hidden, out, objective=objective),
+                                    model_cfg.members, model_cfg.bootstrap, model_cfg.seed, model_cfg.impl)
+        else:
+            model = _network(model_cfg, feature, hidden, out, objective=objective)
+    (desc,) = labels.values()
+    if objective == REGRESSION and desc.get("mean") is not None:
+        # The label's training mean/std (the index's label description): fit in standard units.
+        for part in model.modules():
+            if isinstance(getattr(part, "objective", None), Objective):
+                part.objective.set_target_scale(desc["mean"], desc.get("std") or 1.0)
+    return model

@@ -45,6 +45,19 @@ class Objective:
             raise ShardtrainError(f"model.loss: unknown objective {kind!r}; expected one of {list(OBJECTIVES)}")
         self.kind, self.outputs = kind, int(outputs)
         self.spec: int | str = REGRESSION if kind == REGRESSION else (2 if kind == "mse" and outputs == 1 else outputs)
+        self.target_mean, self.target_std = 0.0, 1.0
+
+    def set_target_scale(self, mean: float, std: float) -> None:
+        """Fit a regression output in standard units: it predicts ``(y - mean) / std``, reported as ``y``.
+
+        A raw output starts near 0 whatever the target's scale (a target around 150
+        costs many steps just to reach its mean); in standard units every target starts
+        at its training mean. The loss is then the squared error in standard units;
+        predictions and the MSE/RMSE/MAE metrics stay in the target's own units.
+        """
+        if self.kind != REGRESSION:
+            raise ShardtrainError("model: a target scale applies to regression objectives only")  # internal
+        self.target_mean, self.target_std = float(mean), float(std) if std and std > 0 else 1.0
 
     def target(self, y: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The ``(B,)`` target (a one-entry ``{task: y}`` is unwrapped); regression targets as float."""
@@ -61,7 +74,7 @@ class Objective:
         h, b, c = out.shape
         valid = self.valid(y)
         if self.kind == REGRESSION:
-            per = (out[..., 0] - torch.nan_to_num(y.float())).square()
+            per = (out[..., 0] - (torch.nan_to_num(y.float()) - self.target_mean) / self.target_std).square()
         elif self.kind == "cross_entropy":
             self.check_outputs(c)
             per = F.cross_entropy(out.reshape(h * b, c), y.clamp_min(0).expand(h, b).reshape(-1), reduction="none").view(h, b)
@@ -88,7 +101,9 @@ class Objective:
 
     def pred(self, out: torch.Tensor) -> torch.Tensor:
         """What the metrics see: ``(H, B)`` regression outputs or ``(H, B, C)`` probabilities."""
-        return out[..., 0] if self.kind == REGRESSION else self.probs(out)
+        if self.kind == REGRESSION:
+            return out[..., 0] * self.target_std + self.target_mean
+        return self.probs(out)
 
 
 def weighted_mean(per: torch.Tensor, w: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -209,7 +209,8 @@ def _describe(transform: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any
     feature = {"kind": "dense", "dtype": "float32", "shape": [len(names)], "dim": len(names),
                "scale": 1.0, "offset": 0.0, "names": names}
     if transform["task"] == "regression":
-        label = {"classes": None}
+        # The target's training mean/std: the model fits the label in standard units.
+        label = {"classes": None, **transform.get("label_stats", {})}
     else:
         label = {"classes": list(transform["classes"]), "classes_from": transform["classes_from"]}
     return {"features": {"x": feature}, "labels": {"label": label}, "transform": transform, "extra": extra}
