@@ -54,6 +54,10 @@ environment variables:
   RAY_AUTH_MODE            token: always send the token; disabled: never (unset: only after a 401)
   RAY_AUTH_TOKEN           the cluster's auth token (never printed)
   RAY_AUTH_TOKEN_PATH      a file holding the token (then ~/.ray/auth_token)
+  SHARDTRAIN_CACHE         local cache of remote shard splits and staged runs (default ~/.cache/shardtrain/shards)
+  SHARDTRAIN_CACHE_MAX_BYTES  size limit of that cache (e.g. 50G; least recently used entries go first)
+  SHARDTRAIN_S3_ENDPOINT   an S3-compatible endpoint for s3:// (also storage.endpoint_override, AWS_ENDPOINT_URL)
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION  credentials and region for s3:// (never printed or recorded)
   SHARDTRAIN_QUIET_DEPS    set by shardtrain for the processes it starts (1: drop third-party noise)
 
 Run `shardtrain COMMAND --help` for a command's arguments."""
@@ -129,8 +133,9 @@ def _add_run_args(p: argparse.ArgumentParser, config: bool = True) -> None:
                    help="run stages on Ray (default) or in this process without Ray")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where raw dataset files are looked for first (then $SHARDTRAIN_DATA, the cache)")
-    p.add_argument("--out", default="shardtrain-out", metavar="DIR",
-                   help="output root: shards/ and runs/ go here (default: shardtrain-out)")
+    p.add_argument("--out", default="shardtrain-out", metavar="DIR_OR_URI",
+                   help="output root: shards/ and runs/ go here, a local directory or a URI such as "
+                        "s3://bucket/prefix (default: shardtrain-out)")
     p.add_argument("--set", dest="overrides", action="append", default=[], type=_key_value("--set"),
                    metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.max_epochs=2; repeatable, and the KEY=VALUE "
@@ -178,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE",
                    help="the Parquet file to write (its folder is created); rejected input records go to "
                         "FILE.rejects.jsonl")
-    p.add_argument("--out-dir", default="shardtrain-out", metavar="DIR",
-                   help="the output root whose runs/ RUN names a run in (default: shardtrain-out)")
+    p.add_argument("--out-dir", default="shardtrain-out", metavar="DIR_OR_URI",
+                   help="the output root (a directory or a URI) whose runs/ RUN names a run in "
+                        "(default: shardtrain-out)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where the dataset kind looks for the resources it needs (as in `shardtrain run`)")
     p.add_argument("--overwrite", action="store_true", help="replace --out when it exists (refused otherwise)")
@@ -271,7 +277,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     """``shardtrain inspect``: print what a shard directory holds; ``--verify`` re-hashes."""
     from shardtrain.shards.inspection import describe, format_text
 
-    report = describe(Path(args.dir), verify=args.verify)
+    report = describe(args.dir, verify=args.verify)  # a path or a URI (s3://...): not Path(), which folds "//"
     print(json.dumps(report, indent=2) if args.json else format_text(report))
     return 1 if report.get("problems") else 0
 

@@ -70,7 +70,11 @@ class PredictResult:
 # ------------------------------------------------------------------------------ the run
 def resolve_run(run: str | Path, out_dir: str | Path = "shardtrain-out") -> Path:
     """The run directory ``run`` names (a directory, or a run name under ``out_dir/runs``); it must be complete."""
-    return find_run_dir(Path(out_dir), run)
+    from shardtrain.training.rundirs import open_run
+
+    # A run in an object store (an s3:// run dir, or a name under an s3:// out_dir) is
+    # pulled into its local staging copy first.
+    return open_run(find_run_dir(str(out_dir) if "://" in str(out_dir) else Path(out_dir), run))
 
 
 def load_fitted(run_dir: Path) -> dict[str, Any]:
@@ -366,9 +370,18 @@ def predict(run: str | Path, inputs: str | Path, out: str | Path, *, out_dir: st
     out, source = Path(out), Path(inputs)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ShardtrainError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
-    if str(inputs).startswith(("s3://", "gs://", "http://", "https://")):
-        raise ShardtrainError(f"input: {inputs}: only local files and directories are supported")
     run_dir = resolve_run(run, out_dir)
+    if "://" in str(inputs) and not str(inputs).startswith("file://"):
+        # A shard split in an object store: its sha256-verified local cache copy. New raw data
+        # must still be local (the kinds' readers take local files).
+        from shardtrain.shards import storage
+        from shardtrain.shards.cache import local_split
+        from shardtrain.shards.reader import index_fingerprint
+
+        if index_fingerprint(str(inputs)) is None:
+            raise ShardtrainError(f"input: {storage.redact(str(inputs))}: not a shard split directory (raw input "
+                                  "must be a local file or directory)")
+        source = local_split(str(inputs))
     if not source.exists():
         raise ShardtrainError(f"input: {source}: no such file or directory")
     if out.is_dir():

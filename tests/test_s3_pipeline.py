@@ -80,6 +80,20 @@ def test_whole_pipeline_on_s3_then_evaluate_from_the_bucket(s3, tmp_path, monkey
     assert again["evaluate"]["test"] == metrics["test"]
     assert json.loads(s3.get(f"exp/runs/{run}/metrics.json"))["test"] == metrics["test"]
 
+    # The CLI's inspect --verify reads the bucket; predict takes the run by name under the s3:// root.
+    env = {**os.environ, **s3.env, "SHARDTRAIN_S3_ENDPOINT": s3.endpoint}
+    cli = [sys.executable, "-m", "shardtrain.cli"]
+    res = subprocess.run([*cli, "inspect", s3.uri("exp/shards/prepare/test"), "--verify"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    _no_secret(s3, res.stdout + res.stderr)
+    from shardtrain.predict import predict
+
+    monkeypatch.setenv("SHARDTRAIN_S3_ENDPOINT", s3.endpoint)
+    pred = predict(run, s3.uri("exp/shards/prepare/test"), tmp_path / "preds.parquet", out_dir=out)
+    assert pred.metrics["accuracy"] == metrics["test"]["accuracy"]
+    monkeypatch.delenv("SHARDTRAIN_S3_ENDPOINT")
+
     # No credential in any object (shards, indexes, configs, metrics, checkpoints) or log line.
     for key in s3.keys():
         data = s3.get(key)
