@@ -30,10 +30,9 @@ _ROLES = {"train": "path", "val": "val_path", "test": "test_path"}
 # The default recipe for short labelled texts (a few thousand sentences and up). Features:
 # hashed word 1-2 grams and char_wb 2-5 grams, log1p tf times an idf fitted on the training
 # split, L2-normalised rows: what a TF-IDF linear baseline sees (the idf alone was worth 3
-# points on WordNet glosses). Model: the EmbeddingBag layer (128 wide: 2 points over 64 on
-# the glosses) and the output layer,
-# no further hidden layer, so it stays close to a linear model over the n-grams; dropout
-# 0.5 on it and weight decay regularise the table. The image defaults (512-512 hidden,
+# points on WordNet glosses). Model: the EmbeddingBag layer (128 wide: 1 point over 64 on
+# the glosses) and the output layer, no further hidden layer, so it stays close to a
+# linear model over the n-grams; dropout 0.5 on it and weight decay regularise the table. The image defaults (512-512 hidden,
 # batch 512, 10 epochs at 1e-3) underfit such data badly: an epoch is only a few steps.
 # Batches of 32 give enough steps per epoch, and the high peak learning rate (3e-2; 1e-2
 # and 3e-3 were 2 and 5 points worse) is annealed by onecycle over 12 epochs. The best
