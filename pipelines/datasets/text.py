@@ -35,14 +35,16 @@ _ROLES = {"train": "path", "val": "val_path", "test": "test_path"}
 # linear model over the n-grams; dropout 0.5 on it and weight decay regularise the table. The image defaults (512-512 hidden,
 # batch 512, 10 epochs at 1e-3) underfit such data badly: an epoch is only a few steps.
 # Batches of 32 give enough steps per epoch, and the high peak learning rate (3e-2; 1e-2
-# and 3e-3 were 2 and 5 points worse) is annealed by onecycle over 12 epochs. The best
+# and 3e-3 were 2 and 5 points worse) is annealed by onecycle over 20 epochs; weight decay
+# 0.05 (was 0.01 over 12 epochs: WordNet glosses 0.871 -> 0.879 mean over 3 seeds against a
+# TF-IDF logistic regression's 0.888; SMS seed 0 0.9865 -> 0.9794 against 0.9910). The best
 # validation epoch is the one evaluated (train.monitor).
 TEXT_RECIPE: dict[str, Any] = {
     "prepare": {"text": {"bits": 16, "word_ngrams": [1, 2], "char_ngrams": [2, 5],
                          "sublinear_tf": True, "idf": True, "norm": "l2"}},
     "data": {"batch_size": 32},
     "model": {"kind": "mlp", "embed_dim": 128, "hidden": [], "dropout": 0.5},
-    "train": {"max_epochs": 12, "optimizer": "adamw", "lr": 0.03, "weight_decay": 0.01, "schedule": "onecycle",
+    "train": {"max_epochs": 20, "optimizer": "adamw", "lr": 0.03, "weight_decay": 0.05, "schedule": "onecycle",
               "monitor": "val_accuracy"},
 }
 
