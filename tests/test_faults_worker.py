@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -63,19 +64,25 @@ def _node_running(cluster, pid: int):
     return None
 
 
-def _kill_after_first_shard(cluster, split_dir: Path, log: Path, seen: dict, timeout: float = 120.0) -> None:
-    """Once a shard file exists, SIGKILL the node of the next task to start (it is then mid-shard)."""
+def _kill_after_first_shard(cluster, split_dir: Path, log: Path, seen: dict, timeout: float = 120.0,
+                            count: Callable[[], int] | None = None) -> None:
+    """Once a shard exists, SIGKILL the node of the next task to start (it is then mid-shard).
+
+    ``count`` counts the written shards (default: ``part-*.arrow`` files in ``split_dir``;
+    the S3 test counts objects); ``seen["shards_at_kill"]`` records it at the kill.
+    """
+    count = count or (lambda: len(list(split_dir.glob("part-*.arrow"))))
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not list(split_dir.glob("part-*.arrow")):
+    while time.monotonic() < deadline and not count():
         time.sleep(0.05)
-    done = len(log.read_text().splitlines())
+    done = len(log.read_text().splitlines()) if log.exists() else 0
     while time.monotonic() < deadline:
         for line in log.read_text().splitlines()[done:]:
             pid, first = (int(v) for v in line.split())
             if (first - 1000) % ROWS_PER_SHARD == 0:  # the first batch of a shard task
                 node = _node_running(cluster, pid)
                 if node is not None:
-                    seen["files_at_kill"] = len(list(split_dir.glob("part-*.arrow")))
+                    seen["shards_at_kill"] = count()
                     cluster.remove_node(node, allow_graceful=False)
                     seen["killed_pid"] = pid
                     return
@@ -125,7 +132,7 @@ def test_worker_node_killed_mid_stage_still_writes_every_row_once(tmp_path):
 
     # The kill happened while the stage was running, and it cost work that had to be redone.
     assert "killed_pid" in seen, "the worker node was never killed"
-    assert seen["files_at_kill"] < ROWS // ROWS_PER_SHARD
+    assert seen["shards_at_kill"] < ROWS // ROWS_PER_SHARD
     assert seen["alive_nodes"] == 2  # head + the surviving worker
     assert {"gcs_server", "raylet"} <= {name for _, _, name in seen["listening"]}
     assert all(is_loopback(ip) for ip, _, _ in seen["listening"]), seen["listening"]

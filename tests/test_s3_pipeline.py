@@ -193,23 +193,10 @@ def test_driver_killed_mid_stage_on_s3_leaves_no_index_and_rerun_completes(s3, t
 
 def _kill_after_first_object(cluster, split: str, log: Path, seen: dict, timeout: float = 120.0) -> None:
     """Once a shard object exists in the bucket, SIGKILL the node of the next task to start."""
-    from tests.test_faults_worker import ROWS_PER_SHARD, _node_running
+    from tests.test_faults_worker import _kill_after_first_shard
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not any(n.startswith("part-") for n in storage.listdir(split)):
-        time.sleep(0.05)
-    done = len(log.read_text().splitlines()) if log.exists() else 0
-    while time.monotonic() < deadline:
-        for line in log.read_text().splitlines()[done:]:
-            pid, first = (int(v) for v in line.split())
-            if (first - 1000) % ROWS_PER_SHARD == 0:  # the first batch of a shard task
-                node = _node_running(cluster, pid)
-                if node is not None:
-                    seen["objects_at_kill"] = sum(n.startswith("part-") for n in storage.listdir(split))
-                    cluster.remove_node(node, allow_graceful=False)
-                    seen["killed_pid"] = pid
-                    return
-        time.sleep(0.02)
+    _kill_after_first_shard(cluster, Path(), log, seen, timeout,
+                            count=lambda: sum(n.startswith("part-") for n in storage.listdir(split)))
 
 
 def run_with_kill_s3(tmp: Path, stage: str) -> dict:
@@ -251,7 +238,7 @@ def test_worker_node_killed_mid_stage_with_s3_output_writes_every_row_once(s3, t
     assert proc.returncode == 0 and results, proc.stdout[-3000:] + proc.stderr[-3000:]
     seen = json.loads(results[-1][len("RESULT "):])
     assert "killed_pid" in seen, "the worker node was never killed"
-    assert seen["objects_at_kill"] < ROWS // ROWS_PER_SHARD
+    assert seen["shards_at_kill"] < ROWS // ROWS_PER_SHARD
     assert seen["alive_nodes"] == 2
     lines = [line.split() for line in (tmp_path / "batches.log").read_text().splitlines()]
     assert max(np.unique([int(f) for _, f in lines], return_counts=True)[1]) > 1, "no batch was re-run"

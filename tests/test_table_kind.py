@@ -294,10 +294,8 @@ def test_classification_matches_logistic_regression_and_predict_reproduces_it(tm
     accuracy = res["evaluate"]["test"]["accuracy"]
     assert accuracy >= baseline - 0.02, (accuracy, baseline)
 
-    try:
-        from shardtrain.predict import predict
-    except ImportError:
-        return  # predict not in this checkout yet
+    from shardtrain.predict import predict
+
     test_ids = _load(out, "test")["sample_id"]
     df.iloc[test_ids].to_csv(tmp_path / "test.csv", index=False)
     result = predict(res["train"].run_dir, str(tmp_path / "test.csv"), tmp_path / "pred.parquet")

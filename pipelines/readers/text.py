@@ -178,6 +178,20 @@ def _reject(cols: dict[str, np.ndarray], row: int, reason: str, detail: str, whe
     cols["reject_detail"][row] = f"{where}: {detail}"[:300]
 
 
+def _line_or_reject(cols: dict[str, np.ndarray], row: int, raw: bytes, index: int, where: str) -> str | None:
+    """The text of one raw line (``index`` = its 0-based line in the file), or None once it is
+    rejected as ``invalid_utf8`` or ``empty_line`` (both layouts check these first)."""
+    try:
+        line = _decode(raw, index)
+    except UnicodeDecodeError as exc:
+        _reject(cols, row, "invalid_utf8", f"not valid UTF-8 (byte {exc.start})", where)
+        return None
+    if not line.strip():
+        _reject(cols, row, "empty_line", "empty line", where)
+        return None
+    return line
+
+
 def _show(value: str, limit: int = 60) -> str:
     """A cell for a reject detail: repr, cut to ``limit`` characters."""
     text = repr(value)
@@ -198,13 +212,8 @@ def _read_delimited(path: Path, lines: list[bytes], layout: TextLayout, labels: 
     good = 0
     for row, raw in enumerate(lines[first:]):
         where = f"{path.name}:{row + first + 1}"
-        try:
-            line = _decode(raw, row + first)
-        except UnicodeDecodeError as exc:
-            _reject(cols, row, "invalid_utf8", f"not valid UTF-8 (byte {exc.start})", where)
-            continue
-        if not line.strip():
-            _reject(cols, row, "empty_line", "empty line", where)
+        line = _line_or_reject(cols, row, raw, row + first, where)
+        if line is None:
             continue
         try:
             fields = [line] if bare else _split_line(line, layout, maxsplit)
@@ -265,13 +274,8 @@ def _read_jsonl(path: Path, lines: list[bytes], layout: TextLayout, labels: bool
     tkey, lkey = str(layout.text), str(layout.label)
     for row, raw in enumerate(lines):
         where = f"{path.name}:{row + 1}"
-        try:
-            line = _decode(raw, row)
-        except UnicodeDecodeError as exc:
-            _reject(cols, row, "invalid_utf8", f"not valid UTF-8 (byte {exc.start})", where)
-            continue
-        if not line.strip():
-            _reject(cols, row, "empty_line", "empty line", where)
+        line = _line_or_reject(cols, row, raw, row, where)
+        if line is None:
             continue
         try:
             record = json.loads(line)
