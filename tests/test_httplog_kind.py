@@ -195,7 +195,7 @@ def _kdd_record(service: str = "http", src_bytes: int = 181, label: str = "norma
 
 def test_kdd99_predict_job_encodes_with_the_training_transform(tmp_path: Path) -> None:
     from shardtrain.readers.kdd99 import Kdd99Options
-    from shardtrain.stages import logs as stage
+    from shardtrain.stages import kdd99 as stage
 
     rng = np.random.default_rng(0)
     train = [_kdd_record("http", int(b)) for b in rng.integers(100, 5000, 60)]

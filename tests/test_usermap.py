@@ -17,7 +17,7 @@ import shardtrain
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.shards import ShardSet
 from shardtrain.stages import usermap
-from shardtrain.stages.logs import passthrough
+from shardtrain.stages.dense import passthrough
 from shardtrain.stages.runner import SplitJob, plan_tasks, run_shard_task
 
 FEATS = '''

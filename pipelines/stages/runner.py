@@ -15,6 +15,11 @@ file goes through ``shardtrain.shards.storage``, and each task writes its own sh
 straight to the store. The S3 endpoint and region the driver uses travel with each task
 (``storage_env``, never a credential), so a worker on another node reaches the same store.
 
+A split's source is either columns in the driver's memory (small inputs, predict) or
+:class:`Parts`: handles to pieces that each shard task loads itself (input blocks read
+straight from storage, reduce outputs in Ray's object store), with each piece's row
+count known from the planning passes, so the driver never holds the rows.
+
 A stage function with a user map after it (``shardtrain.stages.usermap.MappedFn``, told
 apart by its ``takes_where``) is also told each batch's shard and row range; when the
 map replaced ``x``, the split's ``features.x`` describes the ``x`` that was written.
@@ -34,7 +39,6 @@ import numpy as np
 import pyarrow as pa
 
 from shardtrain.core.errors import ShardtrainError
-from shardtrain.core.hashing import fingerprint
 from shardtrain.shards import format as fmt
 from shardtrain.shards import storage
 from shardtrain.shards.reader import index_fingerprint
@@ -48,16 +52,55 @@ STORAGE_ENVS = (storage.ENDPOINT_ENV, "AWS_REGION")
 
 
 @dataclass
+class Parts:
+    """A split's rows as pieces that the shard tasks load, never the driver.
+
+    ``parts`` is ``[(handle, rows), ...]`` in split order: ``load(handle)`` returns that
+    piece's columns (exactly ``rows`` rows, ``sample_id`` among them). A handle is
+    anything picklable (an input block, a Ray ObjectRef from
+    ``shardtrain.stages.mapreduce``, which is resolved before ``load`` sees it); ``load``
+    must be a module-level function or a ``functools.partial`` of one.
+    """
+
+    parts: list[tuple[Any, int]]
+    load: Callable[[Any], dict[str, Any]]
+
+    def rows(self) -> int:
+        """Total rows of the split."""
+        return sum(int(n) for _, n in self.parts)
+
+    def read(self, start: int, stop: int) -> dict[str, Any]:
+        """Rows ``[start, stop)`` of the split: the pieces that overlap it, loaded, sliced and joined."""
+        from shardtrain.stages.mapreduce import load_part
+
+        pieces, offset = [], 0
+        for handle, n in self.parts:
+            lo, hi = max(start, offset), min(stop, offset + int(n))
+            if lo < hi:
+                columns = self.load(load_part(handle))
+                got = _rows(columns)
+                if got != int(n):
+                    raise RuntimeError(f"a part planned with {n} rows loaded {got}")  # internal: a planning bug
+                pieces.append(_slice(columns, lo - offset, hi - offset))
+            offset += int(n)
+            if offset >= stop:
+                break
+        if not pieces and self.parts:  # an empty split still has its columns (the shard's schema)
+            pieces.append(_slice(self.load(load_part(self.parts[0][0])), 0, 0))
+        return _concat(pieces) if pieces else {}
+
+
+@dataclass
 class SplitJob:
     """One split of a stage: its source rows, the batch function, and index metadata.
 
     ``source`` maps column names to row-aligned arrays (numpy or Arrow) and must hold
-    ``sample_id``; ``fn(batch, ctx)`` is the pure stage function; ``describe`` is merged
+    ``sample_id``, or is a :class:`Parts` the shard tasks load piece by piece; ``fn(batch, ctx)`` is the pure stage function; ``describe`` is merged
     into the split's index (features, labels, extra).
     """
 
     split: str
-    source: dict[str, Any]
+    source: dict[str, Any] | Parts
     fn: StageFn
     ctx: Any
     describe: dict[str, Any] = field(default_factory=dict)
@@ -65,8 +108,10 @@ class SplitJob:
     input_rows: int | None = None
 
 
-def _rows(columns: dict[str, Any]) -> int:
-    """Row count of a columns mapping (all columns share it)."""
+def _rows(columns: dict[str, Any] | Parts) -> int:
+    """Row count of a columns mapping (all columns share it) or of a :class:`Parts` source."""
+    if isinstance(columns, Parts):
+        return columns.rows()
     return len(next(iter(columns.values()))) if columns else 0
 
 
@@ -154,7 +199,10 @@ def run_shard_task(task: dict[str, Any], source: dict[str, Any], fn: StageFn, ct
     """
     for key, value in task.get("storage_env", {}).items():
         os.environ.setdefault(key, value)
-    rows = _slice(source, task["start"], task["stop"])
+    if isinstance(source, Parts):
+        rows = source.read(task["start"], task["stop"])
+    else:
+        rows = _slice(source, task["start"], task["stop"])
     name = fmt.shard_name(task["index"], task["count"])
     columns, rejects, replaced = _process(rows, fn, ctx, task["batch_rows"], Path(name).stem, task["start"])
     path = storage.join(task["out_dir"], name)
@@ -232,7 +280,10 @@ def _execute_ray(tasks: list[dict], jobs: dict[str, SplitJob]) -> list[dict]:
 
     from shardtrain.stages.ray_exec import run_tasks_with_ray
 
-    refs = {name: ray.put(job.source) for name, job in jobs.items()}
+    # In-memory columns go to the object store once; a Parts source is a few handles,
+    # passed as it is (each task loads its own pieces).
+    refs = {name: job.source if isinstance(job.source, Parts) else ray.put(job.source)
+            for name, job in jobs.items()}
     fns = {name: (job.fn, job.ctx) for name, job in jobs.items()}
     try:
         return run_tasks_with_ray(run_shard_task, tasks, refs, fns)
