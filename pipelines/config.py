@@ -52,6 +52,13 @@ class PrepareConfig(Section):
     rows_per_shard: PositiveInt = 10000
     batch_rows: PositiveInt = 2048
     max_reject_fraction: Fraction = 0.01
+    # The byte ranges a task reads itself (shardtrain.shards.blocks): the driver plans, never reads.
+    # Statistics are merged block by block in input order, so the output depends on this
+    # number (it is in the fingerprint) and never on the executor or the cluster's size.
+    block_bytes: PositiveInt = 32 << 20
+    # Partitions of a shuffle (the http-log's sessionisation by host), fixed here rather than by
+    # the cluster for the same reason.
+    shuffle_partitions: PositiveInt = 16
     # A user's batch function "package.module:function", fn(batch, ctx) -> batch, run after
     # the kind's own transform in every shard task (shardtrain.stages.usermap).
     map: str | None = None
