@@ -426,3 +426,43 @@ def digest(location: Location, chunk: int = 8 << 20) -> tuple[int, str]:
             h.update(block)
             size += len(block)
     return size, h.hexdigest()
+
+
+def expand(pattern: Location, *, hidden: bool = False) -> list[str]:
+    """The files a path option names: one file, a directory's files, or a glob's matches; sorted.
+
+    Works the same on a local path and on a URI (``s3://bucket/logs/*.log.gz``): a
+    directory (or object prefix) gives the files directly inside it, a pattern with
+    ``*``, ``?`` or ``[`` is matched (``fnmatch``, ``*`` does not cross ``/``) against every
+    file under its fixed leading part. Names starting with ``.`` are skipped unless
+    ``hidden``. Returns location strings (URIs stay URIs); ``[]`` when nothing matches,
+    so the caller words the error with its own config key.
+    """
+    import fnmatch
+
+    from pyarrow import fs as pafs
+
+    text = str(pattern)
+    wild = next((i for i, ch in enumerate(text) if ch in "*?["), None)
+    if wild is None:
+        size = file_size(text)
+        if size is not None:
+            return [text]
+        base, rule = text.rstrip("/"), None
+    else:
+        base, rule = text[:text.rfind("/", 0, wild)] if "/" in text[:wild] else ".", text
+    filesystem, key = resolve(base)
+    local = local_path(base) is not None
+    selector = pafs.FileSelector(key, recursive=rule is not None and "/" in text[len(base) + 1:],
+                                 allow_not_found=True)
+    with (nullcontext() if local else _remote(base, "list")):
+        infos = filesystem.get_file_info(selector)
+    out = []
+    for info in infos:
+        if info.type != pafs.FileType.File or (not hidden and info.base_name.startswith(".")):
+            continue
+        rel = info.path[len(key):].lstrip("/")
+        location = str(Path(base) / rel) if local else join(base, rel)
+        if rule is None or fnmatch.fnmatchcase(location, rule) and location.count("/") == rule.count("/"):
+            out.append(location)
+    return sorted(out)
