@@ -5,6 +5,11 @@ Files are looked for in ``--data-dir`` (or ``dataset.data_dir``), then
 both in ``<root>/<subdir>/`` and directly in ``<root>/``. They are downloaded (and
 their checksum verified) only when missing everywhere and a URL is known; nothing is
 ever downloaded at import time, and ``SHARDTRAIN_OFFLINE=1`` forbids downloads.
+
+A data dir (and ``$SHARDTRAIN_DATA``) may be a URI (``s3://bucket/data``): the same
+layouts are looked up on the store (one listing per candidate folder), and a file found
+there comes back as a URI string (a ``storage.Location``; local files stay ``Path``), so
+the tasks read it straight from the store. Downloads only ever go to the local cache.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from pathlib import Path
 
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.core.hashing import file_digest
+from shardtrain.shards import storage
+from shardtrain.shards.storage import Location
 
 
 @dataclass(frozen=True)
@@ -107,27 +114,56 @@ def cache_dir() -> Path:
     return Path(base) / "shardtrain"
 
 
-def search_roots(data_dir: str | None) -> list[Path]:
-    """Roots in lookup order: the given data dir, ``$SHARDTRAIN_DATA``, the user cache."""
-    roots = []
+def _root(value: str) -> Location:
+    """A search root as given: a remote URI stays a string; a local path (or ``file://``) becomes a ``Path``."""
+    if storage.is_uri(value):
+        local = storage.local_path(value)
+        return value if local is None else local
+    return Path(value).expanduser()
+
+
+def search_roots(data_dir: str | None) -> list[Location]:
+    """Roots in lookup order: the given data dir, ``$SHARDTRAIN_DATA``, the user cache (local or URIs)."""
+    roots: list[Location] = []
     if data_dir:
-        roots.append(Path(data_dir).expanduser())
+        roots.append(_root(str(data_dir)))
     if os.environ.get("SHARDTRAIN_DATA"):
-        roots.append(Path(os.environ["SHARDTRAIN_DATA"]).expanduser())
+        roots.append(_root(os.environ["SHARDTRAIN_DATA"]))
     roots.append(cache_dir())
     return roots
 
 
-def _find_in(root: Path, spec: FileSet, f: FileSpec) -> Path | None:
-    """A file (or one of its alternative names) under ``root`` in any known layout."""
-    dirs = [root / spec.subdir] if spec.subdir else []
-    dirs += [root] + [root / layout for layout in spec.layouts]
+def _candidate_dirs(root: Location, spec: FileSet) -> list[Location]:
+    """The folders under ``root`` a file of ``spec`` may lie in, in lookup order."""
+    subs = [spec.subdir] if spec.subdir else []
+    subs += [""] + list(spec.layouts)
     if spec.subdir:
-        dirs += [root / spec.subdir / layout for layout in spec.layouts]
-    for d in dirs:
+        subs += [f"{spec.subdir}/{layout}" for layout in spec.layouts]
+    return [storage.join(root, *sub.split("/")) if sub else root for sub in subs]
+
+
+def _find_in(root: Location, spec: FileSet, f: FileSpec, listings: dict[str, set[str]] | None = None
+             ) -> Location | None:
+    """A file (or one of its alternative names) under ``root`` in any known layout.
+
+    A local root is probed with ``is_file``; a remote one is listed once per candidate
+    folder (``listings`` caches them across the files of a set), so finding four files
+    costs a handful of LIST requests, not a HEAD per candidate name.
+    """
+    listings = {} if listings is None else listings
+    remote = not storage.is_local(root)
+    for d in _candidate_dirs(root, spec):
+        if remote:
+            key = str(d)
+            if key not in listings:
+                listings[key] = set(storage.listdir(d))
+            hits = [name for name in (f.name, *f.alternatives) if name in listings[key]]
+            if hits:
+                return storage.join(d, hits[0])
+            continue
         for name in (f.name, *f.alternatives):
-            if (d / name).is_file():
-                return d / name
+            if (Path(d) / name).is_file():
+                return Path(d) / name
     return None
 
 
@@ -169,15 +205,26 @@ def file_set(name: str) -> FileSet:
     return FILES[name]
 
 
-def locate(spec: FileSet | str, data_dir: str | None = None) -> dict[str, Path]:
-    """Find every file of ``spec`` (a FileSet, or a name in ``FILES``), downloading missing ones when allowed."""
+def _where(root: Location, spec: FileSet) -> str:
+    """A search root's folder for ``spec`` as text for messages (a URI redacted)."""
+    return storage.redact(storage.join(root, spec.subdir) if spec.subdir else root)
+
+
+def locate(spec: FileSet | str, data_dir: str | None = None) -> dict[str, Location]:
+    """Find every file of ``spec`` (a FileSet, or a name in ``FILES``), downloading missing ones when allowed.
+
+    Values are ``Path`` for local files and URI strings for files on a store; a missing
+    file is downloaded (when it has URLs and downloads are allowed) into the local
+    cache, never into a remote data dir.
+    """
     spec = file_set(spec) if isinstance(spec, str) else spec
     name = spec.name
     roots = search_roots(data_dir)
-    found: dict[str, Path] = {}
+    found: dict[str, Location] = {}
+    listings: dict[str, set[str]] = {}
     for f in spec.files:
         for root in roots:
-            path = _find_in(root, spec, f)
+            path = _find_in(root, spec, f, listings)
             if path is not None:
                 found[f.name] = path
                 break
@@ -186,16 +233,47 @@ def locate(spec: FileSet | str, data_dir: str | None = None) -> dict[str, Path]:
         return found
     offline = os.environ.get("SHARDTRAIN_OFFLINE", "") not in ("", "0")
     if offline or not all(f.urls for f in missing):
-        where = ", ".join(str(r / spec.subdir) if spec.subdir else str(r) for r in roots)
+        where = ", ".join(_where(r, spec) for r in roots)
         raise ShardtrainError(
             f"{'resource' if name in RESOURCES else 'dataset'} {name}: missing {', '.join(f.name for f in missing)} (looked in {where}; "
-            f"pass --data-dir or set SHARDTRAIN_DATA)"
+            f"pass --data-dir (a folder or a URI) or set SHARDTRAIN_DATA)"
         )
     for f in missing:
         found[f.name] = _download(spec, f, cache_dir() / spec.subdir)
     return found
 
 
-def file_fingerprint(path: Path) -> str:
-    """A cheap identity of an input file for stage fingerprints: name, size and sha256."""
-    return f"{path.name}:{path.stat().st_size}:{file_digest(path)[:16]}"
+def _remote_digest(location: Location, chunk: int = 8 << 20) -> tuple[int, str]:
+    """``(size, sha256 hex)`` of an object's stored bytes, read 8 MiB at a time (never held whole).
+
+    Not ``storage.digest``: its sequential stream decompresses ``.gz``/``.bz2`` by suffix,
+    which would hash other bytes than the local ``file_digest`` of the same file.
+    """
+    import hashlib
+
+    h, size = hashlib.sha256(), 0
+    with storage.open_input(location) as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+            size += len(block)
+    return size, h.hexdigest()
+
+
+def file_fingerprint(path: Location) -> str:
+    """A cheap identity of an input file for stage fingerprints: name, size and sha256 (16 hex digits).
+
+    The same text for a local file and for an object on a store with the same bytes.
+    A remote object is hashed in one pass of 8 MiB ranged reads (never held whole), not
+    identified by its size and modification time: pyarrow's ``FileInfo`` carries no ETag,
+    and an object rewritten with the same size within the store's one-second
+    ``LastModified`` would keep its fingerprint, so a stale stage would look up to date.
+    Reading the bytes once is what the local path costs too.
+    """
+    local = storage.local_path(path)
+    if local is not None:
+        return f"{local.name}:{local.stat().st_size}:{file_digest(local)[:16]}"
+    try:
+        size, sha = _remote_digest(path)
+    except FileNotFoundError:
+        raise ShardtrainError(f"{storage.redact(path)}: input file not found") from None
+    return f"{storage.basename(path)}:{size}:{sha[:16]}"

@@ -80,23 +80,28 @@ class _IdxDataset(_ImageDataset):
     classes: ClassVar[list[str]]
 
     def plan(self, cfg: Config) -> PreparePlan:
-        """Locate the four IDX files and fingerprint them."""
+        """Locate the four IDX files (local or on a store) and fingerprint them."""
         files = locate(self.files, self.data_dir)
-        return PreparePlan(("train", "test"), tuple(sorted(file_fingerprint(p) for p in files.values())), files)
+        prints = {name: file_fingerprint(p) for name, p in files.items()}
+        return PreparePlan(("train", "test"), tuple(sorted(prints.values())), files, prints)
 
     def labels(self, labels: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
         """Label columns and their descriptions (one ``label`` column)."""
         return {"label": labels}, {"label": fixed_classes(self.classes)}
 
-    def read_split(self, cfg: Config, plan: PreparePlan, split: str) -> Split:
-        """Decode one split's IDX pair into uint8 images and int64 labels."""
-        from shardtrain.readers.idx import read_idx_pair
+    def label_maps(self) -> tuple[tuple[str, tuple[int, ...] | None], ...]:
+        """The label columns a shard task derives from the IDX label: ``(name, lookup table or None)``."""
+        return (("label", None),)
 
+    def read_split(self, cfg: Config, plan: PreparePlan, split: str) -> Split:
+        """Plan one split from its IDX headers: ranges of records that each shard task reads itself."""
         prefix = "train" if split == "train" else "t10k"
-        images, labels = read_idx_pair(plan.files[f"{prefix}-images-idx3-ubyte.gz"],
-                                       plan.files[f"{prefix}-labels-idx1-ubyte.gz"])
-        cols, label_desc = self.labels(labels.astype(np.int64))
-        return {"sample_id": np.arange(len(images), dtype=np.int64), "x": images, **cols}, label_desc, None
+        images, labels = (plan.files[f"{prefix}-images-idx3-ubyte.gz"], plan.files[f"{prefix}-labels-idx1-ubyte.gz"])
+        ids = dict(zip(plan.files.values(), _identities(plan)))
+        source = stage.idx_source(images, labels, self.label_maps(), cfg.prepare.block_bytes,
+                                  (ids.get(images, ""), ids.get(labels, "")))
+        _, label_desc = self.labels(np.zeros(0, dtype=np.int64))
+        return source, label_desc, None
 
     def predict_job(self, cfg: Config, fitted: dict[str, Any], path: Path) -> SplitJob:
         """An IDX images file (its ``-labels-idx1-ubyte[.gz]`` beside it optional), or a folder with one such pair."""
@@ -124,6 +129,12 @@ class _IdxDataset(_ImageDataset):
             cols, _ = self.labels(np.where(y >= 0, y, 0))
             source.update({k: np.where(y >= 0, v, -1) for k, v in cols.items()})
         return stage.prepare_job(cfg, "predict", source, label_desc, None)
+
+
+def _identities(plan: PreparePlan) -> list[str]:
+    """Each located file's fingerprint in ``plan.files`` order (what keys a task's decompression cache)."""
+    prints = plan.reader if isinstance(plan.reader, dict) else {}
+    return [prints.get(name, "") for name in plan.files]
 
 
 def predict_idx_files(path: Path) -> tuple[Path, Path | None]:
@@ -175,6 +186,12 @@ class FashionMnist(_IdxDataset):
             return super().labels(labels)
         cols = {"label_class": labels, "label_coarse": FASHION_COARSE[labels]}
         return cols, {"label_class": fixed_classes(self.classes), "label_coarse": fixed_classes(COARSE_CLASSES)}
+
+    def label_maps(self) -> tuple[tuple[str, tuple[int, ...] | None], ...]:
+        """``label``, or ``label_class`` + ``label_coarse`` (looked up in ``FASHION_COARSE``) with ``options.coarse``."""
+        if not self.options.coarse:
+            return super().label_maps()
+        return (("label_class", None), ("label_coarse", tuple(int(c) for c in FASHION_COARSE)))
 
 
 class MnistOptions(_Options):

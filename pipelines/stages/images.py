@@ -8,21 +8,80 @@ then extracts features (``augment.pipeline`` null: the default pipeline,
 ``shardtrain.augment.image.DEFAULT_PIPELINE``, recorded in the index's ``extra.pipeline``).
 Validation and test are never augmented. ``predict`` runs a new input through the
 prepare steps with the decode options the training index recorded under ``transform``.
+
+An IDX split's source is an :class:`ImageParts`: the driver reads only the two headers
+(``idx_source``) and plans ranges of records; each shard task loads its own records
+straight from the file or object (``load_idx_part``), so the driver never holds images.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shardtrain.stages.runner import SplitJob
+from shardtrain.stages.runner import Parts, SplitJob
 
 if TYPE_CHECKING:
+    from shardtrain.readers.idx import IdxLayout
+    from shardtrain.shards.storage import Location
     from shardtrain.stages.context import StageConfig as Config
     from shardtrain.readers.imagefolder import DecodeOptions
+
+
+@dataclass
+class ImageParts(Parts):
+    """A :class:`Parts` source of images that also knows the image shape (for the index, without loading)."""
+
+    image_shape: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class IdxPart:
+    """One planned piece of an IDX split: records ``[start, stop)`` of an images/labels pair.
+
+    ``label_maps`` names the label columns to write, each ``None`` (the IDX label as it
+    is) or a lookup table (Fashion-MNIST's coarse groups: ``table[label]``).
+    """
+
+    images: IdxLayout
+    labels: IdxLayout
+    start: int
+    stop: int
+    label_maps: tuple[tuple[str, tuple[int, ...] | None], ...] = (("label", None),)
+
+
+def load_idx_part(part: IdxPart) -> dict[str, Any]:
+    """A shard task's load: the part's ``sample_id``/``x``/label columns, read from storage."""
+    from shardtrain.readers.idx import read_records
+
+    labels = read_records(part.labels, part.start, part.stop).astype(np.int64)
+    cols: dict[str, Any] = {"sample_id": np.arange(part.start, part.stop, dtype=np.int64),
+                            "x": read_records(part.images, part.start, part.stop)}
+    for name, table in part.label_maps:
+        cols[name] = labels if table is None else np.asarray(table, dtype=np.int64)[labels]
+    return cols
+
+
+def idx_source(images: Location, labels: Location, label_maps: tuple[tuple[str, tuple[int, ...] | None], ...],
+               block_bytes: int, identities: tuple[str, str] = ("", "")) -> ImageParts:
+    """Plan an IDX split from its two headers: parts of about ``block_bytes`` of images each.
+
+    A gzipped images file is one part (it is decompressed whole anyway); a raw one is
+    cut every ``block_bytes // record_bytes`` records, each part one ranged read.
+    """
+    from shardtrain.readers.idx import expect_images_labels, idx_layout
+
+    img, lab = idx_layout(images, identities[0]), idx_layout(labels, identities[1])
+    expect_images_labels(img, lab)
+    n = img.count
+    step = n if img.gzipped else max(1, block_bytes // max(img.record_bytes, 1))
+    parts = [(IdxPart(img, lab, lo, min(lo + step, n), label_maps), min(lo + step, n) - lo)
+             for lo in range(0, max(n, 1), max(step, 1))] if n else [(IdxPart(img, lab, 0, 0, label_maps), 0)]
+    return ImageParts(parts, load_idx_part, image_shape=tuple(img.shape[1:]))
 
 log = logging.getLogger("shardtrain")
 
@@ -64,25 +123,30 @@ def pipeline_of(cfg: Config) -> tuple[dict[str, Any], str]:
     return DEFAULT_PIPELINE, "default"
 
 
-def _describe(cfg: Config, source: dict[str, Any], label_desc: dict, decode: DecodeOptions | None
+def _describe(cfg: Config, source: dict[str, Any] | Parts, label_desc: dict, decode: DecodeOptions | None
               ) -> dict[str, Any]:
     """Index metadata for a split: the features, the label classes and the decode ``transform``."""
     from shardtrain.features.image import describe_features
 
-    shape = decode.shape if decode is not None else tuple(int(s) for s in source["x"].shape[1:])
+    if decode is not None:
+        shape = decode.shape
+    elif isinstance(source, ImageParts):
+        shape = tuple(int(s) for s in source.image_shape)
+    else:
+        shape = tuple(int(s) for s in source["x"].shape[1:])
     feat = describe_features(cfg.prepare.features, shape, cfg.prepare.handcrafted)
     transform = decode.describe() if decode is not None else {"decode": "array", "image_shape": list(shape)}
     return {"features": {"x": feat}, "labels": label_desc, "transform": transform}
 
 
-def prepare_job(cfg: Config, split: str, source: dict[str, Any], label_desc: dict,
+def prepare_job(cfg: Config, split: str, source: dict[str, Any] | Parts, label_desc: dict,
                 decode: DecodeOptions | None) -> SplitJob:
     """One prepare (or predict) job: a split's raw rows -> (decode) -> features."""
     return SplitJob(split, source, chain, {"steps": _steps(cfg, decode, augment=False)},
                     describe=_describe(cfg, source, label_desc, decode))
 
 
-def augment_job(cfg: Config, source: dict[str, Any], label_desc: dict, decode: DecodeOptions | None,
+def augment_job(cfg: Config, source: dict[str, Any] | Parts, label_desc: dict, decode: DecodeOptions | None,
                 prepare_dir: Path) -> SplitJob:
     """The augment job: training rows -> (decode) -> originals + augmented copies -> features."""
     describe = _describe(cfg, source, label_desc, decode)
