@@ -18,8 +18,10 @@ from pydantic import model_validator
 
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.datasets.base import Dataset, PreparePlan, register
-from shardtrain.datasets.files import NASA_HTTP_FILES, file_fingerprint, locate
+from shardtrain.datasets.files import NASA_HTTP_FILES, locate
 from shardtrain.readers.httplog import HttpLogOptions
+from shardtrain.shards import storage
+from shardtrain.shards.blocks import BLOCK_BYTES
 from shardtrain.stages import logs as stage
 
 if TYPE_CHECKING:
@@ -48,26 +50,30 @@ class HttpLogKindOptions(HttpLogOptions):
 NasaHttpOptions = HttpLogKindOptions  # the name older code imported
 
 
-def log_files(pattern: str, key: str = "config key 'dataset.options.path'") -> list[Path]:
+def log_files(pattern: storage.Location, key: str = "config key 'dataset.options.path'") -> list[str]:
     """The files a ``path`` option names: the file, the glob's matches or the directory's files, sorted.
 
-    ``key`` is how errors name where the pattern came from (a config key, ``--input``).
+    Local paths (``~`` expanded) and URIs (``s3://bucket/logs/*.log``) alike, through
+    ``storage.expand``; URIs stay strings. ``key`` is how errors name where the pattern
+    came from (a config key, ``--input``).
     """
-    given = Path(pattern).expanduser()
-    if any(ch in pattern for ch in "*?["):
-        anchor = Path(given.anchor or ".")
-        files = sorted(p for p in anchor.glob(str(given.relative_to(anchor))) if p.is_file())
-        what = "matches no file"
-    elif given.is_dir():
-        files = sorted(p for p in given.iterdir() if p.is_file() and not p.name.startswith("."))
-        what = "is an empty directory"
-    elif given.is_file():
-        files = [given]
-    else:
-        raise ShardtrainError(f"{key}: {pattern}: log file not found")
-    if not files:
-        raise ShardtrainError(f"{key}: {pattern} {what}")
-    return files
+    text = str(pattern)
+    if not storage.is_uri(text):
+        text = str(Path(text).expanduser())
+    files = storage.expand(text)
+    if files:
+        return files
+    if any(ch in text for ch in "*?["):
+        raise ShardtrainError(f"{key}: {storage.redact(str(pattern))} matches no file")
+    if storage.exists(text):
+        raise ShardtrainError(f"{key}: {storage.redact(str(pattern))} is an empty directory")
+    raise ShardtrainError(f"{key}: {storage.redact(str(pattern))}: log file not found")
+
+
+def log_fingerprint(location: storage.Location) -> str:
+    """A log file's identity for the stage fingerprint: name, size, sha256 (as ``file_fingerprint``, any URI)."""
+    size, sha = storage.digest(location)
+    return f"{storage.basename(str(location))}:{size}:{sha[:16]}"
 
 
 @register
@@ -98,7 +104,7 @@ class HttpLog(Dataset):
                              "(train, val) must not both be 0")
         return self
 
-    def _log_paths(self) -> list[Path]:
+    def _log_paths(self) -> list[storage.Location]:
         """The training log's files (``nasa-http`` falls back to the registry's excerpt)."""
         return log_files(self.options.path)
 
@@ -106,24 +112,26 @@ class HttpLog(Dataset):
         """Locate the log's files (and the test log's) and fingerprint them."""
         logs = self._log_paths()
         tests = log_files(self.options.test_path, "config key 'dataset.options.test_path'") if self.options.test_path else []
-        inputs = tuple(file_fingerprint(p) for p in logs) + tuple(f"test:{file_fingerprint(p)}" for p in tests)
+        inputs = tuple(log_fingerprint(p) for p in logs) + tuple(f"test:{log_fingerprint(p)}" for p in tests)
         files = {f"log:{i}": p for i, p in enumerate(logs)} | {f"test:{i}": p for i, p in enumerate(tests)}
         return PreparePlan(("train", "val", "test"), inputs, files, self.options.reader())
 
     def prepare_jobs(self, cfg: Config, plan: PreparePlan, executor: str) -> list[SplitJob]:
-        """Parse (on Ray workers with ``executor='ray'``), sessionise and featurise the log."""
+        """Parse, sessionise and featurise the log as two shuffles (Ray tasks with ``executor='ray'``)."""
         logs = [p for k, p in plan.files.items() if k.startswith("log:")]
         tests = [p for k, p in plan.files.items() if k.startswith("test:")]
-        return stage.http_jobs(logs, plan.reader, cfg.seed, executor, tests or None)
+        return stage.http_jobs(logs, plan.reader, cfg.seed, executor, tests or None,
+                               cfg.prepare.block_bytes, cfg.prepare.shuffle_partitions)
 
-    def predict_job(self, cfg: Config, fitted: dict[str, Any], path: Path) -> SplitJob:
+    def predict_job(self, cfg: Config, fitted: dict[str, Any], path: storage.Location) -> SplitJob:
         """A new log (file, glob or directory) as the run's connections, standardised with train's statistics.
 
         Labels come from the new log itself (forward-looking, as in prepare); a
         connection whose outcome the log does not show gets -1. Connections near the log's
         end are kept (prepare drops them from training).
         """
-        return stage.http_predict_job(log_files(str(path), "--input"), self.options.reader(), fitted)
+        return stage.http_predict_job(log_files(path, "--input"), self.options.reader(), fitted,
+                                      block_bytes=cfg.prepare.block_bytes if cfg is not None else BLOCK_BYTES)
 
 
 @register
@@ -137,7 +145,7 @@ class NasaHttp(HttpLog):
     description: ClassVar[str] = "NASA Kennedy Space Center HTTP access log (Common Log Format), August 1995 excerpt"
     name: Literal["nasa-http"] = "nasa-http"  # type: ignore[assignment]
 
-    def _log_paths(self) -> list[Path]:
+    def _log_paths(self) -> list[storage.Location]:
         """``options.path`` when given, else the registry's NASA excerpt."""
         if self.options.path:
             return log_files(self.options.path)

@@ -108,7 +108,7 @@ class HttpLogOptions:
             raise ShardtrainError(f"config key 'dataset.options.{bad[0]}': {value!r} must be {bad[1]}")
 
 
-def _lines_from_bytes(body: bytes) -> pa.StringArray:
+def lines_from_bytes(body: bytes) -> pa.StringArray:
     """Cut newline-terminated bytes into a StringArray of lines (no copy per line).
 
     Invalid UTF-8 is replaced by U+FFFD (the line then usually still parses); a
@@ -158,7 +158,7 @@ def iter_line_blocks(
             cut = data.rfind(b"\n") + 1
             carry = data[cut:]
             if cut:
-                buf = pa.concat_arrays([buf, _lines_from_bytes(data[:cut])])
+                buf = pa.concat_arrays([buf, lines_from_bytes(data[:cut])])
             while len(buf) >= block_lines:
                 yield next_line, buf.slice(0, block_lines)
                 next_line, buf = next_line + block_lines, buf.slice(block_lines)
