@@ -101,6 +101,9 @@ GROUPS: list[Group] = [
     Group("benchmarks.bench_logs", {
         "log_parse": "columnar CLF parser (+ sessionize) vs per-line regex loop (lines/s/core)",
     }, _logs),
+    Group("benchmarks.bench_scale", {
+        "scale_prepare": "prepare (Ray) on 1x/4x/16x KDD99 and HTTP-log inputs: driver peak RSS growth, lines/s/core",
+    }, lambda mod, quick: mod.run(quick)),
     Group("benchmarks.bench_gpu", {
         "time_to_89_gpu": "fit seconds to 0.89 test accuracy, Lightning + GPU-resident DataModule vs plain PyTorch",
         "epoch_gpu_bs512": "one GPU epoch at batch 512, Lightning vs plain resident loop",

@@ -30,7 +30,7 @@ def test_list_names_every_benchmark() -> None:
     names = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
     for expected in ("feed_cpu", "rss_feed", "epoch_cpu_bs64", "lightning_overhead_cpu", "augment_scaling",
                      "ensemble_vmap_cpu", "eda_throughput", "log_parse", "time_to_89_gpu", "epoch_gpu_bs512",
-                     "ensemble_vmap_gpu"):
+                     "ensemble_vmap_gpu", "scale_prepare"):
         assert expected in names
 
 
