@@ -135,3 +135,19 @@ def test_a_log_on_s3_prepares_and_predicts_as_the_local_file(log: Path, tmp_path
     remote = cfg.dataset.predict_job(cfg, fitted, s3.uri("logs/access.log"))
     local = cfg.dataset.predict_job(cfg, fitted, log)
     assert np.array_equal(remote.source["x"], local.source["x"]) and remote.source["x"].shape[0] > 100
+
+
+@pytest.mark.dataset("nasa-http")
+def test_nasa_http_matches_the_in_memory_path(data_dir: Path, tmp_path: Path) -> None:
+    path = data_dir / "nasa-http/NASA_access_log_Aug95.first20000.log"
+    cfg = {"dataset": {"name": "nasa-http"}, "prepare": {"block_bytes": 300_000}}
+    indexes = shardtrain.run(cfg, stage="prepare", out=tmp_path / "o", executor="local",
+                             data_dir=str(data_dir))["prepare"]
+    old, meta = prepare_http_log(path, HttpLogOptions(), seed=indexes["train"]["extra"]["split"]["seed"])
+    for split in SPLITS:
+        new = columns(tmp_path / "o", split)
+        assert np.array_equal(new["sample_id"], old[split]["sample_id"]) and len(new["sample_id"]) > 100
+        assert np.array_equal(new["label_error"], old[split]["label_error"])
+        assert np.array_equal(new["label_long"], old[split]["label_long"])
+        assert np.abs(new["x"] - old[split]["x"]).max() < 1e-6
+    assert indexes["train"]["extra"]["connections"] == meta["connections"] == 1942

@@ -1,9 +1,10 @@
 """Web-server log features: parsed requests -> connections -> one float32 vector per connection.
 
 A *connection* (session) is the run of requests of one client host with no pause longer
-than ``gap_seconds`` between consecutive requests. Sessionisation runs once, after all
-blocks are parsed, on the concatenated columns, so a session that straddles a block or
-shard boundary is still one connection. Its id is the line number of its first request,
+than ``gap_seconds`` between consecutive requests. Sessionisation runs on all of a host's
+rows at once (the whole log, or one host partition of the prepare shuffle: a connection's
+features depend on its own rows only, so both give the same numbers), so a session that
+straddles a block or shard boundary is still one connection. Its id is the line number of its first request,
 which depends on the data only (never on block size or worker).
 
 Features describe only the connection's first ``first_k`` requests; the labels look at

@@ -1,16 +1,18 @@
 """HTTP access-log stage functions and job building (KDD Cup 99 is ``shardtrain.stages.kdd99``).
 
-HTTP logs (``http-log``, ``nasa-http``): lines are parsed block by block (on Ray workers
-with ``--executor ray``, in process otherwise: same result), then sessionised into
-connections per host globally in the driver, so a session cut by a block boundary is
-joined again; the connection features and forward-looking labels come from
-``shardtrain.features.logs``. Several files (a glob or a directory) are one log, their
-lines numbered on from file to file (``sample_id`` of a reject is that number; its
-``detail`` names the file and its own line). The standardisation fitted on train is
-the train index's ``transform``, which ``http_predict_job`` applies to a new log.
-It produces standardised float32 ``x`` and two label columns, so the multitask model
-trains on them.
-"""
+HTTP logs (``http-log``, ``nasa-http``): prepare runs as two shuffles
+(``shardtrain.stages.httplog_shuffle``), on Ray tasks with ``--executor ray`` and in
+process otherwise, with byte-identical shards: input blocks (``cfg.prepare.block_bytes``)
+are parsed and partitioned by host, each host partition is sessionised (so a session cut
+by a block boundary is one connection), and the connections are split, standardised with
+train's statistics and put back in line order; the driver holds only summaries and
+handles. The connection features and forward-looking labels come from
+``shardtrain.features.logs``. Several files (a glob or a directory, local or a URI) are one
+log, their lines numbered on from file to file (``sample_id`` of a reject is that number;
+its ``detail`` names the file and its own line). The standardisation fitted on train is
+the train index's ``transform``, which ``http_predict_job`` applies to a new log (in
+memory). It produces standardised float32 ``x`` and two label columns, so the multitask
+model trains on them."""
 
 from __future__ import annotations
 
