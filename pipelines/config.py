@@ -184,6 +184,10 @@ class TrainConfig(Section):
     checkpoint_every_n_steps: NonNegativeInt = 0
     steps_per_call: NonNegativeInt = 0
     gradient_clip_norm: NonNegativeFloat = 0.0
+    # Loss weight per class, keys "<task>:<class>" ("<class>" alone for one task), e.g.
+    # {"attack:attack": 4.0}: a cost-sensitive loss (a missed attack costs more than a false
+    # alarm); a row's weight is the product over its tasks. Unnamed classes weigh 1.
+    class_weights: dict[str, PositiveFloat] = {}
     launcher: Literal["local", "ray"] = "local"
     num_workers: PositiveInt = 2
     use_gpu: bool = False
