@@ -70,6 +70,43 @@ def train_accuracies(stats: Mapping[str, torch.Tensor]) -> tuple[float | None, d
         return ratio(correct, count), per_task
     return (sum(per_task.values()) / len(per_task) if per_task else None), per_task
 
+def class_weight_tables(weights: Mapping[str, float], tasks: Mapping[str, Any],
+                        class_names: Mapping[str, list[str] | None]) -> dict[str, torch.Tensor]:
+    """``train.class_weights`` as one ``(C,)`` weight table per task that names a class (unnamed classes 1).
+
+    Keys are ``"<task>:<class>"``, or ``"<class>"`` when there is one task; a key naming no
+    classification task or no class of it is a one-line error that lists what exists.
+    """
+    tables: dict[str, torch.Tensor] = {}
+    single = next(iter(tasks)) if len(tasks) == 1 else None
+    for key, value in weights.items():
+        task, _, name = key.rpartition(":")
+        task = task or single
+        if task not in tasks or tasks[task] == REGRESSION or not class_names.get(task):
+            known = [t for t, spec in tasks.items() if spec != REGRESSION]
+            raise ShardtrainError(f"train.class_weights: {key!r} names no classification task (keys are "
+                                  f"'<task>:<class>', tasks {known})")
+        names = list(class_names[task] or [])
+        if name not in names:
+            raise ShardtrainError(f"train.class_weights: {key!r}: task {task!r} has no class {name!r} (classes {names})")
+        table = tables.setdefault(task, torch.ones(len(names)))
+        table[names.index(name)] = float(value)
+    return tables
+
+
+def weighted_by_class(batch: Mapping[str, Any], tables: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """``batch`` with ``w`` multiplied by each row's class weight (per task; unlabelled rows keep theirs)."""
+    y = batch["y"]
+    w = batch["w"]
+    for task, table in tables.items():
+        target = y[f"label_{task}"] if isinstance(y, Mapping) and f"label_{task}" in y else (
+            y[task] if isinstance(y, Mapping) else y)
+        table = table.to(w.device, w.dtype)
+        w = w * torch.where(target >= 0, table[target.clamp_min(0)], torch.ones_like(w))
+    # The weights are no longer all 1: the model must take the weighted mean.
+    return {**batch, "w": w, "unit_weights": False}
+
+
 class ShardTrainModule(pl.LightningModule):
     """Lightning shell around a model that follows ``shardtrain.models.protocol``; batches are the DataModule's dicts.
 
@@ -107,6 +144,8 @@ class ShardTrainModule(pl.LightningModule):
         self.ranks_agree: bool | None = None  # set after a DDP fit: every rank ended with the same weights
         self.seed = int(getattr(model_cfg, "seed", 0))  # the train stage sets the run's seed
         self._uses_dropout = determinism.uses_dropout(model, model_cfg)
+        self.class_weights = class_weight_tables(getattr(train_cfg, "class_weights", None) or {},
+                                                 self.tasks, self.class_names)
 
     @property
     def lean_steps(self) -> bool:
@@ -116,6 +155,8 @@ class ShardTrainModule(pl.LightningModule):
     # ----------------------------------------------------------------- training
     def training_loss(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """The model's loss + penalties of one batch; adds to the epoch's on-device statistics, no host syncs."""
+        if self.class_weights:
+            batch = weighted_by_class(batch, self.class_weights)
         out = self.model.loss(batch)
         loss, stats = (out.value, out.stats) if isinstance(out, Loss) else (out, {})  # a plain tensor is fine too
         penalty = optim.penalty(self.model, self.l1, self.l2)
