@@ -53,7 +53,11 @@ def _read_bytes(path: Location) -> bytes:
     """The file's content (a local path or a URI), gunzipped in one call when it starts with the gzip magic."""
     name = storage.redact(path)
     try:
-        data = storage.read_bytes(path)
+        if storage.is_local(path):
+            data = storage.local_path(path).read_bytes()
+        else:  # open_input: the stored bytes (a sequential stream would gunzip by suffix)
+            with storage.open_input(path) as fh:
+                data = fh.read()
     except FileNotFoundError:
         raise ShardtrainError(f"{name}: IDX file not found") from None
     except OSError as exc:
