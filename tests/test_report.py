@@ -134,3 +134,18 @@ def test_augment_preview_has_a_header_and_row_captions(tmp_path: Path) -> None:
     assert plain.height > (3 * 10 + 2) * 4 and captioned.height > untitled.height  # a header row; the title above it
     left = np.asarray(captioned.convert("L"))[:, : captioned.width - plain.width]
     assert (left < 128).any()  # caption text was drawn there
+
+
+def test_summary_table_shows_the_test_recall_per_class_of_each_task() -> None:
+    from shardtrain.training.report import summary_table
+
+    metrics = {
+        "val": {"attack": {"accuracy": 0.99, "recall_per_class": {"normal": 0.99, "attack": 0.99}}},
+        "test": {"attack": {"accuracy": 0.92, "recall_per_class": {"normal": 0.98, "attack": 0.91}},
+                 "category": {"accuracy": 0.9, "recall_per_class": {"normal": 0.98, "r2l": 0.0588}}},
+    }
+    lines = summary_table(metrics).splitlines()
+    recall = [line for line in lines if line.startswith("recall per class")]
+    assert recall == ["recall per class (test/attack): normal 0.9800  attack 0.9100",
+                      "recall per class (test/category): normal 0.9800  r2l 0.0588"]
+    assert lines[0].split()[:2] == ["split", "accuracy"] and len(lines) == 2 + 3 + 2  # header, rule, 3 rows, 2 recall lines

@@ -179,7 +179,11 @@ def _fmt(value: Any) -> str:
 
 
 def summary_table(metrics: dict[str, Any]) -> str:
-    """A plain-text table of the headline metrics per split (and per task for multitask runs)."""
+    """A plain-text table of the headline metrics per split (and per task for multitask runs).
+
+    Below it, one ``recall per class (test[/task]): <class> <recall> ...`` line per test
+    classification task (from ``recall_per_class``).
+    """
     rows = []
     for split, values in metrics.items():
         if not isinstance(values, dict) or split == "selection":
@@ -196,6 +200,13 @@ def summary_table(metrics: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    # Per-class recall of the test split (per task): where a skewed test set hides its errors
+    # (KDD99's novel attacks, the rare class of a spam filter) behind a high accuracy.
+    for name, values in rows:
+        recall = values.get("recall_per_class")
+        if name.split("/")[0] == "test" and isinstance(recall, dict) and recall:
+            cells = "  ".join(f"{cls} {_fmt(float(r))}" for cls, r in recall.items())
+            lines.append(f"recall per class ({name}): {cells}")
     return "\n".join(lines)
 
 
