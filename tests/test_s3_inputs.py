@@ -241,3 +241,89 @@ def test_fashion_mnist_from_s3_on_ray_tasks_matches_the_local_executor(s3, no_en
     from shardtrain.datasets.images import FASHION_COARSE
 
     assert (coarse == FASHION_COARSE[fine]).all()
+
+    # An image folder on the store: every Ray task decodes its own images from S3.
+    _upload(s3, "imgs", _image_tree(tmp_path / "imgs"))
+    raw = {"dataset": {"name": "image-folder", "data_dir": s3.uri("imgs"),
+                       "options": {"root": "train", "test_csv": "ann.csv", "test_root": "test"}},
+           "prepare": {"max_reject_fraction": 0.9, "rows_per_shard": 8, "batch_rows": 4}}
+    shardtrain.run(raw, "prepare", out=tmp_path / "folder-local")
+    shardtrain.run(raw, "prepare", out=s3.uri("folder-ray"), executor="ray")
+    assert _shard_hashes(s3.uri("folder-ray")) == _shard_hashes(tmp_path / "folder-local")
+
+
+def _image_tree(root: Path) -> dict[str, bytes]:
+    """A small class-per-folder tree (train/ and test/), an annotations CSV, a README and a hidden file.
+
+    One training image is 10x10 (resized to the common 8x8) and one test image is not an
+    image at all (an ``undecodable`` reject); returns ``relative key -> bytes``.
+    """
+    import io
+
+    from PIL import Image
+
+    def png(value: int, shape: tuple[int, int] = (8, 8)) -> bytes:
+        arr = np.random.default_rng(value).integers(0, 256, shape, dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG")
+        return buf.getvalue()
+
+    files = {}
+    for split, n in (("train", 5), ("test", 2)):
+        for c, name in enumerate(("cat", "dog", "eel")):
+            for i in range(n):
+                files[f"{split}/{name}/{i:02d}.png"] = png(100 * c + i + (50 if split == "test" else 0))
+    files["train/dog/nested/big.png"] = png(7, (10, 10))
+    files["train/README.txt"] = b"not an image"
+    files["train/cat/.hidden.png"] = png(9)
+    files["test/eel/broken.png"] = b"\x89PNG not really"
+    files["ann.csv"] = b"path,label\n" + b"".join(f"{k[len('test/'):]},{k.split('/')[1]}\n".encode()
+                                                 for k in sorted(files) if k.startswith("test/") and k.endswith(".png"))
+    files["ann.csv"] += b"cat/missing.png,cat\n"
+    for key, data in files.items():
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(data)
+    return files
+
+
+@pytest.mark.parametrize("layout", ["folders", "csv"])
+def test_image_folder_on_s3_gives_the_local_shards(s3, tmp_path, layout, capfd, caplog):
+    files = _image_tree(tmp_path / "imgs")
+    _upload(s3, "imgs", files)
+    opts = {"root": "train", **({"test_root": "test"} if layout == "folders" else {"test_csv": "ann.csv",
+                                                                                   "test_root": "test"})}
+    results = {}
+    for name, data_dir, out in (("local", str(tmp_path / "imgs"), tmp_path / "local"),
+                                ("s3", s3.uri("imgs"), s3.uri("out"))):
+        raw = {"dataset": {"name": "image-folder", "data_dir": data_dir, "options": opts},
+               "prepare": {"max_reject_fraction": 0.9, "rows_per_shard": 8, "batch_rows": 4}}
+        results[name] = shardtrain.run(raw, "prepare", out=out)["prepare"]
+    assert _shard_hashes(s3.uri("out")) == _shard_hashes(tmp_path / "local")
+    assert results["s3"]["train"]["rows"] == 16  # 15 + the nested, resized one; README and .hidden ignored
+    assert results["s3"]["train"]["labels"]["label"]["classes"] == ["cat", "dog", "eel"]
+    assert results["s3"]["test"]["rejects"]["reasons"] == results["local"]["test"]["rejects"]["reasons"]
+    rejects = storage.read_bytes(s3.uri("out/shards/prepare/test/_rejects.jsonl")).decode()
+    assert "undecodable" in rejects and f"s3://{s3.bucket}/imgs/test/eel/broken.png" in rejects
+    if layout == "csv":
+        assert "missing_file" in rejects and f"s3://{s3.bucket}/imgs/test/cat/missing.png" in rejects
+    captured = capfd.readouterr()
+    _no_secret(rejects + captured.out + captured.err + caplog.text
+               + json.dumps(results["s3"], default=str))
+
+
+def test_image_folder_fingerprint_follows_the_objects(s3, tmp_path):
+    from shardtrain.api import resolve_config
+
+    _upload(s3, "imgs", _image_tree(tmp_path / "imgs"))
+    cfg = resolve_config({"dataset": {"name": "image-folder", "data_dir": s3.uri("imgs"),
+                                      "options": {"root": "train", "test_csv": "ann.csv", "test_root": "test"}}})
+    first = cfg.dataset.plan(cfg).inputs
+    _put(s3, "imgs/train/eel/00.png", _image_tree(tmp_path / "again")["train/eel/01.png"] + b"\0")
+    assert cfg.dataset.plan(cfg).inputs[0] != first[0]  # the train listing (size changed)
+    assert cfg.dataset.plan(cfg).inputs[1] == first[1]  # the CSV is unchanged
+    _put(s3, "imgs/ann.csv", b"path,label\ncat/00.png,cat\n")
+    assert cfg.dataset.plan(cfg).inputs[1] != first[1]
+    with pytest.raises(ShardtrainError, match=f"s3://{s3.bucket}/imgs/nope.csv: annotations CSV not found"):
+        bad = resolve_config({"dataset": {"name": "image-folder", "data_dir": s3.uri("imgs"),
+                                          "options": {"csv": "nope.csv"}}})
+        bad.dataset.plan(bad)

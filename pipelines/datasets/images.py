@@ -23,6 +23,8 @@ from shardtrain.datasets.base import Dataset, PreparePlan, register
 from shardtrain.datasets.files import FASHION_MNIST_FILES, MNIST_FILES, FileSet, file_fingerprint, locate
 from shardtrain.core.labels import LabelVocab
 from shardtrain.readers.imagefolder import Annotations, DecodeOptions, ImageFolderOptions
+from shardtrain.shards import storage
+from shardtrain.shards.storage import Location
 from shardtrain.stages import images as stage
 
 if TYPE_CHECKING:
@@ -264,14 +266,20 @@ class ImageFolder(_ImageDataset):
     name: Literal["image-folder"] = "image-folder"
     options: ImageFolderOptions
 
-    def _path(self, value: str | None) -> Path | None:
-        """A configured path, relative ones resolved against ``data_dir`` when it is set."""
+    def _path(self, value: str | None) -> Location | None:
+        """A configured path or URI, relative ones resolved against ``data_dir`` (itself maybe a URI) when set."""
         if value is None:
             return None
+        if storage.is_uri(value):
+            return storage.local_path(value) or value
         path = Path(value).expanduser()
-        return Path(self.data_dir).expanduser() / path if self.data_dir and not path.is_absolute() else path
+        if not self.data_dir or path.is_absolute():
+            return path
+        if storage.is_uri(self.data_dir) and not storage.is_local(self.data_dir):
+            return storage.join(self.data_dir, *path.parts)
+        return (storage.local_path(self.data_dir) or Path(self.data_dir)).expanduser() / path
 
-    def _sources(self) -> dict[str, tuple[str, Path, Path | None]]:
+    def _sources(self) -> dict[str, tuple[str, Location, Location | None]]:
         """Per split: ``("csv", csv, image root or None)`` or ``("folders", root, None)``."""
         o = self.options
         root, test_root = self._path(o.root), self._path(o.test_root)
@@ -291,16 +299,18 @@ class ImageFolder(_ImageDataset):
         inputs = []
         for split, (layout, path, _) in sources.items():
             if layout == "csv":
-                if not path.is_file():
-                    raise ShardtrainError(f"{path}: annotations CSV not found")
+                if storage.file_size(path) is None:
+                    raise ShardtrainError(f"{storage.redact(path)}: annotations CSV not found")
                 inputs.append(file_fingerprint(path))
                 continue
             ann = read_class_folders(path)
-            stats = [(o, *_stat(p)) for o, p in zip(ann.origin, ann.columns["path"])]
+            # A store's listing carries each object's size and mtime; locally each file is stat'ed.
+            listed = ann.stats or [_stat(p) for p in ann.columns["path"]]
+            stats = [(o, *st) for o, st in zip(ann.origin, listed)]
             inputs.append(f"{split}-folders:{len(stats)}:{fingerprint(stats)}")
         return PreparePlan(tuple(sources), tuple(inputs), {s: src[1] for s, src in sources.items()}, sources)
 
-    def _read(self, source: tuple[str, Path, Path | None], strict: bool = True) -> Annotations:
+    def _read(self, source: tuple[str, Location, Location | None], strict: bool = True) -> Annotations:
         """One split's listing (CSV rows, or the class folders)."""
         from shardtrain.readers.imagefolder import read_annotations, read_class_folders
 
@@ -309,7 +319,7 @@ class ImageFolder(_ImageDataset):
         if layout == "folders":
             ann = read_class_folders(path)
             if ann.ignored:
-                log.info("%s: %d non-image file(s) ignored", path, ann.ignored)
+                log.info("%s: %d non-image file(s) ignored", storage.redact(path), ann.ignored)
             return ann
         return read_annotations(path, img_root, o.path_col, o.label_col, header=o.header, delimiter=o.delimiter,
                                 require_label=strict)
@@ -369,7 +379,8 @@ class ImageFolder(_ImageDataset):
             ann = read_class_folders(path, labelled=has_class_folders(path, vocab.classes))
         elif path.is_file():
             root = next((src[2] for src in self._sources().values()
-                         if src[0] == "csv" and src[1].resolve() == path.resolve()), None)
+                         if src[0] == "csv" and isinstance(src[1], Path) and src[1].resolve() == path.resolve()),
+                        None)
             o = self.options
             ann = read_annotations(path, root, o.path_col, o.label_col, header=o.header, delimiter=o.delimiter,
                                    require_label=False)

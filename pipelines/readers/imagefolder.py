@@ -27,6 +27,12 @@ image) become rejects. Image size: every shard row has one shape. With ``size`` 
 every image is resized to it; with ``size: null`` the most common size among
 :data:`PROBE_IMAGES` training images (spread evenly over the listing) is used (:func:`resolve_decode`) and other
 sizes are resized to it (``resize: false`` rejects them as ``size_mismatch`` instead).
+
+Every location may be a URI (``s3://bucket/images``): a CSV is read through
+``shardtrain.shards.storage``, a class-per-folder root is listed in one recursive listing
+(object stores have no symlinks, so only the lexical ``..``/absolute-path checks apply),
+image paths stay URI strings, and each shard task reads its own images from the store.
+Messages and reject details name URIs redacted.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ import numpy as np
 
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.core.labels import LabelVocab, cells
+from shardtrain.shards import storage
+from shardtrain.shards.storage import Location
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 COLOR_MODES = {"grayscale": "L", "rgb": "RGB"}
@@ -148,25 +156,57 @@ class Annotations:
     rejected), ``reject_reason``/``reject_detail`` object ("" = kept). ``cells`` are the
     label cells as strings ('' = none); ``origin`` names each row for reject details
     (``file.csv:12`` or ``root/cat/a.png``); ``has_labels`` is False for an unlabelled
-    predict input; ``ignored`` counts non-image files a folder walk skipped.
+    predict input; ``ignored`` counts non-image files a folder walk skipped. ``stats`` is
+    each row's ``(size, mtime_ns)`` from a remote listing (None locally: stat the files).
     """
 
-    source: Path
-    img_root: Path
+    source: Location
+    img_root: Location
     columns: dict[str, np.ndarray]
     cells: np.ndarray
     origin: list[str]
     has_labels: bool = True
     ignored: int = 0
     layout: str = "csv"
+    stats: list[tuple[int, int]] | None = None
 
 
-def _column_index(header: list[str] | None, col: str | int, csv_path: Path, role: str) -> int | None:
+def _remote(location: Location) -> bool:
+    """Whether a location is on an object store (a URI other than ``file://``)."""
+    return storage.is_uri(location) and not storage.is_local(location)
+
+
+def _as_location(value: str | Path) -> Location:
+    """A URI stays a string (``file://`` becomes its local ``Path``), anything else becomes a ``Path``."""
+    if storage.is_uri(value):
+        local = storage.local_path(value)
+        return value if local is None else local
+    return Path(value)
+
+
+def _parent(location: Location) -> Location:
+    """The folder holding a file, for a path or a URI."""
+    if not _remote(location):
+        return Path(location).parent
+    text = str(location).split("?", 1)[0].rstrip("/")
+    query = str(location)[len(text):] if "?" in str(location) else ""
+    return text.rsplit("/", 1)[0] + query
+
+
+def read_image_bytes(path: str) -> bytes:
+    """An image file's stored bytes from a local path or a URI (``FileNotFoundError`` when absent)."""
+    if not _remote(path):
+        return Path(path).read_bytes()
+    with storage.open_input(path) as fh:  # not a sequential stream: that gunzips by suffix
+        return fh.read()
+
+
+def _column_index(header: list[str] | None, col: str | int, csv_path: Location, role: str) -> int | None:
     """Resolve a column name/index against the header; None when a named column is missing."""
     if isinstance(col, int):
         return col
     if header is None:
-        raise ShardtrainError(f"{csv_path}: {role} '{col}' is a column name but the CSV has no header")
+        raise ShardtrainError(f"{storage.redact(csv_path)}: {role} '{col}' is a column name but the CSV has no header")
     names = [h.strip() for h in header]
     return names.index(col) if col in names else None
 
@@ -191,20 +231,27 @@ def _escape_reason(rel: str) -> str:
     return ""
 
 
-def _read_rows(csv_path: Path, delimiter: str) -> tuple[list[list[str]], list[int]]:
+def _read_rows(csv_path: Location, delimiter: str) -> tuple[list[list[str]], list[int]]:
     """Non-blank CSV rows and their 1-based line numbers, failing with the file name when unreadable."""
+    import io
+
+    name = storage.redact(csv_path)
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:  # -sig: spreadsheets write a BOM
+        if _remote(csv_path):  # the driver lists the rows (O(files)); the images stay on the store
+            fh = io.StringIO(read_image_bytes(str(csv_path)).decode("utf-8-sig"), newline="")
+        else:
+            fh = open(csv_path, newline="", encoding="utf-8-sig")  # -sig: spreadsheets write a BOM
+        with fh:
             reader = csv.reader(fh, delimiter=delimiter)
             pairs = [(row, reader.line_num) for row in reader if row and any(c.strip() for c in row)]
             return [r for r, _ in pairs], [n for _, n in pairs]
     except FileNotFoundError:
-        raise ShardtrainError(f"{csv_path}: annotations CSV not found") from None
+        raise ShardtrainError(f"{name}: annotations CSV not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ShardtrainError(f"{csv_path}: cannot read annotations CSV ({exc})") from None
+        raise ShardtrainError(f"{name}: cannot read annotations CSV ({storage.error_text(exc)})") from None
 
 
-def read_annotations(csv_path: str | Path, img_root: str | Path | None = None, path_col: str | int = 0,
+def read_annotations(csv_path: Location, img_root: Location | None = None, path_col: str | int = 0,
                      label_col: str | int = 1, header: bool | None = None, delimiter: str = ",",
                      require_label: bool = True) -> Annotations:
     """Parse an annotations CSV into a batch of (sample_id, path) plus label cells and per-row rejects.
@@ -213,12 +260,15 @@ def read_annotations(csv_path: str | Path, img_root: str | Path | None = None, p
     ShardtrainError naming the file and column; with ``require_label`` False (predict) a
     missing label column means an unlabelled input. Rows with too few fields, or a path
     that is absolute, climbs out of ``img_root`` with ``..`` or resolves (symlinks) outside
-    it, are rejected with a reason; nothing is opened here.
+    it, are rejected with a reason; nothing is opened here. Either location may be a
+    URI; on a store only the lexical checks apply (an object store has no symlinks).
     """
-    csv_path = Path(csv_path)
-    img_root = Path(img_root) if img_root is not None else csv_path.parent
-    root_real = os.path.realpath(img_root)
+    csv_path = _as_location(csv_path)
+    img_root = _as_location(img_root) if img_root is not None else _parent(csv_path)
+    remote = _remote(img_root)
+    root_real = "" if remote else os.path.realpath(img_root)
     rows, line_nos = _read_rows(csv_path, delimiter)
+    csv_name = storage.redact(csv_path)
     if header is None:
         named = isinstance(path_col, str) or isinstance(label_col, str)
         pcell = rows[0][path_col].strip() if rows and isinstance(path_col, int) and path_col < len(rows[0]) else ""
@@ -231,23 +281,23 @@ def read_annotations(csv_path: str | Path, img_root: str | Path | None = None, p
     if pi is None or (li is None and require_label):
         missing = [f"'{c}'" for c, i in ((path_col, pi), (label_col, li)) if i is None]
         have = ", ".join(h.strip() for h in head or [])
-        raise ShardtrainError(f"{csv_path}: missing column(s) {', '.join(missing)} (header has: {have})")
+        raise ShardtrainError(f"{csv_name}: missing column(s) {', '.join(missing)} (header has: {have})")
     if head is not None and max(pi, li or 0) >= len(head):
         if require_label or pi >= len(head):
-            raise ShardtrainError(f"{csv_path}: column index {max(pi, li or 0)} out of range "
+            raise ShardtrainError(f"{csv_name}: column index {max(pi, li or 0)} out of range "
                                   f"(header has {len(head)} columns)")
         no_label = True
     if no_label and not require_label:
         li = None  # an unlabelled predict input
     need = max(pi, li if li is not None else 0)
     if not body:
-        raise ShardtrainError(f"{csv_path}: no data rows")
+        raise ShardtrainError(f"{csv_name}: no data rows")
     n = len(body)
     paths = np.full(n, "", dtype=object)
     reasons = np.full(n, "", dtype=object)
     details = np.full(n, "", dtype=object)
     raw = [""] * n
-    origin = [f"{csv_path}:{line}" for line in lines]
+    origin = [f"{csv_name}:{line}" for line in lines]
     for i, row in enumerate(body):
         if need >= len(row):
             reasons[i], details[i] = "malformed_row", f"{origin[i]}: {len(row)} field(s)"
@@ -255,6 +305,9 @@ def read_annotations(csv_path: str | Path, img_root: str | Path | None = None, p
         rel = row[pi].strip()
         raw[i] = row[li].strip() if li is not None else ""
         reason = _escape_reason(rel)
+        if not reason and remote:
+            paths[i] = storage.join(img_root, *posixpath.normpath(rel.replace("\\", "/")).split("/"))
+            continue
         if not reason:
             joined = img_root / posixpath.normpath(rel.replace("\\", "/"))
             real = os.path.realpath(joined)
@@ -303,35 +356,81 @@ def _walk_images(root: Path) -> tuple[list[tuple[str, str, str]], int]:
     return entries, ignored
 
 
-def read_class_folders(root: str | Path, labelled: bool = True) -> Annotations:
+def _walk_remote(root: str) -> tuple[list[tuple[str, str, str]], int, dict[str, tuple[int, int]]]:
+    """``_walk_images`` on an object store: one recursive listing; also each image's (size, mtime_ns).
+
+    Names below a hidden folder or hidden themselves (``.name``) are skipped as locally;
+    non-image objects are counted as ignored. An object store has no symlinks.
+    """
+    from pyarrow import fs as pafs
+
+    filesystem, key = storage.resolve(root)
+    try:
+        infos = filesystem.get_file_info(pafs.FileSelector(key, recursive=True, allow_not_found=True))
+    except OSError as exc:
+        raise ShardtrainError(f"{storage.redact(root)}: cannot list the image folder ({storage.error_text(exc)})") from None
+    entries, ignored, stats = [], 0, {}
+    for info in infos:
+        if info.type != pafs.FileType.File:
+            continue
+        rel = info.path[len(key):].lstrip("/")
+        parts = rel.split("/")
+        if any(part.startswith(".") for part in parts[:-1]):
+            continue  # inside a hidden folder: not entered, as locally
+        if parts[-1].startswith(".") or not parts[-1].lower().endswith(IMAGE_SUFFIXES):
+            ignored += 1
+            continue
+        location = storage.join(root, *parts)
+        entries.append((rel, location, ""))
+        mtime = info.mtime_ns if info.mtime_ns is not None else -1
+        stats[location] = (int(info.size if info.size is not None else -1), int(mtime))
+    entries.sort()
+    return entries, ignored, stats
+
+
+def read_class_folders(root: Location, labelled: bool = True) -> Annotations:
     """List ``root/<class>/**/<image>`` (torchvision ImageFolder) as a batch with the class names as label cells.
 
     ``labelled`` False reads a flat folder of unlabelled images (every image below the
     root, no classes). Fails naming the root when it is not a folder or holds no image.
+    ``root`` may be a URI: then one recursive listing, and each row's size and
+    modification time come with it (``Annotations.stats``, for the stage fingerprint).
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise ShardtrainError(f"{root}: image folder not found (not a directory)")
-    entries, ignored = _walk_images(root)
+    root = _as_location(root)
+    name = storage.redact(root)
+    stats = None
+    if _remote(root):
+        entries, ignored, by_path = _walk_remote(str(root))
+        if not entries and not storage.listdir(root):
+            raise ShardtrainError(f"{name}: image folder not found (no objects below this prefix)")
+        stats = [by_path[p] for _, p, _ in entries]
+    else:
+        if not root.is_dir():
+            raise ShardtrainError(f"{root}: image folder not found (not a directory)")
+        entries, ignored = _walk_images(root)
     if not entries:
-        raise ShardtrainError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) below this folder")
+        raise ShardtrainError(f"{name}: no image files ({', '.join(IMAGE_SUFFIXES)}) below this folder")
     n = len(entries)
     paths = np.array([p if not why else "" for _, p, why in entries], dtype=object)
     reasons = np.array([why for _, _, why in entries], dtype=object)
-    origin = [f"{root}/{rel}" for rel, _, _ in entries]
+    origin = [f"{name}/{rel}" for rel, _, _ in entries]
     details = np.array([f"{o}: resolves to {os.path.realpath(p)}, outside the root" if why else ""
                         for o, (_, p, why) in zip(origin, entries)], dtype=object)
     raw = [rel.split("/", 1)[0] if labelled and "/" in rel else "" for rel, _, _ in entries]
     columns = {"sample_id": np.arange(n, dtype=np.int64), "path": paths,
                "reject_reason": reasons, "reject_detail": details}
     return Annotations(root, root, columns, cells(raw), origin, has_labels=labelled, ignored=ignored,
-                       layout="folders")
+                       layout="folders", stats=stats)
 
 
-def has_class_folders(root: str | Path, classes: tuple[str, ...]) -> bool:
+def has_class_folders(root: Location, classes: tuple[str, ...]) -> bool:
     """True when a folder has a subfolder named after one of ``classes`` (predict: read it class-per-folder)."""
-    root = Path(root)
-    return any((root / c).is_dir() for c in classes if c and "/" not in c and c not in (".", ".."))
+    root = _as_location(root)
+    names = [c for c in classes if c and "/" not in c and c not in (".", "..")]
+    if _remote(root):
+        listed = set(storage.listdir(root))
+        return any(c in listed for c in names)
+    return any((root / c).is_dir() for c in names)
 
 
 def kept_cells(ann: Annotations) -> np.ndarray:
@@ -376,14 +475,21 @@ def probe_image_size(ann: Annotations, limit: int = PROBE_IMAGES) -> tuple[int, 
     sizes: Counter[tuple[int, int]] = Counter()
     for i in kept.tolist():
         try:
-            with Image.open(ann.columns["path"][i]) as im:
+            with Image.open(_image_file(ann.columns["path"][i])) as im:
                 sizes[(im.height, im.width)] += 1
         except (OSError, UnidentifiedImageError, ValueError):
             continue
     if not sizes:
-        raise ShardtrainError(f"{ann.source}: no listed image could be opened to learn the image size "
+        raise ShardtrainError(f"{storage.redact(ann.source)}: no listed image could be opened to learn the image size "
                               "(set dataset.options.size)")
     return sizes.most_common(1)[0][0]  # Counter keeps insertion order among equal counts
+
+
+def _image_file(path: str) -> Any:
+    """What PIL opens: the path itself locally, the object's bytes (in memory) on a store."""
+    import io
+
+    return io.BytesIO(read_image_bytes(path)) if _remote(path) else path
 
 
 def resolve_decode(options: ImageFolderOptions, train: Annotations) -> DecodeOptions:
@@ -416,20 +522,21 @@ def decode_images(batch: dict[str, Any], cfg: DecodeOptions) -> dict[str, Any]:
     for i, path in enumerate(paths):
         if reasons[i]:
             continue
+        name = storage.redact(path)
         try:
-            with Image.open(path) as im:
+            with Image.open(_image_file(path)) as im:
                 im = im.convert(mode)  # forces the full decode, so truncated files fail here
             if im.size != (w, h):
                 if not cfg.resize:
-                    reasons[i], details[i] = "size_mismatch", f"{path}: {im.height}x{im.width}, expected {h}x{w}"
+                    reasons[i], details[i] = "size_mismatch", f"{name}: {im.height}x{im.width}, expected {h}x{w}"
                     continue
                 im = im.resize((w, h), Image.Resampling.BILINEAR)
             x[i] = np.asarray(im)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            reasons[i], details[i] = "missing_file", str(path)
+            reasons[i], details[i] = "missing_file", name
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            reasons[i], details[i] = "undecodable", f"{path}: {msg}"
+            msg = storage.redact_text(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+            reasons[i], details[i] = "undecodable", f"{name}: {msg}"
     out = {k: v for k, v in batch.items() if k not in ("path", "reject_reason", "reject_detail")}
     out.update(x=x, reject_reason=reasons, reject_detail=details)
     return out
