@@ -86,12 +86,12 @@ class S3Bucket:
 
     def put(self, key: str, data: bytes) -> None:
         """Write one object (bypassing shardtrain)."""
-        with self.filesystem().open_output_stream(f"{self.bucket}/{key.lstrip('/')}") as out:
+        with self.filesystem().open_output_stream(f"{self.bucket}/{key.lstrip('/')}", compression=None) as out:
             out.write(data)
 
     def get(self, key: str) -> bytes:
         """Read one object (bypassing shardtrain)."""
-        with self.filesystem().open_input_stream(f"{self.bucket}/{key.lstrip('/')}") as stream:
+        with self.filesystem().open_input_stream(f"{self.bucket}/{key.lstrip('/')}", compression=None) as stream:
             return stream.read()
 
 

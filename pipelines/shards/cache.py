@@ -149,7 +149,7 @@ def _fetch(source: str, target: Path, shard: dict[str, Any]) -> None:
     """Stream one shard object to ``target``, hashing it; a size or sha256 mismatch is an error."""
     h, size = hashlib.sha256(), 0
     try:
-        with storage.open_stream(source) as stream, open(target, "wb") as out:
+        with storage.open_stream(source, decompress=False) as stream, open(target, "wb") as out:
             while True:
                 block = stream.read(_CHUNK)
                 if not block:

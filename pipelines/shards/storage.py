@@ -314,7 +314,7 @@ def write_bytes(location: Location, data: bytes | memoryview) -> None:
         # upload. Should a failed upload still be completed (pyarrow closes a stream it
         # destroys), the write raised: the task fails, no index names the object, a retry
         # rewrites it (FORMAT.md, "Commit protocol and object stores").
-        stream = filesystem.open_output_stream(key)
+        stream = filesystem.open_output_stream(key, compression=None)  # the bytes as given, even for a .gz name
         stream.write(data)
         stream.close()
 
@@ -325,7 +325,8 @@ def read_bytes(location: Location) -> bytes:
     if path is not None:
         return path.read_bytes()
     filesystem, key = resolve(location)
-    with _remote(location, "read"), filesystem.open_input_stream(key) as stream:
+    # compression=None: the stored bytes, as a local read gives them (pyarrow would gunzip a .gz).
+    with _remote(location, "read"), filesystem.open_input_stream(key, compression=None) as stream:
         return stream.read()
 
 
@@ -409,19 +410,25 @@ def open_input(location: Location) -> pa.NativeFile:
         return filesystem.open_input_file(key)
 
 
-def open_stream(location: Location) -> pa.NativeFile:
-    """A sequential reader (a local file, or one streaming GET on a store), for copying and hashing."""
+def open_stream(location: Location, *, decompress: bool = True) -> pa.NativeFile:
+    """A sequential reader (a local file, or one streaming GET on a store).
+
+    With ``decompress`` (the default, for readers of raw inputs) a ``.gz``/``.bz2``/... name
+    is decompressed as it is read (pyarrow's ``compression="detect"``); ``decompress=False``
+    gives the stored bytes, for copying and hashing.
+    """
     filesystem, key = resolve(location)
+    compression = "detect" if decompress else None
     if is_local(location):
-        return filesystem.open_input_stream(key)
+        return filesystem.open_input_stream(key, compression=compression)
     with _remote(location, "open"):
-        return filesystem.open_input_stream(key)
+        return filesystem.open_input_stream(key, compression=compression)
 
 
 def digest(location: Location, chunk: int = 8 << 20) -> tuple[int, str]:
-    """``(size, sha256 hex)`` of a file or object, streamed in 8 MiB chunks (never held whole)."""
+    """``(size, sha256 hex)`` of a file or object as stored, streamed in 8 MiB chunks (never held whole)."""
     h, size = hashlib.sha256(), 0
-    with open_stream(location) as stream, (nullcontext() if is_local(location) else _remote(location, "read")):
+    with open_stream(location, decompress=False) as stream, (nullcontext() if is_local(location) else _remote(location, "read")):
         for block in iter(lambda: stream.read(chunk), b""):
             h.update(block)
             size += len(block)
