@@ -50,11 +50,12 @@ def columns(out: Path, split: str) -> dict[str, np.ndarray]:
     return {k: ss.concat(k) for k in ("sample_id", "x", "label_error", "label_long")}
 
 
-def test_block_sizes_give_byte_identical_shards(log: Path, tmp_path: Path) -> None:
+def test_block_sizes_and_partitions_give_byte_identical_shards(log: Path, tmp_path: Path) -> None:
     base = prepare(log, tmp_path / "one", block_bytes=1 << 30)
-    for block in (4096, 777):
-        other = prepare(log, tmp_path / f"b{block}", block_bytes=block)
-        assert shard_bytes(tmp_path / f"b{block}") == shard_bytes(tmp_path / "one")
+    for block, partitions in ((4096, 16), (777, 16), (5000, 1), (3000, 7)):
+        name = f"b{block}p{partitions}"
+        other = prepare(log, tmp_path / name, block_bytes=block, shuffle_partitions=partitions)
+        assert shard_bytes(tmp_path / name) == shard_bytes(tmp_path / "one"), name
         assert all(other[s]["rows"] == base[s]["rows"] for s in SPLITS)
         assert other["train"]["transform"] == base["train"]["transform"]
     assert len(shard_bytes(tmp_path / "one")) > 3  # several shards per split: the comparison has teeth

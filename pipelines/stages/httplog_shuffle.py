@@ -15,8 +15,9 @@ on Ray tasks or in process with the same result:
    global rank ``round(f * M)`` by ``(start_ts, sample_id)``) by selection: the summed
    start-time histograms name the bin each cut falls in, and one small pass over the
    partitions returns only the keys in those bins. Map per host partition: split codes
-   and the train moments, rows cut into ranges of line numbers. Between: moments merged
-   in partition order (fixed, so every executor gets the same mean and std). Reduce per
+   and the train moments (exact sums), rows cut into ranges of line numbers. Between:
+   the exact sums added up, mean and std rounded once (so every executor, block size and
+   number of partitions gets the same mean and std). Reduce per
    range: sort by ``sample_id`` and standardise. A split's rows are then the ranges in
    order, each filtered to the split: global connection order, as before.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import zlib
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -192,32 +194,49 @@ def map_assign(conn: dict[str, np.ndarray], rule: str, cuts: list, seed: int, fr
                bounds: np.ndarray) -> tuple[dict[str, Any], list]:
     """Split codes and train moments of one host partition; its rows cut into ranges of line numbers."""
     code = split_codes(conn, rule, cuts, seed, fractions)
-    x = conn["x"][code == 0].astype(np.float64)
-    n = x.shape[0]
-    mean = x.mean(axis=0) if n else np.zeros(x.shape[1])
-    m2 = ((x - mean) ** 2).sum(axis=0)
+    x = conn["x"][code == 0].astype(np.float64)  # (n, F), float32 values: squares are exact in float64
+    moments = {"n": int(x.shape[0]), "sum": [exact_sum(c, 24) for c in x.T], "sq": [exact_sum(c * c, 48) for c in x.T]}
     rng = np.searchsorted(bounds, conn["sample_id"], side="right")
     parts = []
     for r in range(len(bounds) + 1):
         sel = np.flatnonzero(rng == r)
         parts.append({**{k: conn[k][sel] for k in COLUMNS}, "code": code[sel]})
-    return {"n": n, "mean": mean, "m2": m2}, parts
+    return moments, parts
+
+
+def exact_sum(values: np.ndarray, bits: int) -> Fraction:
+    """The exact sum of float64 values that have at most ``bits`` significant bits each.
+
+    Each value is ``mantissa * 2**exponent`` with an integer mantissa below ``2**bits``;
+    mantissas are summed per exponent in int64 (chunks small enough never to overflow)
+    and combined as exact rationals, so the result depends on the set of values only,
+    never on their order or on how they were grouped into partitions.
+    """
+    frac, exp = np.frexp(values)
+    mant = (frac * 2.0**bits).astype(np.int64)  # exact: at most `bits` significant bits
+    chunk = 1 << (62 - bits)
+    total = Fraction(0)
+    for e in np.unique(exp):
+        m = mant[exp == e]
+        whole = sum(int(m[i:i + chunk].sum()) for i in range(0, m.size, chunk))
+        total += Fraction(whole) * Fraction(2) ** (int(e) - bits)
+    return total
 
 
 def merge_moments(summaries: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Train mean and std (float64 (F,)) from per-partition moments, merged in partition order (Chan et al.)."""
-    n, mean, m2 = 0, np.zeros(len(logs.FEATURE_NAMES)), np.zeros(len(logs.FEATURE_NAMES))
-    for s in summaries:
-        if s["n"] == 0:
-            continue
-        total = n + s["n"]
-        delta = s["mean"] - mean
-        mean = mean + delta * (s["n"] / total)
-        m2 = m2 + s["m2"] + delta**2 * (n * s["n"] / total)
-        n = total
+    """Train mean and std (float64 (F,)) from per-partition exact sums: the same for any partitioning.
+
+    Mean and variance are exact rationals rounded once to float64 (the population std,
+    as ``numpy.std``); a constant feature gets std 1, no train row mean 0 and std 1.
+    """
+    width = len(logs.FEATURE_NAMES)
+    n = sum(s["n"] for s in summaries)
     if n == 0:
-        return {"mean": np.zeros(mean.size), "std": np.ones(mean.size)}
-    std = np.sqrt(m2 / n)
+        return {"mean": np.zeros(width), "std": np.ones(width)}
+    total = [sum((s["sum"][f] for s in summaries), Fraction(0)) for f in range(width)]
+    squares = [sum((s["sq"][f] for s in summaries), Fraction(0)) for f in range(width)]
+    mean = np.array([float(t / n) for t in total])
+    std = np.sqrt(np.array([float((q - t * t / n) / n) for t, q in zip(total, squares)]))
     return {"mean": mean, "std": np.where(std > 1e-12, std, 1.0)}
 
 
