@@ -152,3 +152,13 @@ def test_nasa_http_matches_the_in_memory_path(data_dir: Path, tmp_path: Path) ->
         assert np.array_equal(new["label_long"], old[split]["label_long"])
         assert np.abs(new["x"] - old[split]["x"]).max() < 1e-6
     assert indexes["train"]["extra"]["connections"] == meta["connections"] == 1942
+
+
+def test_too_many_rejects_fail_before_any_reduce_naming_the_first_line(tmp_path: Path) -> None:
+    from shardtrain.core.errors import ShardtrainError
+
+    path = tmp_path / "bad.log"
+    good = [line("h.example", 807249600 + i) for i in range(30)]
+    path.write_text("\n".join(good[:20] + [GARBAGE] * 3 + good[20:]) + "\n")
+    with pytest.raises(ShardtrainError, match=r"bad.log: 3 of 33 lines rejected .*first: line 21 garbage_line"):
+        shuffle.connections([str(path)], HttpLogOptions(), "local", 200, 3, "bad.log")

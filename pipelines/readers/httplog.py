@@ -65,6 +65,8 @@ class HttpLogOptions:
     and ``censor_tail`` masks (-1) the labels of the few remaining ones that may go on
     after the log ends. ``split_rule`` "time" puts the earliest-starting connections in
     train (honest for logs); "hash" splits by a seeded hash of the connection id.
+    ``block_lines`` sizes the blocks of this module's in-memory reader
+    (``iter_line_blocks``); the prepare stage cuts its blocks by ``prepare.block_bytes``.
     """
 
     __pydantic_config__ = {"extra": "forbid"}  # validated from the config by pydantic; unknown keys are errors
