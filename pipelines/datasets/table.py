@@ -46,8 +46,8 @@ class Table(Dataset):
     name: Literal["table"] = "table"
     options: TableOptions
 
-    def _files(self) -> dict[str, tuple[list[Path], str]]:
-        """The files of each role given (``path``, ``val_path``, ``test_path``) and their format."""
+    def _files(self) -> dict[str, tuple[list[str], str]]:
+        """The files of each role given (``path``, ``val_path``, ``test_path``; paths or URIs) and their format."""
         opts = self.options
         return {role: resolve_files(getattr(opts, role), self.data_dir, opts.format, role)
                 for role in _ROLES if getattr(opts, role)}
@@ -63,11 +63,11 @@ class Table(Dataset):
         return PreparePlan(("train", "val", "test"), inputs, located, self.options)
 
     def prepare_jobs(self, cfg: Config, plan: PreparePlan, executor: str) -> list[SplitJob]:
-        """Read, split and reject in the driver; each shard task encodes its rows with the fitted transform."""
-        return stage.prepare_jobs(self.options, self._files(), cfg.seed)
+        """Plan parts and merge the passes' summaries in the driver; each shard task reads and encodes its rows."""
+        return stage.prepare_jobs(self.options, self._files(), cfg.seed, executor, cfg.prepare.block_bytes)
 
-    def predict_job(self, cfg: Config, fitted: dict[str, Any], path: Path) -> SplitJob:
-        """New rows at ``path`` (a file, glob or directory) -> features under the run's fitted transform."""
+    def predict_job(self, cfg: Config, fitted: dict[str, Any], path: Path | str) -> SplitJob:
+        """New rows at ``path`` (a file, glob or directory; a path or a URI) -> features under the run's fitted transform."""
         transform = fitted.get("transform")
         if not transform or transform.get("kind") != "table":
             raise ShardtrainError("the run's training index has no table transform (prepare it again with this "

@@ -1,9 +1,12 @@
 """Reader for users' own tables: CSV (header row), Parquet, JSON Lines and Arrow IPC/Feather files.
 
 ``path`` is one file, a glob or a directory (every table file in it, one format, sorted by
-name); a relative path resolves against the data directory when one is set, else the
-working directory. ``read_inputs`` reads the files of each role (``path``, ``val_path``,
-``test_path``) into one Arrow table whose rows keep their origin (file, 1-based data row),
+name), a local path or a URI (``s3://bucket/tables/*.parquet``); a relative path resolves
+against the data directory when one is set, else the working directory. Prepare reads
+pieces of the files (``shardtrain.stages.table_plan``): :func:`read_csv_bytes` and
+:func:`read_jsonl_bytes` parse one byte range of lines, Parquet row groups and Arrow
+record batches are read from storage one at a time. ``read_inputs`` (predict) reads
+whole files into one Arrow table whose rows keep their origin (file, 1-based data row),
 so a reject can name ``file:row``. CSV cells are read as text (a later ``abc`` in a
 numeric column must not fail the whole read); the other formats keep their types.
 
@@ -16,7 +19,7 @@ numeric or categorical for an undeclared column from its training rows.
 from __future__ import annotations
 
 import csv
-import gzip
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shardtrain.core.errors import ShardtrainError
+from shardtrain.shards import storage
 
 NUMBER_RX = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 NUMERIC_SHARE = 0.95  # a text column is numeric when this share of its non-empty training cells are numbers
@@ -98,135 +102,210 @@ class Inputs:
     """Rows read from a set of files: the Arrow table, and for each row its file and 1-based data row."""
 
     table: pa.Table
-    files: list[Path]
+    files: list[str]  # locations (paths or URIs)
     file_index: np.ndarray  # (N,) int32 index into files
     row: np.ndarray  # (N,) int64 1-based data row within its file
 
     def where(self, i: int) -> str:
         """``name:row`` of table row ``i`` (what a reject detail names)."""
-        return f"{self.files[self.file_index[i]].name}:{int(self.row[i])}"
+        return f"{storage.basename(self.files[self.file_index[i]])}:{int(self.row[i])}"
 
 
-def format_of(path: Path) -> str | None:
+def format_of(location: storage.Location) -> str | None:
     """The table format of a file from its suffix (``csv``, ``parquet``, ``jsonl``, ``arrow``), or None."""
-    name = path.name.lower()
+    name = storage.basename(location).lower()
     for suffix, fmt in SUFFIXES.items():
         if name.endswith(suffix):
             return fmt
     return None
 
 
-def resolve_files(pattern: str, data_dir: str | None, fmt: str, key: str = "path") -> tuple[list[Path], str]:
-    """The files ``pattern`` names (a file, a glob or a directory), sorted by name, and their one format."""
+def locate(pattern: str, data_dir: str | None) -> str:
+    """``pattern`` as a location: a URI as given, a relative path under the data directory (or the cwd)."""
+    if storage.is_uri(pattern):
+        return pattern
     path = Path(pattern).expanduser()
-    if not path.is_absolute():
-        path = (Path(data_dir).expanduser() if data_dir else Path.cwd()) / path
+    if path.is_absolute():
+        return str(path)
+    if data_dir and storage.is_uri(data_dir):
+        return str(storage.join(data_dir, pattern))
+    return str((Path(data_dir).expanduser() if data_dir else Path.cwd()) / path)
+
+
+def resolve_files(pattern: str, data_dir: str | None, fmt: str, key: str = "path") -> tuple[list[str], str]:
+    """The files ``pattern`` names (a file, a glob or a directory; path or URI), sorted by name, and their one format."""
+    location = locate(pattern, data_dir)
+    shown = storage.redact(location)
     if any(ch in pattern for ch in "*?["):
-        rel = path.relative_to(path.anchor)
-        files = sorted(p for p in Path(path.anchor).glob(str(rel)) if p.is_file())
+        files = storage.expand(location)
         if not files:
-            raise ShardtrainError(f"{path}: no file matches ({_KEY}.{key}')")
-    elif path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith((".", "_"))
-                       and (format_of(p) is not None or fmt != "auto"))
-        if not files:
-            raise ShardtrainError(f"{path}: directory holds no table file (.csv, .parquet, .jsonl, .arrow, .feather; "
-                                  f"{_KEY}.{key}')")
-    elif path.is_file():
-        files = [path]
+            raise ShardtrainError(f"{shown}: no file matches ({_KEY}.{key}')")
+    elif storage.file_size(location) is not None:
+        files = [location]
     else:
-        raise ShardtrainError(f"{path}: table file not found ({_KEY}.{key}')")
+        files = [f for f in storage.expand(location) if not storage.basename(f).startswith((".", "_"))
+                 and (format_of(f) is not None or fmt != "auto")]
+        if not files:
+            what = "directory holds no table file (.csv, .parquet, .jsonl, .arrow, .feather; " if storage.exists(
+                location) or storage.expand(location) else "table file not found ("
+            raise ShardtrainError(f"{shown}: {what}{_KEY}.{key}')")
     if fmt != "auto":
         return files, fmt
-    found = {}
+    found: dict[str, str] = {}
     for f in files:
         kind = format_of(f)
         if kind is None:
-            raise ShardtrainError(f"{f}: unknown table format (suffix); set {_KEY}.format'")
+            raise ShardtrainError(f"{storage.redact(f)}: unknown table format (suffix); set {_KEY}.format'")
         found.setdefault(kind, f)
     if len(found) > 1:
-        raise ShardtrainError(f"{path}: files of several formats ({', '.join(f'{k}: {v.name}' for k, v in found.items())}); "
-                              f"one format per input")
+        raise ShardtrainError(f"{shown}: files of several formats ("
+                              f"{', '.join(f'{k}: {storage.basename(v)}' for k, v in found.items())}); one format per input")
     return files, next(iter(found))
 
 
-def _csv_header(path: Path, delimiter: str) -> list[str]:
+def first_line(location: storage.Location) -> bytes:
+    """The first line of a file (decompressed by suffix), read in 64 KiB steps, never the whole file."""
+    out = b""
+    with storage.open_stream(location) as stream:
+        while b"\n" not in out:
+            chunk = stream.read(1 << 16)
+            if not chunk:
+                break
+            out += chunk
+    return out.split(b"\n", 1)[0]
+
+
+def _csv_header(location: storage.Location, delimiter: str) -> list[str]:
     """The header row of a CSV file (gzip allowed)."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    shown = storage.redact(location)
     try:
-        with opener(path, "rt", newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh, delimiter=delimiter), None)
+        header = next(csv.reader([first_line(location).decode("utf-8-sig").rstrip("\r")], delimiter=delimiter), None)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ShardtrainError(f"{path}: cannot read the CSV header ({e})") from e
+        raise ShardtrainError(f"{shown}: cannot read the CSV header ({e})") from e
     if not header:
-        raise ShardtrainError(f"{path}: empty CSV file (no header row)")
+        raise ShardtrainError(f"{shown}: empty CSV file (no header row)")
     names = [h.strip() for h in header]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes or not all(names):
-        raise ShardtrainError(f"{path}: line 1: header needs distinct non-empty column names, got {names}")
+        raise ShardtrainError(f"{shown}: line 1: header needs distinct non-empty column names, got {names}")
     return names
 
 
-def _read_csv(path: Path, opts: TableOptions) -> pa.Table:
-    """A CSV file with every column as text (null for empty / NA-like cells)."""
+def read_csv_bytes(data: bytes, names: list[str], skip_header: bool, delimiter: str) -> pa.Table:
+    """CSV lines (bytes) with every column as text (null for empty / NA-like cells); ``skip_header``: drop line 1."""
     import pyarrow.csv as pcsv
 
-    names = list(opts.columns) if opts.columns else _csv_header(path, opts.delimiter)
-    with pa.input_stream(str(path), compression="detect") as stream:
-        return pcsv.read_csv(
-            stream,
-            read_options=pcsv.ReadOptions(column_names=names, skip_rows=0 if opts.columns else 1),
-            parse_options=pcsv.ParseOptions(delimiter=opts.delimiter),
-            convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                                strings_can_be_null=True),
-        )
+    if skip_header:
+        data = data.split(b"\n", 1)[1] if b"\n" in data else b""
+    if not data.strip():
+        return pa.table({n: pa.array([], pa.string()) for n in names})
+    return pcsv.read_csv(
+        io.BytesIO(data),
+        read_options=pcsv.ReadOptions(column_names=names),
+        parse_options=pcsv.ParseOptions(delimiter=delimiter),
+        convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=True),
+    )
 
 
-def _read_jsonl(path: Path) -> pa.Table:
-    """A JSON Lines file; a column whose values mix types (``1`` and ``"abc"``) is read as text."""
+def json_kinds(data: bytes) -> dict[str, set[str]]:
+    """Per column, the value classes JSON lines hold (``number``, ``text``, ``bool``, ``other``; nulls left out)."""
     import pyarrow.json as pajson
 
     try:
-        return pajson.read_json(str(path))
+        table = pajson.read_json(io.BytesIO(data)) if data.strip() else pa.table({})
+        return {n: ({type_class(table.column(n).type)} - {"null"}) for n in table.column_names}
     except pa.ArrowInvalid:
         pass
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    cols = {}
-    for n in names:
-        values = [r.get(n) for r in rows]
-        kinds = {type(v) for v in values if v is not None}
-        cols[n] = [None if v is None else str(v) for v in values] if len(kinds) > 1 else values
-    return pa.table(cols)
+    kinds: dict[str, set[str]] = {}
+    for line in data.splitlines():
+        if line.strip():
+            for k, v in json.loads(line).items():
+                kinds.setdefault(k, set())
+                if v is not None:
+                    kinds[k].add(_py_class(v))
+    return kinds
 
 
-def read_file(path: Path, fmt: str, opts: TableOptions) -> pa.Table:
-    """Read one table file; a file the format's reader refuses is one ShardtrainError line naming it."""
+def _py_class(v: Any) -> str:
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number"
+    return "text" if isinstance(v, str) else "other"
+
+
+def type_class(t: pa.DataType) -> str:
+    """``number``, ``text``, ``bool``, ``null`` or ``other``: what decides a column's kind and its merges."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if _is_number(t):
+        return "number"
+    if _is_text(t):
+        return "text"
+    if pa.types.is_boolean(t):
+        return "bool"
+    return "null" if pa.types.is_null(t) else "other"
+
+
+def read_jsonl_bytes(data: bytes, names: list[str], text_cols: frozenset[str] = frozenset()) -> pa.Table:
+    """JSON Lines (bytes) as a table with columns ``names``; ``text_cols`` (mixed types in the file) become text."""
+    import pyarrow.json as pajson
+
+    table = None
+    if not text_cols and data.strip():
+        try:
+            table = pajson.read_json(io.BytesIO(data))
+        except pa.ArrowInvalid:
+            table = None
+    if table is None:
+        rows = [json.loads(line) for line in data.splitlines() if line.strip()]
+        cols = {}
+        for n in names:
+            values = [r.get(n) for r in rows]
+            mixed = n in text_cols or len({_py_class(v) for v in values if v is not None}) > 1
+            cols[n] = [None if v is None else str(v) for v in values] if mixed else values
+        table = pa.table(cols) if rows else pa.table({n: pa.array([], pa.null()) for n in names})
+    n_rows = table.num_rows
+    return pa.table({n: table.column(n) if n in table.column_names else pa.nulls(n_rows) for n in names})
+
+
+def read_file(location: storage.Location, fmt: str, opts: TableOptions) -> pa.Table:
+    """Read one whole table file; a file the format's reader refuses is one ShardtrainError line naming it."""
     try:
         if fmt == "csv":
-            table = _read_csv(path, opts)
+            names = list(opts.columns) if opts.columns else _csv_header(location, opts.delimiter)
+            with storage.open_stream(location) as stream:
+                table = read_csv_bytes(stream.read(), names, not opts.columns, opts.delimiter)
         elif fmt == "parquet":
             import pyarrow.parquet as pq
 
-            table = pq.read_table(str(path))
+            with storage.open_input(location) as fh:
+                table = pq.read_table(fh)
         elif fmt == "jsonl":
-            table = _read_jsonl(path)
+            with storage.open_stream(location) as stream:
+                data = stream.read()
+            names = list(dict.fromkeys(json_kinds(data)))
+            table = read_jsonl_bytes(data, names)
         else:
-            import pyarrow.feather as feather
-
-            try:
-                table = feather.read_table(str(path))
-            except pa.ArrowInvalid:  # an IPC stream rather than a file
-                with pa.OSFile(str(path)) as fh:
-                    table = pa.ipc.open_stream(fh).read_all()
+            table = read_arrow_whole(location)
     except (OSError, pa.ArrowInvalid, ValueError, UnicodeDecodeError) as e:
-        raise ShardtrainError(f"{path}: cannot read as {fmt} ({str(e).splitlines()[0] if str(e) else e})") from e
+        raise ShardtrainError(f"{storage.redact(location)}: cannot read as {fmt} "
+                              f"({str(e).splitlines()[0] if str(e) else e})") from e
     return table.combine_chunks()
 
 
-def read_inputs(files: list[Path], fmt: str, opts: TableOptions) -> Inputs:
+def read_arrow_whole(location: storage.Location) -> pa.Table:
+    """An Arrow IPC file, an IPC stream or a Feather v1 file, read whole."""
+    import pyarrow.feather as feather
+
+    data = storage.read_bytes(location)
+    try:
+        return feather.read_table(pa.BufferReader(data))
+    except pa.ArrowInvalid:  # an IPC stream rather than a file
+        return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
+
+
+def read_inputs(files: list[str], fmt: str, opts: TableOptions) -> Inputs:
     """Read and concatenate ``files`` (same columns in each; types are unified, int and float -> float)."""
     tables, first_names = [], None
     for f in files:
@@ -237,13 +316,15 @@ def read_inputs(files: list[Path], fmt: str, opts: TableOptions) -> Inputs:
             missing = sorted(set(first_names) - set(t.column_names))
             extra = sorted(set(t.column_names) - set(first_names))
             if missing or extra:
-                raise ShardtrainError(f"{f}: columns differ from {files[0].name} (missing {missing}, extra {extra})")
+                raise ShardtrainError(f"{storage.redact(f)}: columns differ from {storage.basename(files[0])} "
+                                      f"(missing {missing}, extra {extra})")
             t = t.select(first_names)
         tables.append(t)
     try:
         table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise ShardtrainError(f"{files[0].parent}: the files' column types do not agree ({str(e).splitlines()[0]})") from e
+        raise ShardtrainError(f"{storage.redact(files[0])}: the files' column types do not agree "
+                              f"({str(e).splitlines()[0]})") from e
     sizes = [t.num_rows for t in tables]
     file_index = np.repeat(np.arange(len(files), dtype=np.int32), sizes)
     row = np.concatenate([np.arange(1, n + 1, dtype=np.int64) for n in sizes]) if sizes else np.zeros(0, np.int64)
@@ -322,36 +403,43 @@ def detect_kind(col: pa.ChunkedArray | pa.Array, name: str) -> str:
     return "numeric" if (present - int(bad.sum())) >= NUMERIC_SHARE * present else "categorical"
 
 
-def column_names(path: Path, fmt: str, opts: TableOptions) -> list[str]:
+def column_names(location: storage.Location, fmt: str, opts: TableOptions) -> list[str]:
     """A file's column names, read cheaply (the CSV header, the Parquet/Arrow schema, the first JSON line)."""
     try:
         if fmt == "csv":
-            return list(opts.columns) if opts.columns else _csv_header(path, opts.delimiter)
+            return list(opts.columns) if opts.columns else _csv_header(location, opts.delimiter)
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            return list(pq.read_schema(str(path)).names)
+            with storage.open_input(location) as fh:
+                return list(pq.ParquetFile(fh).schema_arrow.names)
         if fmt == "arrow":
-            with pa.memory_map(str(path)) as fh:
+            with storage.open_input(location) as fh:
                 try:
                     return list(pa.ipc.open_file(fh).schema.names)
                 except pa.ArrowInvalid:  # feather v1 or an IPC stream: read it
                     pass
-            return read_file(path, fmt, opts).column_names
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            first = next((line for line in fh if line.strip()), "{}")
-        return list(json.loads(first))
+            return read_file(location, fmt, opts).column_names
+        with storage.open_stream(location) as stream:
+            text = b""
+            while True:  # the first non-blank line
+                chunk = stream.read(1 << 16)
+                text += chunk
+                lines = [ln for ln in text.split(b"\n")[:-1 if chunk else None] if ln.strip()]
+                if lines or not chunk:
+                    break
+        return list(json.loads(lines[0])) if lines else []
     except (OSError, pa.ArrowInvalid, ValueError, UnicodeDecodeError) as e:
-        raise ShardtrainError(f"{path}: cannot read as {fmt} ({str(e).splitlines()[0] if str(e) else e})") from e
+        raise ShardtrainError(f"{storage.redact(location)}: cannot read as {fmt} "
+                              f"({str(e).splitlines()[0] if str(e) else e})") from e
 
 
-def check_columns(path: Path, have: list[str], required: dict[str, str]) -> None:
+def check_columns(path: storage.Location, have: list[str], required: dict[str, str]) -> None:
     """Every ``required`` column (name -> the option naming it) is in ``have``, else one line naming file and column."""
     for name, key in required.items():
         if name not in have:
             shown = ", ".join(have[:30]) + (", ..." if len(have) > 30 else "")
-            raise ShardtrainError(f"{path}: no column '{name}' ({_KEY}.{key}'; columns: {shown})")
+            raise ShardtrainError(f"{storage.redact(path)}: no column '{name}' ({_KEY}.{key}'; columns: {shown})")
 
 
 def required_columns(opts: TableOptions, role: str) -> dict[str, str]:

@@ -1,22 +1,40 @@
 """Table stage: split, reject, fit the transform on the training split, and encode every split.
 
-The driver reads the whole table with pyarrow (``shardtrain.readers.table``), assigns the
-split, finds the rejected rows (bad split value, empty / unknown / non-numeric label,
-non-numeric cell, a missing cell under ``missing: reject``) and fits the transform on the
-training split's kept rows only: per numeric column its median (imputation), mean and
-std (standardisation, std 0 -> 1) and whether it gets a missing indicator; per
-categorical column its vocabulary (most frequent first, capped by ``max_categories``,
-rarer than ``min_frequency`` dropped) plus ``<other>`` and, under impute, ``<missing>``.
-The fitted state is a plain dict stored in every split's index as ``transform``.
+The driver only plans (``shardtrain.stages.table_plan``): it cuts the inputs into parts
+(line blocks, Parquet row groups, Arrow record batches) and runs passes over them as
+tasks (``shardtrain.stages.mapreduce.map_tasks``, in process or on Ray) that re-read
+their part from storage and return small summaries, merged in part order:
 
-Each shard task then runs :func:`encode` (a pure batch function, the fitted transform as
-its ``ctx``) over the raw parsed cells, so the local and the Ray executors write the same
-bytes and ``predict`` re-applies the very same function to new files.
+1. scan: rows per part (sample ids, ``file:row``), column names and types, what the
+   label says about the task, the ``id_col`` ranges;
+2. strata (seeded fraction splits): label counts per part, so a task knows each row's
+   rank in its class, and with it the split today's ``stratified_split`` gives it;
+3. kinds (undeclared columns): numeric-cell counts on the training rows;
+4. fit: on the training split's kept rows, per numeric column exact sums and the first
+   radix level of its median, per categorical column its value counts, the classes;
+5. median passes until every median is exact, then a last pass for the variances, the
+   rows each part keeps per split and the rejects.
+
+A row's split is assigned, and rejected rows found, exactly as the in-memory code did
+(bad split value, empty / unknown / non-numeric label, non-numeric cell, a missing cell
+under ``missing: reject``); the transform is fitted on the training split's kept rows:
+per numeric column its median (imputation), mean and std (standardisation, std 0 -> 1)
+and whether it gets a missing indicator; per categorical column its vocabulary (most
+frequent first, capped by ``max_categories``, rarer than ``min_frequency`` dropped)
+plus ``<other>`` and, under impute, ``<missing>``. The fitted state is a plain dict
+stored in every split's index as ``transform``.
+
+Each split is a ``Parts`` source: the shard tasks :func:`load` their parts (re-read,
+parse, filter to the split's kept rows, in input order) and run :func:`encode` (a pure
+batch function, the fitted transform as its ``ctx``), so the local and the Ray executors
+write the same bytes and ``predict`` re-applies the very same function to new files.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
+import math
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -25,14 +43,19 @@ import pyarrow.compute as pc
 
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.core.labels import EMPTY_LABEL, UNKNOWN_LABEL, LabelVocab
-from shardtrain.readers.table import (Inputs, TableOptions, categories, check_columns, detect_kind, numbers,
-                                      read_inputs, required_columns)
-from shardtrain.readers.text import stratified_split
-from shardtrain.stages.runner import SplitJob
+from shardtrain.readers.table import (NUMERIC_SHARE, Inputs, TableOptions, categories, check_columns,
+                                      column_names, numbers, read_inputs, required_columns, type_class)
+from shardtrain.shards import storage
+from shardtrain.shards.blocks import BLOCK_BYTES
+from shardtrain.stages import table_plan as tp
+from shardtrain.stages.mapreduce import map_tasks
+from shardtrain.stages.runner import Parts, SplitJob
 
 SPLITS = ("train", "val", "test")
 SPLIT_VALUES = {"train": 0, "val": 1, "validation": 1, "valid": 1, "test": 2}
+ROLE_CODE = {"path": 0, "val_path": 1, "test_path": 2}
 OTHER, MISSING = "<other>", "<missing>"
+_KEY = "config key 'dataset.options"
 
 
 # --- the pure transform (prepare and predict) ---------------------------------------------
@@ -83,49 +106,7 @@ def encode(batch: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# --- reading and parsing ----------------------------------------------------------------
-
-def merge(parts: list[Inputs]) -> Inputs:
-    """One ``Inputs`` from several (the train, val and test files), columns of the first."""
-    first = parts[0]
-    tables, files, index, rows = [first.table], list(first.files), [first.file_index], [first.row]
-    for p in parts[1:]:
-        missing = [c for c in first.table.column_names if c not in p.table.column_names]
-        if missing:
-            raise ShardtrainError(f"{p.files[0]}: no column '{missing[0]}' (the training input has it)")
-        tables.append(p.table.select(first.table.column_names))
-        index.append(p.file_index + len(files))
-        files += p.files
-        rows.append(p.row)
-    try:
-        table = pa.concat_tables(tables, promote_options="permissive").combine_chunks()
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise ShardtrainError(f"{parts[1].files[0]}: column types differ from the training input's "
-                              f"({str(e).splitlines()[0]})") from e
-    return Inputs(table, files, np.concatenate(index), np.concatenate(rows))
-
-
-def infer_task(col: pa.Array, opts: TableOptions) -> tuple[str, str]:
-    """(task, why): the ``task`` option, else classification for text/bool labels and for integer
-    labels with at most ``max_classes`` distinct values, else regression."""
-    if opts.task:
-        return opts.task, "option"
-    if opts.classes is not None:
-        return "classification", "classes option"
-    values, bad = numbers(col, opts.label) if detect_kind(col, opts.label) == "numeric" else (None, None)
-    if values is None:
-        return "classification", "label is text or bool"
-    seen = values[~np.isnan(values)]
-    if seen.size and np.all(seen == np.round(seen)) and np.unique(seen).size <= opts.max_classes:
-        return "classification", f"integer label with <= {opts.max_classes} distinct values"
-    return "regression", "numeric label"
-
-
-def _feature_columns(inputs: Inputs, opts: TableOptions) -> list[str]:
-    """Every column that becomes features, in file order (declared, or detected later)."""
-    skip = {opts.label, opts.split_col, opts.id_col, *opts.exclude} - {None}
-    return [c for c in inputs.table.column_names if c not in skip]
-
+# --- parsing one set of rows (a part in prepare, the whole input in predict) ---------------
 
 def _reject(reason: np.ndarray, detail: np.ndarray, rows: np.ndarray, why: str, texts: list[str]) -> None:
     """Mark ``rows`` rejected with ``why`` where no earlier reason holds (one reason per row)."""
@@ -167,40 +148,49 @@ def parse_features(inputs: Inputs, kinds: dict[str, str], opts: TableOptions, re
     return out
 
 
-# --- fitting ------------------------------------------------------------------------------
+def _id_values(inputs: Inputs, id_col: str) -> tuple[np.ndarray, int]:
+    """``id_col`` as int64 and the first row that is not an integer (-1: none)."""
+    values, bad = numbers(inputs.table.column(id_col), id_col)
+    wrong = bad | np.isnan(values) | (values != np.round(values))
+    first = int(np.flatnonzero(wrong)[0]) if wrong.any() else -1
+    return np.where(wrong, 0, values).astype(np.int64), first
 
-def fit(cols: dict[str, Any], kinds: dict[str, str], keep: np.ndarray, opts: TableOptions) -> dict[str, Any]:
-    """The transform fitted on the training rows ``keep`` (bool (N,)): statistics, vocabularies, names."""
-    numeric_specs, names, indicators = [], [], []
-    numeric = [c for c, k in kinds.items() if k == "numeric"]
-    for j, name in enumerate(numeric):
-        spec = {"name": name, "log1p": name in opts.log1p, "median": 0.0, "mean": 0.0, "std": 1.0}
-        v = cols["num"][keep, j].copy()
-        if spec["log1p"]:
-            np.copysign(np.log1p(np.abs(v)), v, out=v)
-        seen = v[~np.isnan(v)]
-        spec["median"] = float(np.median(seen)) if seen.size else 0.0
-        imputed = np.where(np.isnan(v), spec["median"], v)
-        if imputed.size:
-            std = float(imputed.std())
-            spec["mean"], spec["std"] = float(imputed.mean()), (std if std > 1e-12 else 1.0)
-        spec["indicator"] = bool(opts.missing == "impute" and seen.size < v.size)
-        numeric_specs.append(spec)
-        names.append(("log1p_" if spec["log1p"] else "") + name)
-        if spec["indicator"]:
-            indicators.append(f"{name}:missing")
-    names += indicators
-    cat_specs = []
-    for name in (c for c, k in kinds.items() if k == "categorical"):
-        cells = cols["cat:" + name][keep]
-        uniq, counts = np.unique(cells[cells != ""].astype(str), return_counts=True)
-        order = sorted(zip(uniq.tolist(), counts.tolist()), key=lambda vc: (-vc[1], vc[0]))
-        values = [v for v, c in order if c >= opts.min_frequency][: opts.max_categories]
-        values += [OTHER] + ([MISSING] if opts.missing == "impute" else [])
-        cat_specs.append({"name": name, "values": values, "train_distinct": len(order)})
-        names += [f"{name}={v}" for v in values]
-    return {"numeric": numeric_specs, "categorical": cat_specs, "feature_names": names, "dim": len(names),
-            "columns": kinds, "missing": opts.missing}
+
+def _id_error(where: str, value: Any, id_col: str) -> ShardtrainError:
+    return ShardtrainError(f"{where}: column '{id_col}' (dataset.options.id_col) must hold integers, got {value!r}")
+
+
+def _sample_ids(inputs: Inputs, id_col: str | None, offset: int = 0, check_distinct: bool = True) -> np.ndarray:
+    """``id_col`` values (distinct integers) when set, else the 0-based row over the input (from ``offset``)."""
+    n = inputs.table.num_rows
+    if not id_col or id_col not in inputs.table.column_names:
+        return np.arange(offset, offset + n, dtype=np.int64)
+    ids, first = _id_values(inputs, id_col)
+    if first >= 0:
+        raise _id_error(inputs.where(first), inputs.table.column(id_col)[first].as_py(), id_col)
+    if check_distinct:
+        uniq, counts = np.unique(ids, return_counts=True)
+        if (counts > 1).any():
+            raise ShardtrainError(f"column '{id_col}' (dataset.options.id_col): value {int(uniq[counts > 1][0])} "
+                                  f"occurs {int(counts.max())} times; ids must be distinct")
+    return ids
+
+
+def _split_stats(cols: dict[str, Any], transform: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    """How many cells of a split were imputed, and how many categories fell into ``<other>`` (counts per column)."""
+    imputed = {spec["name"]: int(np.isnan(cols["num"][rows, j]).sum()) for j, spec in enumerate(transform["numeric"])}
+    imputed.update({spec["name"]: int((cols["cat:" + spec["name"]][rows] == "").sum())
+                    for spec in transform["categorical"] if MISSING in spec["values"]})
+    other = {}
+    for spec in transform["categorical"]:
+        cells = cols["cat:" + spec["name"]][rows]
+        known = set(spec["values"]) - {OTHER, MISSING}
+        other[spec["name"]] = int(sum(1 for c in cells.tolist() if c and c not in known))
+    return {"imputed": imputed, "other": other}
+
+
+def _nonzero(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: {c: n for c, n in v.items() if n} for k, v in stats.items()}
 
 
 def _describe(transform: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -225,172 +215,572 @@ def _source(cols: dict[str, Any], rows: np.ndarray, sample_id: np.ndarray, label
     return src
 
 
-def _sample_ids(inputs: Inputs, id_col: str | None) -> np.ndarray:
-    """``id_col`` values (distinct integers) when set, else the 0-based row over the concatenated input."""
-    n = inputs.table.num_rows
-    if not id_col or id_col not in inputs.table.column_names:
-        return np.arange(n, dtype=np.int64)
-    values, bad = numbers(inputs.table.column(id_col), id_col)
-    if bad.any() or np.isnan(values).any() or np.any(values != np.round(values)):
-        i = int(np.flatnonzero(bad | np.isnan(values) | (values != np.round(values)))[0])
-        raise ShardtrainError(f"{inputs.where(i)}: column '{id_col}' (dataset.options.id_col) must hold "
-                              f"integers, got {inputs.table.column(id_col)[i].as_py()!r}")
-    ids = values.astype(np.int64)
-    uniq, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        raise ShardtrainError(f"column '{id_col}' (dataset.options.id_col): value {int(uniq[counts > 1][0])} "
-                              f"occurs {int(counts.max())} times; ids must be distinct")
-    return ids
+# --- one part, as far as the plan knows it -------------------------------------------------
+
+def _inputs(part: tp.Part, plan: dict[str, Any]) -> Inputs:
+    """The part's rows (the training input's columns, in its order), each knowing its ``file:row``."""
+    key = (part.role, part.file_index)
+    table = tp.read_part(part, plan["names"][key], plan["opts"].delimiter, plan["header"],
+                         plan["text_cols"].get(key, frozenset()))
+    if plan.get("columns"):
+        table = table.select(plan["columns"])
+    n = table.num_rows
+    return Inputs(table, [part.location], np.zeros(n, np.int32),
+                  np.arange(part.first_row, part.first_row + n, dtype=np.int64))
 
 
-# --- prepare ------------------------------------------------------------------------------
-
-def _assign_splits(inputs: Inputs, role: np.ndarray, strata: np.ndarray, opts: TableOptions, seed: int,
-                   reason: np.ndarray, detail: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-    """Split index per row (int8, -1 = none) and the split rule recorded in the index."""
-    split = np.where(role > 0, role, -1).astype(np.int8)
-    main = np.flatnonzero(role == 0)
-    if opts.split_col:
-        cells = categories(inputs.table.column(opts.split_col), opts.split_col)
-        for i in main.tolist():
-            split[i] = SPLIT_VALUES.get(cells[i].lower(), -1)
-        bad = main[split[main] < 0]
-        _reject(reason, detail, bad, "bad_split",
-                [f"{inputs.where(i)} column '{opts.split_col}': value {cells[i]!r} (expected train, val, "
-                 f"validation or test)" for i in bad])
-        return split, {"kind": "column", "column": opts.split_col}
-    s0, s1, s2 = opts.split
-    if opts.val_path and opts.test_path:
-        split[main] = 0
-        return split, {"kind": "files", "val_path": opts.val_path, "test_path": opts.test_path}
-    if opts.test_path:
-        fractions, rule = (s0 / (s0 + s1), s1 / (s0 + s1), 0.0), {"kind": "files+fractions", "test_path": opts.test_path}
-    elif opts.val_path:
-        fractions, rule = (s0 / (s0 + s2), 0.0, s2 / (s0 + s2)), {"kind": "files+fractions", "val_path": opts.val_path}
-    else:
-        fractions, rule = (s0, s1, s2), {"kind": "fractions"}
-    split[main] = stratified_split(strata[main], fractions, seed)
-    rule.update({"fractions": [float(f) for f in fractions], "seed": seed,
-                 "stratified_by": "label" if strata.max(initial=0) > 0 else "none (one stratum)"})
-    return split, rule
-
-
-def _labels(inputs: Inputs, lab: pa.Array, task: str, opts: TableOptions) -> tuple[Any, np.ndarray, np.ndarray]:
-    """(label cells or float64 values, strata for the split (-1 = no label), bad (N,): non-numeric regression label)."""
+def _labels(lab: pa.Array, task: str, opts: TableOptions, codes: list[str] | None) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(label cells or float64 values, strata for the split (-1 = no label), bad: non-numeric regression label)."""
     if task == "regression":
         y, bad = numbers(lab, opts.label)
         return y, np.where(np.isnan(y), -1, 0), bad
     label = categories(lab, opts.label)
-    _, codes = np.unique(label, return_inverse=True)  # "" sorts first: shift so it becomes -1
-    strata = np.where(label == "", -1, codes - (1 if (label == "").any() else 0)).astype(np.int64)
+    if codes is None:  # strata are not needed (a split column or split files)
+        strata = np.where(label == "", -1, 0)
+    else:  # class k: the k-th of the sorted non-empty labels of every input, as np.unique numbered them
+        idx = pc.index_in(pa.array(label.tolist(), pa.string()), value_set=pa.array(codes, pa.string()))
+        strata = idx.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     return label, strata, np.zeros(len(label), dtype=bool)
 
 
-def _reject_labels(inputs: Inputs, lab: pa.Array, label: Any, bad: np.ndarray, opts: TableOptions,
-                   reason: np.ndarray, detail: np.ndarray) -> None:
-    """``non_numeric`` (regression) and ``empty_label`` rejects."""
+@functools.lru_cache(maxsize=16)
+def _split_table(seed: int, k: int, n: int, fractions: tuple[float, ...]) -> np.ndarray:
+    """Split index (int8) of the class-``k`` row of each rank: ``readers.text.stratified_split``'s rule per rank.
+
+    The class's ``n`` rows are permuted by ``default_rng([seed, k])`` and cut at
+    round-half-up of the cumulative fractions, so a row's split follows from its rank in
+    its class alone: every task computes the same table (cached per worker process).
+    """
+    perm = np.random.default_rng([int(seed) & 0xFFFFFFFFFFFFFFFF, k]).permutation(n)
+    cuts = np.floor(np.cumsum(np.asarray(fractions, dtype=np.float64)) * n + 0.5).astype(np.int64)
+    cuts[-1] = n
+    out = np.empty(n, dtype=np.int8)
+    for s, (a, b) in enumerate(zip(np.concatenate([[0], cuts[:-1]]), cuts)):
+        out[perm[a:b]] = s
+    return out
+
+
+def _split(part: tp.Part, inputs: Inputs, strata: np.ndarray, plan: dict[str, Any], reason: np.ndarray,
+           detail: np.ndarray) -> np.ndarray:
+    """Split index per row of the part (int8, -1 = none), marking ``bad_split`` rejects."""
+    opts, n = plan["opts"], inputs.table.num_rows
+    if part.role != "path":
+        return np.full(n, ROLE_CODE[part.role], dtype=np.int8)
+    if opts.split_col:
+        cells = categories(inputs.table.column(opts.split_col), opts.split_col)
+        split = np.array([SPLIT_VALUES.get(c.lower(), -1) for c in cells.tolist()], dtype=np.int8)
+        bad = np.flatnonzero(split < 0)
+        _reject(reason, detail, bad, "bad_split",
+                [f"{inputs.where(i)} column '{opts.split_col}': value {cells[i]!r} (expected train, val, "
+                 f"validation or test)" for i in bad])
+        return split
+    if plan["rule"]["kind"] == "files":
+        return np.zeros(n, dtype=np.int8)
+    split = np.full(n, -1, dtype=np.int8)
+    for k in np.unique(strata[strata >= 0]).tolist():
+        rows = np.flatnonzero(strata == k)
+        table = _split_table(plan["seed"], k, plan["n_k"][k], tuple(plan["rule"]["fractions"]))
+        split[rows] = table[part.ranks[k] + np.arange(len(rows))]
+    return split
+
+
+def _evaluate(part: tp.Part, plan: dict[str, Any]) -> dict[str, Any]:
+    """Read a part and decide what the plan allows: labels, splits, rejects, parsed feature cells.
+
+    Rejects are marked in today's order (bad split, label, feature cells in column
+    order, unknown label), one reason per row.
+    """
+    opts = plan["opts"]
+    inputs = _inputs(part, plan)
+    n = inputs.table.num_rows
+    reason, detail = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
+    lab = inputs.table.column(opts.label).combine_chunks()
+    label, strata, bad = _labels(lab, plan["task"], opts, plan.get("codes"))
+    split = _split(part, inputs, strata, plan, reason, detail)
     rows = np.flatnonzero(bad)
     _reject(reason, detail, rows, "non_numeric",
             [f"{inputs.where(i)} column '{opts.label}': value {_cell_text(lab, i)!r}" for i in rows])
     empty = (np.isnan(label) & ~bad) if label.dtype.kind == "f" else (label == "")
     rows = np.flatnonzero(empty)
     _reject(reason, detail, rows, EMPTY_LABEL, [f"{inputs.where(i)} column '{opts.label}': empty" for i in rows])
+    cols = None
+    if "kinds" in plan:
+        cols = parse_features(inputs, plan["kinds"], opts, reason, detail, opts.missing == "reject")
+        if plan["task"] == "classification" and plan.get("classes") is not None:
+            vocab = LabelVocab(tuple(plan["classes"]), plan["classes_from"])
+            rows = np.flatnonzero(vocab.encode(label)[1] == UNKNOWN_LABEL)
+            _reject(reason, detail, rows, UNKNOWN_LABEL, [f"{inputs.where(i)}: {vocab.detail(label[i])}" for i in rows])
+    return {"inputs": inputs, "label": label, "split": split, "reason": reason, "detail": detail, "cols": cols}
 
 
-def _kinds(inputs: Inputs, opts: TableOptions, train_rows: np.ndarray) -> dict[str, str]:
-    """Feature column -> ``numeric`` | ``categorical``: declared, else detected on the training rows."""
-    kinds = {}
-    for c in _feature_columns(inputs, opts):
-        if c in opts.numeric or c in opts.log1p:
-            kinds[c] = "numeric"
-        elif c in opts.categorical:
-            kinds[c] = "categorical"
-        else:
-            kinds[c] = detect_kind(inputs.table.column(c).filter(pa.array(train_rows)), c)
-    if not kinds:
-        raise ShardtrainError(f"{inputs.files[0]}: no feature column left (label '{opts.label}', "
-                              f"exclude {list(opts.exclude)})")
-    return kinds
+def _ids(ev: dict[str, Any], part: tp.Part, plan: dict[str, Any]) -> np.ndarray:
+    """The part's sample ids (``id_col``, checked by the scan, or the row over all inputs)."""
+    return _sample_ids(ev["inputs"], plan["opts"].id_col, part.offset, check_distinct=False)
 
 
-def prepare_jobs(opts: TableOptions, roles: dict[str, tuple[list[Path], str]], seed: int) -> list[SplitJob]:
-    """Read every input, split, reject, fit on train and build one ``encode`` job per split."""
-    parts = [read_inputs(files, fmt, opts) for files, fmt in roles.values()]
-    role_code = {"path": 0, "val_path": 1, "test_path": 2}
-    role = np.concatenate([np.full(p.table.num_rows, role_code[r], np.int8) for r, p in zip(roles, parts)])
-    for p, r in zip(parts, roles):  # the plan checked every file's header; this checks what was read
-        check_columns(p.files[0], p.table.column_names, required_columns(opts, r))
-    inputs = merge(parts)
-    n = inputs.table.num_rows
-    if n == 0:
-        raise ShardtrainError(f"{inputs.files[0]}: no data rows")
-    reason, detail = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
-    lab = inputs.table.column(opts.label).combine_chunks()
-    task_rows = np.flatnonzero(role == 0)
-    if opts.split_col:  # infer from the rows the split column calls train
-        cells = categories(inputs.table.column(opts.split_col), opts.split_col)[task_rows]
-        task_rows = task_rows[np.array([SPLIT_VALUES.get(c.lower()) == 0 for c in cells], dtype=bool)]
-    task, why = infer_task(lab.take(pa.array(task_rows)), opts)
-    label, strata, bad = _labels(inputs, lab, task, opts)
-    split, rule = _assign_splits(inputs, role, strata, opts, seed, reason, detail)
-    _reject_labels(inputs, lab, label, bad, opts, reason, detail)
-    kinds = _kinds(inputs, opts, split == 0)
-    cols = parse_features(inputs, kinds, opts, reason, detail, opts.missing == "reject")
-    classes: dict[str, Any] = {}
-    if task == "classification":  # the vocabulary of the kept training rows, applied to every split
-        vocab = LabelVocab.fit(label[(split == 0) & (reason == "")], opts.classes)
-        rows = np.flatnonzero(vocab.encode(label)[1] == UNKNOWN_LABEL)
-        _reject(reason, detail, rows, UNKNOWN_LABEL, [f"{inputs.where(i)}: {vocab.detail(label[i])}" for i in rows])
-        classes = {"classes": list(vocab.classes), "classes_from": vocab.source}
-    keep = (split == 0) & (reason == "")
-    if not keep.any():
-        raise ShardtrainError(f"{inputs.files[0]}: no training row left after rejects")
-    transform = fit(cols, kinds, keep, opts)
-    transform.update({"kind": "table", "task": task, "task_from": why, "label": opts.label,
-                      "id_col": opts.id_col, **classes})
-    if task == "regression":  # the target's training scale, for a model that wants to start there
-        transform["label_stats"] = {"mean": float(label[keep].mean()), "std": float(label[keep].std())}
-    extra = {"split_rule": rule, "columns": kinds, "task": task, "task_from": why,
-             "inputs": {r: [f.name for f in files] for r, (files, _) in roles.items()}}
-    return _split_jobs(cols, transform, extra, split, reason, detail, _sample_ids(inputs, opts.id_col), label)
+def load(handle: tuple[tp.Part, int], plan: dict[str, Any]) -> dict[str, Any]:
+    """A shard task's piece: the kept rows of split ``handle[1]`` in part ``handle[0]``, raw cells, input order."""
+    part, s = handle
+    ev = _evaluate(part, plan)
+    kept = np.flatnonzero((ev["split"] == s) & (ev["reason"] == ""))
+    return _source(ev["cols"], kept, _ids(ev, part, plan), ev["label"])
 
 
-def _split_jobs(cols: dict[str, Any], transform: dict[str, Any], extra: dict[str, Any], split: np.ndarray,
-                reason: np.ndarray, detail: np.ndarray, sample_id: np.ndarray, label: Any) -> list[SplitJob]:
-    """One ``encode`` job per split over its kept rows; rows without a split count as train rejects."""
-    jobs = []
-    for s, name in enumerate(SPLITS):
+# --- the passes' task functions (module level: Ray pickles them by reference) ---------------
+
+def _kind_summary(col: pa.Array, name: str) -> dict[str, Any]:
+    """What a column's cells say about its kind: type class, present and non-number cells."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    cls = type_class(col.type)
+    out = {"class": cls, "type": str(col.type), "present": 0, "bad": 0, "seen": 0, "ints": True, "distinct": []}
+    if cls != "other":
+        values, bad = numbers(col, name)
+        seen = values[~np.isnan(values)]
+        out.update(present=int(seen.size + bad.sum()), bad=int(bad.sum()), seen=int(seen.size),
+                   ints=bool(np.all(seen == np.round(seen))), distinct=np.unique(seen))
+    return out
+
+
+def _scan(part: tp.Part, plan: dict[str, Any]) -> dict[str, Any]:
+    """Pass 1: the part's rows, column names and type classes, the label's task summary, its id range."""
+    from shardtrain.readers.table import json_kinds, read_jsonl_bytes
+    from shardtrain.shards.blocks import read_block
+
+    opts = plan["opts"]
+    if part.fmt == "jsonl":
+        data = read_block(part.block)
+        kinds = json_kinds(data)
+        names = list(kinds)
+        table = read_jsonl_bytes(data, names)
+        classes = {c: sorted(kinds[c]) for c in names}
+    else:
+        names = plan["names"][(part.role, part.file_index)]
+        table = tp.read_part(part, names, opts.delimiter, plan["header"])
+        classes = {c: sorted({type_class(table.column(c).type)} - {"null"}) for c in names}
+    n = table.num_rows
+    out: dict[str, Any] = {"rows": n, "names": names, "classes": classes}
+    if part.role == "path" and opts.label in names:
+        lab = table.column(opts.label).combine_chunks()
+        task_rows = np.ones(n, dtype=bool)
+        if opts.split_col and opts.split_col in names:
+            cells = categories(table.column(opts.split_col), opts.split_col)
+            task_rows = np.array([SPLIT_VALUES.get(c.lower()) == 0 for c in cells.tolist()], dtype=bool)
+        summary = _kind_summary(lab.filter(pa.array(task_rows)), opts.label)
+        summary["distinct"] = summary["distinct"][: opts.max_classes + 1].tolist() if len(summary["distinct"]) else []
+        out["label"] = summary
+        out["label_numbers"] = _kind_summary(lab, opts.label)["seen"]  # regression strata: rows with a number
+    if opts.id_col and opts.id_col in names:
+        inputs = Inputs(table, [part.location], np.zeros(n, np.int32), np.arange(1, n + 1))
+        ids, first = _id_values(inputs, opts.id_col)
+        uniq, counts = np.unique(ids, return_counts=True)
+        dup = (int(uniq[counts > 1][0]), int(counts.max())) if (counts > 1).any() else None
+        out["ids"] = {"bad": (first, table.column(opts.id_col)[first].as_py()) if first >= 0 else None, "dup": dup,
+                      "range": (int(uniq[0]), int(uniq[-1])) if n else None}
+    return out
+
+
+def _strata_part(part: tp.Part, plan: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
+    """Pass 2 (classification, fraction splits): label counts over all rows and over the main input's rows."""
+    lab = _inputs(part, plan).table.column(plan["opts"].label)
+    uniq, counts = np.unique(categories(lab, plan["opts"].label).astype(str), return_counts=True)
+    every = {u: int(c) for u, c in zip(uniq.tolist(), counts.tolist()) if u}
+    return every, (every if part.role == "path" else {})
+
+
+def _kinds_part(part: tp.Part, plan: dict[str, Any], names: list[str]) -> list[dict[str, Any]]:
+    """Pass 3: per undeclared column, its kind summary over the part's training rows."""
+    ev = _evaluate(part, plan)
+    train = pa.array(ev["split"] == 0)
+    table = ev["inputs"].table
+    out = []
+    for c in names:
+        summary = _kind_summary(table.column(c).combine_chunks().filter(train), c)
+        summary["distinct"] = []
+        out.append(summary)
+    return out
+
+
+def _train_values(ev: dict[str, Any], plan: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The kept training rows and, per numeric column, their values (log1p applied) as fitted."""
+    keep = (ev["split"] == 0) & (ev["reason"] == "")
+    values = []
+    for j, name in enumerate(_numeric_names(plan)):
+        v = ev["cols"]["num"][keep, j].copy()
+        if name in plan["opts"].log1p:
+            np.copysign(np.log1p(np.abs(v)), v, out=v)
+        values.append(v)
+    return keep, values
+
+
+def _fit_part(part: tp.Part, plan: dict[str, Any]) -> dict[str, Any]:
+    """Pass 4: what the transform needs from the part's kept training rows (exact sums, counts, median level 0)."""
+    ev = _evaluate(part, plan)
+    keep, values = _train_values(ev, plan)
+    out: dict[str, Any] = {"keep": int(keep.sum()), "numeric": [], "categorical": [], "labels": [], "y": 0}
+    for v in values:
+        seen = v[~np.isnan(v)]
+        out["numeric"].append({"seen": int(seen.size), "sum": tp.exact_sum(seen),
+                               "select": tp.select_summary(tp.keys(seen), [(0, 0)])[0]})
+    for name in (c for c, k in plan["kinds"].items() if k == "categorical"):
+        cells = ev["cols"]["cat:" + name][keep]
+        uniq, counts = np.unique(cells[cells != ""].astype(str), return_counts=True)
+        out["categorical"].append(dict(zip(uniq.tolist(), counts.tolist())))
+    if plan["task"] == "classification":
+        out["labels"] = sorted(set(ev["label"][keep].tolist()))
+    else:
+        out["y"] = tp.exact_sum(ev["label"][keep])
+    return out
+
+
+def _median_part(part: tp.Part, plan: dict[str, Any], request: dict[int, list[tuple[int, int]]]) -> dict[int, list]:
+    """A median pass: per numeric column asked for, the part's summary of each target prefix."""
+    _, values = _train_values(_evaluate(part, plan), plan)
+    return {j: tp.select_summary(tp.keys(values[j][~np.isnan(values[j])]), targets) for j, targets in request.items()}
+
+
+def _final_part(part: tp.Part, plan: dict[str, Any]) -> dict[str, Any]:
+    """Last pass: squared deviations (exact sums), rows kept and rejects per split, imputed/other counts."""
+    ev = _evaluate(part, plan)
+    transform = plan["transform"]
+    keep, values = _train_values(ev, plan)
+    var = []
+    for v, spec in zip(values, transform["numeric"]):
+        v = np.where(np.isnan(v), spec["median"], v)
+        d = v - spec["mean"]
+        var.append(tp.exact_sum(d * d))
+    y_var = 0
+    if plan["task"] == "regression":
+        d = ev["label"][keep] - transform["label_stats"]["mean"]
+        y_var = tp.exact_sum(d * d)
+    sample_id = _ids(ev, part, plan)
+    out: dict[str, Any] = {"keep": int(keep.sum()), "var": var, "y_var": y_var, "rows": [], "rejects": [], "stats": []}
+    reason, detail, split = ev["reason"], ev["detail"], ev["split"]
+    for s in range(len(SPLITS)):
         mine = (split == s) | ((split < 0) if s == 0 else False)
         kept = np.flatnonzero(mine & (reason == ""))
         bad = np.flatnonzero(mine & (reason != ""))
-        rejects = [{"sample_id": int(sample_id[i]), "reason": str(reason[i]), "detail": str(detail[i])} for i in bad]
-        desc = _describe(transform, dict(extra, **_split_stats(cols, transform, kept)))
-        jobs.append(SplitJob(name, _source(cols, kept, sample_id, label), encode, transform, describe=desc,
-                             pre_rejects=rejects))
+        out["rows"].append(len(kept))
+        out["rejects"].append([{"sample_id": int(sample_id[i]), "reason": str(reason[i]), "detail": str(detail[i])}
+                               for i in bad])
+        out["stats"].append(_split_stats(ev["cols"], transform, kept))
+    return out
+
+
+def _ids_part(part: tp.Part, plan: dict[str, Any]) -> np.ndarray:
+    """The part's ids, sorted (only when the parts' id ranges overlap: a global distinctness check)."""
+    ev = {"inputs": _inputs(part, plan)}
+    return np.sort(_ids(ev, part, plan))
+
+
+def _numeric_names(plan: dict[str, Any]) -> list[str]:
+    return [c for c, k in plan["kinds"].items() if k == "numeric"]
+
+
+# --- the driver: plan, run the passes, merge in part order --------------------------------
+
+def _merge_kind(summaries: list[dict[str, Any]], name: str) -> str:
+    """``numeric`` or ``categorical`` from the parts' summaries, as ``readers.table.detect_kind`` decides it."""
+    classes = {s["class"] for s in summaries} - {"null"}
+    if not classes:
+        return "categorical"
+    if classes == {"number"}:
+        return "numeric"
+    if "other" in classes:
+        t = next(s["type"] for s in summaries if s["class"] == "other")
+        raise ShardtrainError(f"column '{name}': type {t} is neither numeric nor text (declare it in "
+                              f"{_KEY}.categorical' or {_KEY}.exclude')")
+    if "bool" in classes:
+        return "categorical"
+    present, bad = sum(s["present"] for s in summaries), sum(s["bad"] for s in summaries)
+    if present == 0:
+        return "categorical"
+    return "numeric" if (present - bad) >= NUMERIC_SHARE * present else "categorical"
+
+
+def _infer_task(summaries: list[dict[str, Any]], opts: TableOptions) -> tuple[str, str]:
+    """(task, why): the ``task`` option, else classification for text/bool labels and for integer
+    labels with at most ``max_classes`` distinct values, else regression."""
+    if opts.task:
+        return opts.task, "option"
+    if opts.classes is not None:
+        return "classification", "classes option"
+    if _merge_kind(summaries, opts.label) != "numeric":
+        return "classification", "label is text or bool"
+    distinct = set().union(*(s["distinct"] for s in summaries))
+    if sum(s["seen"] for s in summaries) and all(s["ints"] for s in summaries) and len(distinct) <= opts.max_classes:
+        return "classification", f"integer label with <= {opts.max_classes} distinct values"
+    return "regression", "numeric label"
+
+
+def _merge_scans(parts: list[tp.Part], scans: list[dict[str, Any]], plan: dict[str, Any],
+                 roles: dict[str, tuple[list[str], str]]) -> list[tp.Part]:
+    """Rows and offsets into the parts; names, text columns, type checks, task and id checks into the plan."""
+    opts = plan["opts"]
+    by_file: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for part, scan in zip(parts, scans):
+        by_file.setdefault((part.role, part.file_index), []).append(scan)
+    classes: dict[str, set[str]] = {}
+    for (role, fi), file_scans in by_file.items():
+        location = roles[role][0][fi]
+        if roles[role][1] == "jsonl":  # a file's columns: every key of every block, in order of appearance
+            plan["names"][(role, fi)] = list(dict.fromkeys(n for s in file_scans for n in s["names"]))
+        names = plan["names"][(role, fi)]
+        seen = {c: set().union(*(set(s["classes"].get(c, ())) for s in file_scans)) for c in names}
+        mixed = frozenset(c for c, k in seen.items() if len(k) > 1)
+        if mixed and roles[role][1] == "jsonl":  # values of several types: the file's text, as the whole-file read
+            plan["text_cols"][(role, fi)] = mixed
+            seen.update({c: {"text"} for c in mixed})
+        first = plan["names"][(role, 0)]
+        if fi and set(names) != set(first):
+            raise ShardtrainError(f"{storage.redact(location)}: columns differ from {storage.basename(roles[role][0][0])} "
+                                  f"(missing {sorted(set(first) - set(names))}, extra {sorted(set(names) - set(first))})")
+        check_columns(location, names, required_columns(opts, role))
+        for c, k in seen.items():
+            classes.setdefault(c, set()).update(k)
+    columns = plan["names"][("path", 0)]
+    for role in roles:
+        lacking = [c for c in columns if c not in plan["names"][(role, 0)]]
+        if lacking:
+            raise ShardtrainError(f"{storage.redact(roles[role][0][0])}: no column '{lacking[0]}' (the training "
+                                  f"input has it)")
+    clash = next((c for c in columns if len(classes.get(c, set())) > 1), None)
+    if clash:
+        raise ShardtrainError(f"{storage.redact(roles['path'][0][0])}: the files' column types do not agree "
+                              f"(column '{clash}': {' and '.join(sorted(classes[clash]))})")
+    plan["columns"] = columns
+    out, offset, first_row = [], 0, {}
+    for part, scan in zip(parts, scans):
+        key = (part.role, part.file_index)
+        out.append(part.with_(rows=scan["rows"], first_row=first_row.get(key, 1), offset=offset))
+        first_row[key] = first_row.get(key, 1) + scan["rows"]
+        offset += scan["rows"]
+    if offset == 0:
+        raise ShardtrainError(f"{storage.redact(roles['path'][0][0])}: no data rows")
+    plan["task"], plan["task_from"] = _infer_task([s["label"] for s in scans if "label" in s], opts)
+    if opts.id_col:
+        _check_ids(out, scans, plan)
+    return out
+
+
+def _check_ids(parts: list[tp.Part], scans: list[dict[str, Any]], plan: dict[str, Any]) -> None:
+    """``id_col`` holds distinct integers: the first bad cell in input order, else duplicates across parts."""
+    id_col, ranges = plan["opts"].id_col, []
+    for part, scan in zip(parts, scans):
+        ids = scan.get("ids")
+        if ids is None:
+            continue
+        if ids["bad"] is not None:
+            i, value = ids["bad"]
+            raise _id_error(f"{storage.basename(part.location)}:{part.first_row + i}", value, id_col)
+        if ids["range"]:
+            ranges.append(ids["range"])
+    dups = [s["ids"]["dup"] for s in scans if s.get("ids") and s["ids"]["dup"]]
+    ordered = sorted(ranges)
+    overlap = any(b[0] <= a[1] for a, b in zip(ordered, ordered[1:]))
+    if overlap:  # ids not sorted by part: compare them all (the one pass that holds every id)
+        ids = np.concatenate(map_tasks(_ids_part, [p for p in parts if p.rows], plan["executor"], plan))
+        uniq, counts = np.unique(ids, return_counts=True)
+        dups = [(int(uniq[counts > 1][0]), int(counts.max()))] if (counts > 1).any() else []
+    if dups:
+        raise ShardtrainError(f"column '{id_col}' (dataset.options.id_col): value {min(d[0] for d in dups)} "
+                              f"occurs {max(d[1] for d in dups)} times; ids must be distinct")
+
+
+def _split_rule(plan: dict[str, Any], parts: list[tp.Part], scans: list[dict[str, Any]]) -> list[tp.Part]:
+    """The split rule recorded in the index; for seeded fractions, each part's rank offsets per stratum."""
+    opts, seed, executor = plan["opts"], plan["seed"], plan["executor"]
+    if opts.split_col:
+        plan["rule"] = {"kind": "column", "column": opts.split_col}
+        return parts
+    s0, s1, s2 = opts.split
+    if opts.val_path and opts.test_path:
+        plan["rule"] = {"kind": "files", "val_path": opts.val_path, "test_path": opts.test_path}
+        return parts
+    if opts.test_path:
+        fractions, rule = (s0 / (s0 + s1), s1 / (s0 + s1), 0.0), {"kind": "files+fractions", "test_path": opts.test_path}
+    elif opts.val_path:
+        fractions, rule = (s0 / (s0 + s2), 0.0, s2 / (s0 + s2)), {"kind": "files+fractions", "val_path": opts.val_path}
+    else:
+        fractions, rule = (s0, s1, s2), {"kind": "fractions"}
+    if plan["task"] == "regression":  # one stratum: rows with a numeric label
+        codes, main = None, [{0: s.get("label_numbers", 0)} if p.role == "path" else {} for p, s in zip(parts, scans)]
+        n_strata = 1 if any(m.get(0) for m in main) else 0
+        several = False
+    else:
+        counted = map_tasks(_strata_part, parts, executor, plan)
+        codes = sorted(set().union(*(every for every, _ in counted)))
+        index = {c: k for k, c in enumerate(codes)}
+        main = [{index[c]: n for c, n in m.items()} for _, m in counted]
+        n_strata, several = len(codes), len(codes) > 1
+    n_k, out = [0] * n_strata, []
+    for part, m in zip(parts, main):
+        out.append(part.with_(ranks=tuple(n_k)))
+        for k, n in m.items():
+            n_k[k] += n
+    plan.update(codes=codes, n_k=n_k)
+    rule.update({"fractions": [float(f) for f in fractions], "seed": seed,
+                 "stratified_by": "label" if several else "none (one stratum)"})
+    plan["rule"] = rule
+    return out
+
+
+def _kinds(plan: dict[str, Any], parts: list[tp.Part]) -> dict[str, str]:
+    """Feature column -> ``numeric`` | ``categorical``: declared, else detected on the training rows."""
+    opts = plan["opts"]
+    skip = {opts.label, opts.split_col, opts.id_col, *opts.exclude} - {None}
+    features = [c for c in plan["columns"] if c not in skip]
+    declared = {c: "numeric" if c in opts.numeric or c in opts.log1p else "categorical"
+                for c in features if c in opts.numeric or c in opts.log1p or c in opts.categorical}
+    undeclared = [c for c in features if c not in declared]
+    if not features:
+        raise ShardtrainError(f"{storage.redact(parts[0].location)}: no feature column left (label '{opts.label}', "
+                              f"exclude {list(opts.exclude)})")
+    found = map_tasks(_kinds_part, _train_parts(parts), plan["executor"], plan, undeclared) if undeclared else []
+    detected = {c: _merge_kind([f[j] for f in found], c) for j, c in enumerate(undeclared)}
+    return {c: declared.get(c) or detected[c] for c in features}
+
+
+def _train_parts(parts: list[tp.Part]) -> list[tp.Part]:
+    """The parts that can hold training rows (the main input's, with rows); at least one."""
+    return [p for p in parts if p.role == "path" and p.rows] or parts[:1]
+
+
+def _medians(plan: dict[str, Any], parts: list[tp.Part], fits: list[dict[str, Any]]) -> list[float]:
+    """Each numeric column's exact median over its kept training values (``np.median``'s value).
+
+    The middle ranks are found by radix selection on the values' keys: level 0 came with
+    the fit pass; each further pass narrows every unsettled target by 16 bits, in part order.
+    """
+    targets: dict[int, list[list[Any]]] = {}  # column -> [[prefix, level, rank, key or None], ...]
+    for j in range(len(_numeric_names(plan))):
+        n = sum(f["numeric"][j]["seen"] for f in fits)
+        if n:
+            targets[j] = [[0, 0, r, None] for r in sorted({(n - 1) // 2, n // 2})]
+
+    def step(j: int, t: list[Any], summaries: list[Any]) -> None:
+        done, value, rank = tp.select_step(summaries, t[0], t[1], t[2])
+        t[:] = [t[0], t[1], rank, value] if done else [value, t[1] + 1, rank, None]
+
+    for j, ts in targets.items():
+        for t in ts:
+            step(j, t, [f["numeric"][j]["select"] for f in fits])
+    train = _train_parts(parts)
+    while any(t[3] is None for ts in targets.values() for t in ts):
+        request = {j: sorted({(t[0], t[1]) for t in ts if t[3] is None}) for j, ts in targets.items()}
+        request = {j: r for j, r in request.items() if r}
+        answers = map_tasks(_median_part, train, plan["executor"], plan, request)
+        for j, wanted in request.items():
+            for t in targets[j]:
+                if t[3] is None:
+                    i = wanted.index((t[0], t[1]))
+                    step(j, t, [a[j][i] for a in answers])
+    out = []
+    for j in range(len(_numeric_names(plan))):
+        values = [tp.from_key(t[3]) for t in targets.get(j, [])]
+        out.append(float(np.mean(np.array(values))) if values else 0.0)
+    return out
+
+
+def _fit(plan: dict[str, Any], parts: list[tp.Part], fits: list[dict[str, Any]]) -> dict[str, Any]:
+    """The transform from the fit pass's summaries (std and the label's std come from the last pass)."""
+    opts = plan["opts"]
+    keep = sum(f["keep"] for f in fits)
+    if not keep:
+        raise ShardtrainError(f"{storage.redact(parts[0].location)}: no training row left after rejects")
+    medians = _medians(plan, parts, fits)
+    numeric_specs, names, indicators = [], [], []
+    for j, name in enumerate(_numeric_names(plan)):
+        seen = sum(f["numeric"][j]["seen"] for f in fits)
+        total = sum(f["numeric"][j]["sum"] for f in fits) + tp.scaled(medians[j], keep - seen)
+        spec = {"name": name, "log1p": name in opts.log1p, "median": medians[j], "mean": tp.exact_mean(total, keep),
+                "std": 1.0, "indicator": bool(opts.missing == "impute" and seen < keep)}
+        numeric_specs.append(spec)
+        names.append(("log1p_" if spec["log1p"] else "") + name)
+        if spec["indicator"]:
+            indicators.append(f"{name}:missing")
+    names += indicators
+    cat_specs = []
+    for j, name in enumerate(c for c, k in plan["kinds"].items() if k == "categorical"):
+        counts: dict[str, int] = {}
+        for f in fits:
+            for v, c in f["categorical"][j].items():
+                counts[v] = counts.get(v, 0) + c
+        order = sorted(counts.items(), key=lambda vc: (-vc[1], vc[0]))
+        values = [v for v, c in order if c >= opts.min_frequency][: opts.max_categories]
+        values += [OTHER] + ([MISSING] if opts.missing == "impute" else [])
+        cat_specs.append({"name": name, "values": values, "train_distinct": len(order)})
+        names += [f"{name}={v}" for v in values]
+    transform = {"numeric": numeric_specs, "categorical": cat_specs, "feature_names": names, "dim": len(names),
+                 "columns": plan["kinds"], "missing": opts.missing}
+    transform.update({"kind": "table", "task": plan["task"], "task_from": plan["task_from"], "label": opts.label,
+                      "id_col": opts.id_col})
+    if plan["task"] == "classification":
+        if plan.get("classes") is None:
+            vocab = LabelVocab.fit(sorted(set().union(*(f["labels"] for f in fits))), opts.classes)
+            plan.update(classes=list(vocab.classes), classes_from=vocab.source)
+        transform.update(classes=list(plan["classes"]), classes_from=plan["classes_from"])
+    else:
+        transform["label_stats"] = {"mean": tp.exact_mean(sum(f["y"] for f in fits), keep), "std": 1.0}
+    return transform
+
+
+def _std(total: int, n: int) -> float:
+    """``sqrt`` of the correctly rounded mean of the squared deviations (their exact sum is ``total``)."""
+    return math.sqrt(float(Fraction(total, n << tp.SCALE)))
+
+
+def prepare_jobs(opts: TableOptions, roles: dict[str, tuple[list[str], str]], seed: int, executor: str = "local",
+                 block_bytes: int = BLOCK_BYTES) -> list[SplitJob]:
+    """Plan the inputs' parts, run the passes (summaries only), fit on train and build one ``encode`` job per split."""
+    parts = tp.plan_parts(roles, block_bytes)
+    names = {(role, fi): column_names(f, fmt, opts) for role, (files, fmt) in roles.items()
+             for fi, f in enumerate(files) if fmt != "jsonl"}
+    plan: dict[str, Any] = {"opts": opts, "seed": seed, "executor": executor, "header": not opts.columns,
+                            "names": names, "text_cols": {}}
+    scans = map_tasks(_scan, parts, executor, plan)
+    parts = _merge_scans(parts, scans, plan, roles)
+    parts = _split_rule(plan, parts, scans)
+    plan["kinds"] = _kinds(plan, parts)
+    if plan["task"] == "classification" and opts.classes is not None:
+        vocab = LabelVocab.fit((), opts.classes)
+        plan.update(classes=list(vocab.classes), classes_from=vocab.source)
+    fits = map_tasks(_fit_part, _train_parts(parts), executor, plan)
+    transform = _fit(plan, parts, fits)
+    plan["transform"] = transform
+    finals = map_tasks(_final_part, parts, executor, plan)
+    keep = sum(f["keep"] for f in finals)
+    for j, spec in enumerate(transform["numeric"]):
+        std = _std(sum(f["var"][j] for f in finals), keep)
+        spec["std"] = std if std > 1e-12 else 1.0
+    if plan["task"] == "regression":
+        transform["label_stats"]["std"] = _std(sum(f["y_var"] for f in finals), keep)
+    extra = {"split_rule": plan["rule"], "columns": plan["kinds"], "task": plan["task"], "task_from": plan["task_from"],
+             "inputs": {r: [storage.basename(f) for f in files] for r, (files, _) in roles.items()}}
+    jobs = []
+    source_plan = {k: v for k, v in plan.items() if k != "executor"}
+    for s, name in enumerate(SPLITS):
+        stats = {"imputed": {}, "other": {}}
+        for f in finals:
+            for what, per_col in f["stats"][s].items():
+                for c, n in per_col.items():
+                    stats[what][c] = stats[what].get(c, 0) + n
+        pieces = [((p, s), f["rows"][s]) for p, f in zip(parts, finals) if f["rows"][s]] or [((parts[0], s), 0)]
+        rejects = [r for f in finals for r in f["rejects"][s]]
+        desc = _describe(transform, dict(extra, **_nonzero(stats)))
+        jobs.append(SplitJob(name, Parts(pieces, functools.partial(load, plan=source_plan)), encode, transform,
+                             describe=desc, pre_rejects=rejects))
     return jobs
-
-
-def _split_stats(cols: dict[str, Any], transform: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
-    """How many cells of a split were imputed, and how many categories fell into ``<other>``."""
-    imputed = {spec["name"]: int(np.isnan(cols["num"][rows, j]).sum()) for j, spec in enumerate(transform["numeric"])}
-    imputed.update({spec["name"]: int((cols["cat:" + spec["name"]][rows] == "").sum())
-                    for spec in transform["categorical"] if MISSING in spec["values"]})
-    other = {}
-    for spec in transform["categorical"]:
-        cells = cols["cat:" + spec["name"]][rows]
-        known = set(spec["values"]) - {OTHER, MISSING}
-        other[spec["name"]] = int(sum(1 for c in cells.tolist() if c and c not in known))
-    return {"imputed": {k: v for k, v in imputed.items() if v}, "other": {k: v for k, v in other.items() if v}}
 
 
 # --- predict ------------------------------------------------------------------------------
 
-def predict_job(opts: TableOptions, transform: dict[str, Any], files: list[Path], fmt: str) -> SplitJob:
+def predict_job(opts: TableOptions, transform: dict[str, Any], files: list[str], fmt: str) -> SplitJob:
     """New rows -> the run's features under its fitted ``transform`` (nothing refitted), split ``predict``.
 
-    The label column is optional; when present it is encoded with the fitted classes (a
-    class outside them, or an empty label, becomes -1, not a reject). Non-numeric cells
-    (and missing ones when the run used ``missing: reject``) are rejects.
+    The files (paths or URIs) are read whole into memory. The label column is optional;
+    when present it is encoded with the fitted classes (a class outside them, or an empty
+    label, becomes -1, not a reject). Non-numeric cells (and missing ones when the run used
+    ``missing: reject``) are rejects.
     """
     inputs = read_inputs(files, fmt, opts)
     kinds = dict(transform["columns"])
@@ -407,6 +797,6 @@ def predict_job(opts: TableOptions, transform: dict[str, Any], files: list[Path]
     kept = np.flatnonzero(reason == "")
     bad = np.flatnonzero(reason != "")
     rejects = [{"sample_id": int(sample_id[i]), "reason": str(reason[i]), "detail": str(detail[i])} for i in bad]
-    extra = {"inputs": [f.name for f in files], **_split_stats(cols, transform, kept)}
+    extra = {"inputs": [storage.basename(f) for f in files], **_nonzero(_split_stats(cols, transform, kept))}
     return SplitJob("predict", _source(cols, kept, sample_id, label), encode, transform,
                     describe=_describe(transform, extra), pre_rejects=rejects)
