@@ -1,8 +1,10 @@
 """Text dataset kinds: ``text`` (any delimited or JSON Lines file of text and label) and ``sms-spam``.
 
-``text`` reads ``options.path`` (plus ``val_path``/``test_path`` when given) with the
-reader's :class:`~shardtrain.readers.text.TextOptions`; the stage functions live in
-``shardtrain.stages.text``. ``sms-spam`` is the same kind with the SMS Spam Collection's
+``text`` reads ``options.path`` (plus ``val_path``/``test_path`` when given: local paths
+or URIs such as ``s3://bucket/sms.tsv``) with the reader's
+:class:`~shardtrain.readers.text.TextOptions`; the driver only plans blocks and merges
+summaries (``shardtrain.stages.text_plan``), the tasks read the files; the stage
+functions live in ``shardtrain.stages.text``. ``sms-spam`` is the same kind with the SMS Spam Collection's
 layout as its defaults and its file located through the dataset registry. ``Text.recipe``
 is the default training recipe for short texts (see its comment).
 """
@@ -18,12 +20,12 @@ from shardtrain.core.errors import ShardtrainError
 from shardtrain.datasets.base import Dataset, PreparePlan, register
 from shardtrain.datasets.files import RESOURCES, SMS_SPAM_FILES, file_fingerprint, locate
 from shardtrain.readers.text import TextOptions
+from shardtrain.shards import storage
 from shardtrain.stages import text as stage
 
 if TYPE_CHECKING:
     from shardtrain.stages.context import StageConfig as Config
     from shardtrain.stages.runner import SplitJob
-    from shardtrain.stages.text import TextSplits
 
 _ROLES = {"train": "path", "val": "val_path", "test": "test_path"}
 
@@ -64,57 +66,67 @@ class Text(Dataset):
     name: Literal["text"] = "text"
     options: TextOptions
 
-    def _path(self, value: str) -> Path:
-        """A configured path, relative to ``data_dir`` when that is set."""
+    def _path(self, value: str) -> storage.Location:
+        """A configured file: a URI as given, a path relative to ``data_dir`` (a directory or a URI) when set."""
+        if storage.is_uri(value):
+            return value
         path = Path(value).expanduser()
-        return Path(self.data_dir) / path if not path.is_absolute() and self.data_dir else path
+        if path.is_absolute() or not self.data_dir:
+            return path
+        return storage.join(self.data_dir, value) if storage.is_uri(self.data_dir) else Path(self.data_dir) / path
 
-    def _files(self) -> dict[str, Path]:
+    def _files(self) -> dict[str, storage.Location]:
         """The file of each split given as a file (``train`` is ``options.path``)."""
         return {split: self._path(getattr(self.options, key)) for split, key in _ROLES.items()
                 if getattr(self.options, key)}
 
     def plan(self, cfg: Config) -> PreparePlan:
-        """Check every file exists and fingerprint them (nothing is parsed yet)."""
+        """Check every file exists and fingerprint them (name, size, sha256 streamed; nothing is parsed yet)."""
         files = self._files()
-        for split, path in files.items():
-            if not path.is_file():
-                raise ShardtrainError(f"{path}: text file not found (dataset.options.{_ROLES[split]})")
+        inputs = []
+        for split, location in files.items():
+            local = storage.local_path(location)
+            if (not local.is_file()) if local is not None else storage.file_size(location) is None:
+                raise ShardtrainError(f"{storage.redact(location)}: text file not found "
+                                      f"(dataset.options.{_ROLES[split]})")
+            if local is not None:
+                inputs.append(file_fingerprint(local))
+            else:
+                size, sha = storage.digest(location)
+                inputs.append(f"{storage.basename(location)}:{size}:{sha[:16]}")
         splits = stage.output_splits(self.options.split, set(files) - {"train"})
-        return PreparePlan(splits, tuple(file_fingerprint(p) for p in files.values()), files, self.options)
+        return PreparePlan(splits, tuple(inputs), files, self.options)  # type: ignore[arg-type]  # URIs too
 
     def transform(self) -> dict[str, Any]:
         """What predict re-applies: the reader options that say how a file is laid out."""
         opts = self.options
         return {"reader": {k: getattr(opts, k) for k in ("format", "sep", "header", "quoting", "text", "label")}}
 
-    def _splits(self, cfg: Config, files: dict[str, Path]) -> TextSplits:
-        """Read the files and build the split sources (cheap: a few MB at most)."""
-        from shardtrain.readers.text import read_file
-
-        rows = {split: read_file(path, self.options.layout(path)) for split, path in files.items()}
-        return stage.build_splits(rows, self.options.split, cfg.seed, self.options.classes)
-
     def prepare_jobs(self, cfg: Config, plan: PreparePlan, executor: str) -> list[SplitJob]:
-        """One job per split: text -> hashed n-grams."""
-        return stage.prepare_jobs(cfg, self._splits(cfg, plan.files), self.transform())
+        """One job per split: text -> hashed n-grams; the splits planned on ``executor``."""
+        return stage.prepare_jobs(cfg, stage.plan_splits(cfg, plan.files, self.options, executor), self.transform())
 
     def augment_jobs(self, cfg: Config, prepare_dir: Path) -> list[SplitJob]:
-        """The training split -> originals + EDA copies -> hashed n-grams."""
-        text_cfg = dataclasses.replace(cfg.augment.text, synonyms=self._synonyms_path(cfg))
-        return stage.augment_jobs(cfg, self._splits(cfg, self.plan(cfg).files), self.transform(), text_cfg)
+        """The training split -> originals + EDA copies -> hashed n-grams (the split planned again, as in
+        prepare: the prepared shards hold n-grams, not the text)."""
+        from shardtrain.stages.text_plan import current_executor
 
-    def predict_job(self, cfg: Config, fitted: dict[str, Any], path: Path) -> SplitJob:
-        """New text at ``path`` -> the run's hashed n-grams, read with the run's layout (label optional)."""
+        text_cfg = dataclasses.replace(cfg.augment.text, synonyms=self._synonyms_path(cfg))
+        plan = stage.plan_splits(cfg, self._files(), self.options, current_executor())
+        return stage.augment_jobs(cfg, plan, self.transform(), text_cfg)
+
+    def predict_job(self, cfg: Config, fitted: dict[str, Any], path: storage.Location) -> SplitJob:
+        """New text at ``path`` (a path or a URI, read whole in this process) -> the run's hashed n-grams,
+        read with the run's layout (label optional)."""
         from shardtrain.core.validation import validate
         from shardtrain.features.text import TextFeatureConfig
         from shardtrain.readers.text import read_file
 
         reader = dict((fitted.get("transform") or {}).get("reader") or self.transform()["reader"])
         opts = dataclasses.replace(TextOptions(path=str(path)), **reader)
-        path = Path(path)
-        if not path.is_absolute() and not path.is_file() and self.data_dir:
-            path = Path(self.data_dir) / path
+        local = storage.local_path(path)
+        if local is not None and not local.is_absolute() and not local.is_file() and self.data_dir:
+            path = self._path(str(local))
         options = fitted["features"]["x"]["options"]
         feat = validate(TextFeatureConfig, options, "features.x.options")
         return stage.predict_job(read_file(path, opts.layout(path), labels=False), fitted, feat)

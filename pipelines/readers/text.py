@@ -32,12 +32,12 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from shardtrain.core.errors import ShardtrainError
+from shardtrain.shards import storage
 
 SPLITS = ("train", "val", "test")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -90,26 +90,28 @@ class TextOptions:
         if self.text is not None and self.text == self.label:
             raise ShardtrainError(f"{_KEY}.label': text and label name the same column {self.text!r}")
 
-    def layout(self, path: Path) -> TextLayout:
-        """How ``path`` is read: the format from its suffix (``auto``), quoting and columns resolved."""
+    def layout(self, location: storage.Location) -> TextLayout:
+        """How ``location`` (a path or a URI) is read: the format from its suffix (``auto``), quoting
+        and columns resolved."""
+        name = storage.basename(location)
         fmt = self.format
         if fmt == "auto":
-            fmt = "jsonl" if path.suffix.lower() in JSONL_SUFFIXES else "delimited"
+            fmt = "jsonl" if name.lower().endswith(JSONL_SUFFIXES) else "delimited"
         named = fmt == "jsonl" or self.header
         text = self.text if self.text is not None else ("text" if named else 1)
         label = self.label if self.label is not None else ("label" if named else 0)
         if fmt == "jsonl":
             for key, col in (("text", text), ("label", label)):
                 if not isinstance(col, str):
-                    raise ShardtrainError(f"{_KEY}.{key}': {path.name} is JSON Lines, whose fields are named; "
+                    raise ShardtrainError(f"{_KEY}.{key}': {name} is JSON Lines, whose fields are named; "
                                           f"got the index {col!r}")
         elif not self.header:
             for key, col in (("text", text), ("label", label)):
                 if isinstance(col, str):
-                    raise ShardtrainError(f"{_KEY}.{key}': {col!r} is a column name but {path.name} has no header "
+                    raise ShardtrainError(f"{_KEY}.{key}': {col!r} is a column name but {name} has no header "
                                           "(set header: true, or give a 0-based index)")
         if text == label:
-            raise ShardtrainError(f"{_KEY}.label': text and label are the same column {text!r} in {path.name}")
+            raise ShardtrainError(f"{_KEY}.label': text and label are the same column {text!r} in {name}")
         quoting = self.quoting if self.quoting is not None else self.sep == ","
         return TextLayout(fmt, self.sep, self.header, bool(quoting), text, label)
 
@@ -130,7 +132,7 @@ class TextLayout:
 class TextRows:
     """What :func:`read_file` returns: the file, its rows (see the module doc) and whether it has labels."""
 
-    path: Path
+    path: storage.Location
     columns: dict[str, np.ndarray]
     has_labels: bool = True
 
@@ -140,54 +142,98 @@ class TextRows:
         return self.columns["reject_reason"] == ""
 
 
-def read_file(path: Path, layout: TextLayout, *, labels: bool = True) -> TextRows:
-    """Read every data line of ``path``; ``labels`` False makes the label column optional (predict).
+@dataclass(frozen=True)
+class Fields:
+    """How every data line of one file is cut, resolved once per file (from its header or the indexes).
 
-    Raises ``ShardtrainError`` (naming the file) when it is missing or empty, when a named
-    column is not in the header, or when no line can be read with this layout.
+    Delimited: ``ncols`` fields, ``text``/``label`` their indexes (``label`` None: no label
+    column), ``maxsplit`` for :meth:`str.split`, ``bare`` for a predict file of bare lines.
+    JSON Lines: ``text``/``label`` are the keys and ``ncols`` is 0.
     """
-    if not path.is_file():
-        raise ShardtrainError(f"{path}: text data file not found")
-    lines = path.read_bytes().split(b"\n")
+
+    ncols: int
+    text: int | str
+    label: int | str | None
+    maxsplit: int = -1
+    bare: bool = False
+
+
+@dataclass
+class Parsed:
+    """The rows of a run of data lines: ``text`` and ``label`` cells ("" where unread), the rejects
+    as ``(row, reason, detail)`` (detail without its ``file:line``), how many lines had the
+    layout (``good``) and whether any JSON object had the label key."""
+
+    text: list[str]
+    label: list[str]
+    rejects: list[tuple[int, str, str]]
+    good: int = 0
+    any_label: bool = False
+
+
+def header_lines(layout: TextLayout) -> int:
+    """Lines before the first data row: 1 for a delimited file with a header, else 0."""
+    return 1 if layout.format == "delimited" and layout.header else 0
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """The lines of ``data`` without their newlines (the final newline does not start a line)."""
+    lines = data.split(b"\n")
     if lines and lines[-1] == b"":
-        lines.pop()  # the final newline does not start a row
-    first = 1 if layout.format == "delimited" and layout.header else 0
-    if len(lines) <= first:
-        raise ShardtrainError(f"{path}: no data rows")
+        lines.pop()
+    return lines
+
+
+def where(name: str, sample_id: int, layout: TextLayout) -> str:
+    """``file:line`` of data row ``sample_id`` (0-based) of file ``name``."""
+    return f"{name}:{sample_id + header_lines(layout) + 1}"
+
+
+def reject_detail(name: str, sample_id: int, layout: TextLayout, detail: str) -> str:
+    """A reject's detail as the reader words it: ``file:line: detail``, at most 300 characters."""
+    return f"{where(name, sample_id, layout)}: {detail}"[:300]
+
+
+def resolve_fields(location: storage.Location, header: bytes | None, layout: TextLayout, labels: bool = True,
+                   probe: bytes | None = None) -> Fields:
+    """The :class:`Fields` of a file: from its header line (``header``; delimited with a header),
+    else from the layout's indexes. ``probe`` (predict, ``labels`` False: the first non-empty
+    line) tells a file of bare lines, one text per line, from a labelled one."""
     if layout.format == "jsonl":
-        return _read_jsonl(path, lines, layout, labels)
-    return _read_delimited(path, lines, layout, labels, first)
+        return Fields(0, str(layout.text), str(layout.label))
+    ncols, text_i, label_i = _columns(location, header, layout, labels)
+    if not labels and not layout.header and label_i is not None and probe is not None:
+        if len(_split_line(probe.decode("utf-8", "replace"), layout, -1)) == 1 and ncols > 1:
+            return Fields(1, 0, None, -1, bare=True)
+    maxsplit = ncols - 1 if (text_i == ncols - 1 and not layout.quoting) else -1
+    return Fields(ncols, text_i, label_i, maxsplit)
 
 
-def _empty_columns(n: int, first: int) -> dict[str, np.ndarray]:
-    """The row columns for ``n`` data lines starting after ``first`` header lines (all kept, empty)."""
-    return {"sample_id": np.arange(n, dtype=np.int64), "line": np.arange(n, dtype=np.int64) + first + 1,
-            "text": np.full(n, "", dtype=object), "label": np.full(n, "", dtype=object),
-            "reject_reason": np.full(n, "", dtype=object), "reject_detail": np.full(n, "", dtype=object)}
+def parse_lines(lines: list[bytes], layout: TextLayout, fields: Fields, at_file_start: bool) -> Parsed:
+    """Parse data lines (no header among them) into cells and rejects; ``at_file_start``: ``lines[0]``
+    is the first line of its file (a byte-order mark there is dropped).
+
+    A delimited record never spans lines (with quoting too: a quoted newline is a
+    ``bad_quoting``/``field_count`` reject), so any run of whole lines parses the same
+    alone as inside its file: this is what lets a task parse one block of a file.
+    """
+    if layout.format == "jsonl":
+        return _parse_jsonl(lines, fields, at_file_start)
+    return _parse_delimited(lines, layout, fields, at_file_start)
 
 
-def _decode(raw: bytes, row: int) -> str:
-    """One line as text (CR and, on the first line, a BOM dropped); UnicodeDecodeError when not UTF-8."""
-    line = raw.rstrip(b"\r").decode("utf-8")
-    return line.lstrip("\ufeff") if row == 0 else line
-
-
-def _reject(cols: dict[str, np.ndarray], row: int, reason: str, detail: str, where: str) -> None:
-    """Mark ``row`` rejected, its detail prefixed with ``file:line``."""
-    cols["reject_reason"][row] = reason
-    cols["reject_detail"][row] = f"{where}: {detail}"[:300]
-
-
-def _line_or_reject(cols: dict[str, np.ndarray], row: int, raw: bytes, index: int, where: str) -> str | None:
-    """The text of one raw line (``index`` = its 0-based line in the file), or None once it is
-    rejected as ``invalid_utf8`` or ``empty_line`` (both layouts check these first)."""
+def _line_or_reject(out: Parsed, row: int, raw: bytes, first: bool) -> str | None:
+    """The text of one raw line (``first``: the file's first line), or None once it is rejected as
+    ``invalid_utf8`` or ``empty_line`` (both layouts check these first)."""
     try:
-        line = _decode(raw, index)
+        line = raw.rstrip(b"\r").decode("utf-8")
     except UnicodeDecodeError as exc:
-        _reject(cols, row, "invalid_utf8", f"not valid UTF-8 (byte {exc.start})", where)
+        out.rejects.append((row, "invalid_utf8", f"not valid UTF-8 (byte {exc.start})"))
         return None
+    if first:
+        line = line.lstrip("\ufeff")
     if not line.strip():
-        _reject(cols, row, "empty_line", "empty line", where)
+        out.rejects.append((row, "empty_line", "empty line"))
         return None
     return line
 
@@ -198,42 +244,31 @@ def _show(value: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "...'"
 
 
-def _read_delimited(path: Path, lines: list[bytes], layout: TextLayout, labels: bool, first: int) -> TextRows:
-    """Delimited lines -> rows (see :func:`read_file`)."""
-    ncols, text_i, label_i = _columns(path, lines, layout, labels)
-    bare = False  # predict: a file of bare lines (one text per line, no label column)
-    if not labels and not layout.header and label_i is not None:
-        probe = next((ln for ln in lines if ln.strip()), b"")
-        if len(_split_line(probe.decode("utf-8", "replace"), layout, -1)) == 1 and ncols > 1:
-            bare, ncols, text_i, label_i = True, 1, 0, None
-    maxsplit = ncols - 1 if (text_i == ncols - 1 and not layout.quoting) else -1
-    n = len(lines) - first
-    cols = _empty_columns(n, first)
-    good = 0
-    for row, raw in enumerate(lines[first:]):
-        where = f"{path.name}:{row + first + 1}"
-        line = _line_or_reject(cols, row, raw, row + first, where)
+def _parse_delimited(lines: list[bytes], layout: TextLayout, fields: Fields, at_file_start: bool) -> Parsed:
+    """Delimited lines -> cells and rejects (see :func:`parse_lines`)."""
+    n = len(lines)
+    out = Parsed([""] * n, [""] * n, [])
+    ncols, text_i, label_i = fields.ncols, int(fields.text), fields.label
+    for row, raw in enumerate(lines):
+        line = _line_or_reject(out, row, raw, at_file_start and row == 0)
         if line is None:
             continue
         try:
-            fields = [line] if bare else _split_line(line, layout, maxsplit)
+            cells = [line] if fields.bare else _split_line(line, layout, fields.maxsplit)
         except csv.Error as exc:
-            _reject(cols, row, "bad_quoting", f"{exc} in {_show(line)}", where)
+            out.rejects.append((row, "bad_quoting", f"{exc} in {_show(line)}"))
             continue
-        if len(fields) != ncols:
-            _reject(cols, row, "field_count", f"expected {ncols} fields separated by {layout.sep!r}, got "
-                                              f"{len(fields)}: {_show(line)}", where)
+        if len(cells) != ncols:
+            out.rejects.append((row, "field_count", f"expected {ncols} fields separated by {layout.sep!r}, got "
+                                                    f"{len(cells)}: {_show(line)}"))
             continue
-        good += 1
-        cols["text"][row] = fields[text_i]
+        out.good += 1
+        out.text[row] = cells[text_i]
         if label_i is not None:
-            cols["label"][row] = fields[label_i].strip()
-        if not fields[text_i].strip():
-            _reject(cols, row, "empty_text", "empty text", where)
-    if good == 0:
-        raise ShardtrainError(f"{path}: no line has {ncols} fields separated by {layout.sep!r} "
-                              f"(wrong separator or column layout?)")
-    return TextRows(path, cols, has_labels=label_i is not None)
+            out.label[row] = cells[int(label_i)].strip()
+        if not cells[text_i].strip():
+            out.rejects.append((row, "empty_text", "empty text"))
+    return out
 
 
 def _split_line(line: str, layout: TextLayout, maxsplit: int) -> list[str]:
@@ -243,17 +278,20 @@ def _split_line(line: str, layout: TextLayout, maxsplit: int) -> list[str]:
     return line.split(layout.sep, maxsplit)
 
 
-def _columns(path: Path, lines: list[bytes], layout: TextLayout, labels: bool) -> tuple[int, int, int | None]:
+def _columns(location: storage.Location, header_line: bytes | None, layout: TextLayout,
+             labels: bool) -> tuple[int, int, int | None]:
     """(number of fields, text index, label index or None) from the header or the indexes."""
     if not layout.header:
         text_i, label_i = int(layout.text), int(layout.label)
         return max(text_i, label_i) + 1, text_i, label_i
+    name = storage.redact(location)
     try:
-        header = [h.strip() for h in _split_line(_decode(lines[0], 0), layout, -1)]
+        line = (header_line or b"").rstrip(b"\r").decode("utf-8").lstrip("\ufeff")
+        header = [h.strip() for h in _split_line(line, layout, -1)]
     except UnicodeDecodeError:
-        raise ShardtrainError(f"{path}: line 1: header is not valid UTF-8") from None
+        raise ShardtrainError(f"{name}: line 1: header is not valid UTF-8") from None
     except csv.Error as exc:
-        raise ShardtrainError(f"{path}: line 1: header: {exc}") from None
+        raise ShardtrainError(f"{name}: line 1: header: {exc}") from None
     found = []
     for key, col in (("text", layout.text), ("label", layout.label)):
         if isinstance(col, int):
@@ -262,51 +300,116 @@ def _columns(path: Path, lines: list[bytes], layout: TextLayout, labels: bool) -
             found.append(header.index(col) if col in header else None)
         if found[-1] is None and (key == "text" or labels):
             what = f"no column {col}" if isinstance(col, int) else f"no column {col!r}"
-            raise ShardtrainError(f"{path}: header has {what} for dataset.options.{key} "
+            raise ShardtrainError(f"{name}: header has {what} for dataset.options.{key} "
                                   f"(columns: {', '.join(header)})")
     return len(header), found[0], found[1]
 
 
-def _read_jsonl(path: Path, lines: list[bytes], layout: TextLayout, labels: bool) -> TextRows:
-    """JSON Lines -> rows: one object per line, ``layout.text``/``layout.label`` its keys."""
-    cols = _empty_columns(len(lines), 0)
-    good, any_label = 0, False
-    tkey, lkey = str(layout.text), str(layout.label)
+def _parse_jsonl(lines: list[bytes], fields: Fields, at_file_start: bool) -> Parsed:
+    """JSON Lines -> cells and rejects: one object per line, ``fields.text``/``fields.label`` its keys."""
+    n = len(lines)
+    out = Parsed([""] * n, [""] * n, [])
+    tkey, lkey = str(fields.text), str(fields.label)
     for row, raw in enumerate(lines):
-        where = f"{path.name}:{row + 1}"
-        line = _line_or_reject(cols, row, raw, row, where)
+        line = _line_or_reject(out, row, raw, at_file_start and row == 0)
         if line is None:
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            _reject(cols, row, "bad_json", f"invalid JSON ({exc.msg} at column {exc.colno})", where)
+            out.rejects.append((row, "bad_json", f"invalid JSON ({exc.msg} at column {exc.colno})"))
             continue
         if not isinstance(record, dict):
-            _reject(cols, row, "bad_json", f"expected a JSON object, got {type(record).__name__}", where)
+            out.rejects.append((row, "bad_json", f"expected a JSON object, got {type(record).__name__}"))
             continue
         if tkey not in record:
-            _reject(cols, row, "missing_field", f"no {tkey!r} key (keys: {', '.join(list(record)[:10])})", where)
+            out.rejects.append((row, "missing_field", f"no {tkey!r} key (keys: {', '.join(list(record)[:10])})"))
             continue
         text, label = record[tkey], record.get(lkey)
         if not isinstance(text, str):
-            _reject(cols, row, "bad_json", f"{tkey!r} is {type(text).__name__}, expected a string", where)
+            out.rejects.append((row, "bad_json", f"{tkey!r} is {type(text).__name__}, expected a string"))
             continue
         if isinstance(label, (list, dict)):
-            _reject(cols, row, "bad_json", f"{lkey!r} is {type(label).__name__}, expected a string or number", where)
+            out.rejects.append((row, "bad_json", f"{lkey!r} is {type(label).__name__}, expected a string or number"))
             continue
-        good += 1
-        any_label = any_label or lkey in record
-        cols["text"][row] = text
-        cols["label"][row] = "" if label is None else (str(int(label)) if isinstance(label, float)
-                                                       and label.is_integer() else str(label).strip())
+        out.good += 1
+        out.any_label = out.any_label or lkey in record
+        out.text[row] = text
+        out.label[row] = "" if label is None else (str(int(label)) if isinstance(label, float)
+                                                   and label.is_integer() else str(label).strip())
         if not text.strip():
-            _reject(cols, row, "empty_text", "empty text", where)
-    if good == 0:
-        raise ShardtrainError(f"{path}: no line is a JSON object with a string {tkey!r} (wrong format or key?)")
-    return TextRows(path, cols, has_labels=any_label or labels)
+            out.rejects.append((row, "empty_text", "empty text"))
+    return out
 
 
+def no_rows_error(location: storage.Location, layout: TextLayout, fields: Fields) -> ShardtrainError:
+    """The file-level error when no line of a file could be read with its layout."""
+    name = storage.redact(location)
+    if layout.format == "jsonl":
+        return ShardtrainError(f"{name}: no line is a JSON object with a string {str(fields.text)!r} "
+                               "(wrong format or key?)")
+    return ShardtrainError(f"{name}: no line has {fields.ncols} fields separated by {layout.sep!r} "
+                           f"(wrong separator or column layout?)")
+
+
+def first_line(location: storage.Location, limit: int = 1 << 20) -> bytes:
+    """The first line of a file (without its newline), read from its start only (at most ``limit`` bytes)."""
+    out = b""
+    with storage.open_stream(location) as stream:
+        while len(out) < limit:
+            chunk = stream.read(1 << 16)
+            if not chunk:
+                break
+            out += chunk
+            if b"\n" in chunk:
+                break
+    return out.split(b"\n", 1)[0]
+
+
+def read_file(location: storage.Location, layout: TextLayout, *, labels: bool = True) -> TextRows:
+    """Read every data line of ``location`` (a path or a URI) in this process; ``labels`` False makes
+    the label column optional (predict).
+
+    Raises ``ShardtrainError`` (naming the file) when it is missing or empty, when a named
+    column is not in the header, or when no line can be read with this layout.
+    """
+    local = storage.local_path(location)
+    missing = not local.is_file() if local is not None else storage.file_size(location) is None
+    if missing:
+        raise ShardtrainError(f"{storage.redact(location)}: text data file not found")
+    lines = split_lines(local.read_bytes() if local is not None else storage.read_bytes(location))
+    first = header_lines(layout)
+    if len(lines) <= first:
+        raise ShardtrainError(f"{storage.redact(location)}: no data rows")
+    probe = next((ln for ln in lines if ln.strip()), b"") if not labels else None
+    fields = resolve_fields(location, lines[0] if first else None, layout, labels, probe)
+    parsed = parse_lines(lines[first:], layout, fields, at_file_start=first == 0)
+    if parsed.good == 0:
+        raise no_rows_error(location, layout, fields)
+    n, name = len(parsed.text), storage.basename(location)
+    cols = {"sample_id": np.arange(n, dtype=np.int64), "line": np.arange(n, dtype=np.int64) + first + 1,
+            "text": objects(parsed.text), "label": objects(parsed.label),
+            "reject_reason": np.full(n, "", dtype=object), "reject_detail": np.full(n, "", dtype=object)}
+    for row, reason, detail in parsed.rejects:
+        cols["reject_reason"][row] = reason
+        cols["reject_detail"][row] = reject_detail(name, row, layout, detail)
+    has_labels = (parsed.any_label or labels) if layout.format == "jsonl" else fields.label is not None
+    return TextRows(location, cols, has_labels=has_labels)
+
+
+def strata_of(cells: list[str], rejected: set[int], names: dict[str, int]) -> np.ndarray:
+    """Stratum per row (int64) of a run of rows, given the file's stratum ``names`` (cell -> index):
+    a rejected row, or one without a label, is in stratum ``len(names)`` (as in :func:`strata`)."""
+    other = len(names)
+    return np.fromiter((other if (i in rejected or not c) else names[c] for i, c in enumerate(cells)),
+                       dtype=np.int64, count=len(cells))
+
+
+def objects(values: list[str]) -> np.ndarray:
+    """A list of str as a 1-D object array (what the stage functions take as a text column)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 def strata(rows: TextRows) -> np.ndarray:
     """Stratum per row (int64): the index of its label cell among the sorted distinct cells of kept
     rows; rows the reader rejected, or without a label, share one more stratum after those."""

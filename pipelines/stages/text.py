@@ -1,12 +1,13 @@
 """Text stage functions and job building (the ``text`` kind and its ``sms-spam`` preset kind).
 
-``build_splits`` turns the files the reader read into split sources: the labelled file is
+``plan_splits`` plans the splits with the passes of ``shardtrain.stages.text_plan`` (the
+driver merges block summaries; the shard tasks read the raw blocks): the labelled file is
 cut into the splits no file was given for (stratified, seeded), the label vocabulary is
 fitted on the training split (or taken from ``classes``) and applied to every split, and
 each reject (reader or vocabulary) is counted on the split its row belongs to. Each shard
 task of ``prepare`` hashes word and character n-grams into sparse ``x_ids``/``x_weights``
 columns (weighted by an idf fitted on the training split when ``prepare.text.idf``);
-``augment`` takes the training rows and writes each original followed by its EDA (or
+``augment`` takes the planned training rows and writes each original followed by its EDA (or
 nlpaug) copies, then hashes them the same way; ``predict_job`` re-reads a new file
 with the run's layout and hashing options.
 """
@@ -14,13 +15,13 @@ with the run's layout and hashing options.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shardtrain.core.labels import LabelVocab
-from shardtrain.readers.text import SPLITS, TextRows, stratified_split, strata
+from shardtrain.readers.text import SPLITS, TextOptions, TextRows
+from shardtrain.shards import storage
 from shardtrain.stages.images import chain
 from shardtrain.stages.runner import SplitJob
 
@@ -28,16 +29,7 @@ if TYPE_CHECKING:
     from shardtrain.augment.text import TextAugmentConfig
     from shardtrain.features.text import TextFeatureConfig
     from shardtrain.stages.context import StageConfig as Config
-
-
-@dataclass
-class TextSplits:
-    """Per split: the source rows (``sample_id``, ``text``, ``label``) and the rejects; the vocabulary."""
-
-    sources: dict[str, dict[str, np.ndarray]]
-    rejects: dict[str, list[dict[str, Any]]]
-    vocab: LabelVocab
-    extra: dict[str, Any] = field(default_factory=dict)
+    from shardtrain.stages.text_plan import TextPlan
 
 
 def split_fractions(fractions: tuple[float, float, float], given: set[str]) -> tuple[float, float, float]:
@@ -59,43 +51,16 @@ def _reject_records(rows: TextRows, picked: np.ndarray) -> list[dict[str, Any]]:
              "detail": str(cols["reject_detail"][i])} for i in picked.tolist() if cols["reject_reason"][i]]
 
 
-def build_splits(files: dict[str, TextRows], fractions: tuple[float, float, float], seed: int,
-                 classes: tuple[str, ...] | None) -> TextSplits:
-    """Split sources and rejects from the read files (``files["train"]`` is the labelled file).
+def plan_splits(cfg: Config, files: dict[str, storage.Location], options: TextOptions, executor: str) -> TextPlan:
+    """Plan the splits of the files (``files["train"]`` is the labelled file) with the planned passes
+    of ``shardtrain.stages.text_plan``: the driver holds summaries, the tasks read the blocks."""
+    from shardtrain.stages.text_plan import plan_text
 
-    Rows of the labelled file go to the splits not given as files, by ``fractions``
-    (stratified by label cell, seeded); the vocabulary is fitted on the training split's
-    kept rows unless ``classes`` is set; a label outside it (``unknown_label``) or an empty
-    label (``empty_label``) rejects the row in whatever split it is.
-    """
-    main = files["train"]
-    given = {s for s in files if s != "train"}
-    fracs = split_fractions(fractions, given)
-    assigned = stratified_split(strata(main), fracs, seed)                     # (N,) int8
-    parts = {s: (main, np.flatnonzero(assigned == i)) for i, s in enumerate(SPLITS) if s not in given}
-    parts.update({s: (rows, np.arange(len(rows.columns["text"]))) for s, rows in files.items() if s != "train"})
-    train_rows, train_idx = parts["train"]
-    train_ok = train_idx[train_rows.ok[train_idx]]
-    vocab = LabelVocab.fit(train_rows.columns["label"][train_ok], classes)
-    sources, rejects, counts = {}, {}, {}
-    for split in output_splits(fractions, given):
-        rows, idx = parts[split]
-        cols = rows.columns
-        rejects[split] = _reject_records(rows, idx)
-        ok = idx[rows.ok[idx]]
-        labels, reasons = vocab.encode(cols["label"][ok])
-        for i, reason in zip(ok[reasons != ""].tolist(), reasons[reasons != ""].tolist()):
-            rejects[split].append({"sample_id": int(cols["sample_id"][i]), "reason": reason,
-                                   "detail": f"{rows.path.name}:{int(cols['line'][i])}: "
-                                             f"{vocab.detail(cols['label'][i])}"})
-        keep = reasons == ""
-        sources[split] = {"sample_id": cols["sample_id"][ok[keep]], "text": cols["text"][ok[keep]],
-                          "label": labels[keep]}
-        counts[split] = {c: int((labels[keep] == k).sum()) for k, c in enumerate(vocab.classes)}
-    extra = {"split_rule": {"kind": "stratified", "seed": seed, "fractions": list(fracs)},
-             "split_counts": counts,
-             "files": {s: rows.path.name for s, rows in files.items()}}
-    return TextSplits(sources, rejects, vocab, extra)
+    given = set(files) - {"train"}
+    layouts = {role: options.layout(location) for role, location in files.items()}
+    return plan_text(files, layouts, split_fractions(options.split, given), output_splits(options.split, given),
+                     cfg.seed, options.classes, cfg.prepare.text, cfg.prepare.block_bytes,
+                     cfg.prepare.rows_per_shard, executor)
 
 
 def describe(feat: TextFeatureConfig, vocab: LabelVocab, transform: dict[str, Any],
@@ -110,25 +75,25 @@ def describe(feat: TextFeatureConfig, vocab: LabelVocab, transform: dict[str, An
     }
 
 
-def features_ctx(feat: TextFeatureConfig, splits: TextSplits,
+def features_ctx(feat: TextFeatureConfig, plan: TextPlan,
                  transform: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The hashing step's ctx and the transform with what was fitted on the training split (the idf)."""
-    from shardtrain.features.text import encode_idf, fit_idf
+    from shardtrain.features.text import encode_idf
 
     if not feat.idf:
         return {"cfg": feat, "idf": None}, transform
-    idf = fit_idf(list(splits.sources["train"]["text"]), feat)
+    idf = plan.idf()
     return {"cfg": feat, "idf": idf}, dict(transform, idf=encode_idf(idf))
 
 
-def prepare_jobs(cfg: Config, splits: TextSplits, transform: dict[str, Any]) -> list[SplitJob]:
+def prepare_jobs(cfg: Config, plan: TextPlan, transform: dict[str, Any]) -> list[SplitJob]:
     """One job per split: text -> hashed n-grams, with that split's rejects."""
     from shardtrain.features.text import weighted_ngrams
 
-    ctx, transform = features_ctx(cfg.prepare.text, splits, transform)
-    desc = describe(cfg.prepare.text, splits.vocab, transform, splits.extra)
-    return [SplitJob(split, source, weighted_ngrams, ctx, describe=desc, pre_rejects=splits.rejects[split])
-            for split, source in splits.sources.items()]
+    ctx, transform = features_ctx(cfg.prepare.text, plan, transform)
+    desc = describe(cfg.prepare.text, plan.vocab, transform, plan.extra)
+    return [SplitJob(split, source, weighted_ngrams, ctx, describe=desc, pre_rejects=plan.rejects[split])
+            for split, source in plan.sources.items()]
 
 
 def augment_step(batch: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
@@ -138,17 +103,21 @@ def augment_step(batch: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     return augment_text(batch, ctx["cfg"], ctx["seed"], None, ctx["copies"])
 
 
-def augment_jobs(cfg: Config, splits: TextSplits, transform: dict[str, Any],
+def augment_jobs(cfg: Config, plan: TextPlan, transform: dict[str, Any],
                  text_cfg: TextAugmentConfig) -> list[SplitJob]:
-    """The training split -> originals + copies -> hashed n-grams (``text_cfg`` has its synonyms resolved)."""
+    """The training split -> originals + copies -> hashed n-grams (``text_cfg`` has its synonyms resolved).
+
+    The source is the planned training split (its :class:`Parts`: the shard tasks read the
+    raw blocks), not the prepared shards: those hold the hashed n-grams, not the text.
+    """
     from shardtrain.features.text import weighted_ngrams
 
-    ctx, transform = features_ctx(cfg.prepare.text, splits, transform)   # fitted on the originals, as in prepare
+    ctx, transform = features_ctx(cfg.prepare.text, plan, transform)   # fitted on the originals, as in prepare
     steps = [(augment_step, {"cfg": text_cfg, "seed": cfg.seed, "copies": cfg.augment.copies}),
              (weighted_ngrams, ctx)]
-    extra = dict(splits.extra, copies=cfg.augment.copies, augment=dataclasses.asdict(cfg.augment.text))
-    desc = describe(cfg.prepare.text, splits.vocab, transform, extra)
-    return [SplitJob("train", splits.sources["train"], chain, {"steps": steps}, describe=desc)]
+    extra = dict(plan.extra, copies=cfg.augment.copies, augment=dataclasses.asdict(cfg.augment.text))
+    desc = describe(cfg.prepare.text, plan.vocab, transform, extra)
+    return [SplitJob("train", plan.sources["train"], chain, {"steps": steps}, describe=desc)]
 
 
 def predict_job(rows: TextRows, fitted: dict[str, Any], feat: TextFeatureConfig) -> SplitJob:
@@ -170,6 +139,6 @@ def predict_job(rows: TextRows, fitted: dict[str, Any], feat: TextFeatureConfig)
     desc = {"features": fitted["features"],
             "labels": {"label": {k: v for k, v in label_desc.items() if k != "counts"}},
             "transform": transform,
-            "extra": {"files": {"predict": rows.path.name}, "has_labels": rows.has_labels}}
+            "extra": {"files": {"predict": storage.basename(rows.path)}, "has_labels": rows.has_labels}}
     return SplitJob("predict", source, weighted_ngrams, {"cfg": feat, "idf": idf}, describe=desc,
                     pre_rejects=_reject_records(rows, np.arange(len(cols["text"]))))
