@@ -24,7 +24,9 @@ frequent first, capped by ``max_categories``, rarer than ``min_frequency`` dropp
 plus ``<other>`` and, under impute, ``<missing>``. The fitted state is a plain dict
 stored in every split's index as ``transform``.
 
-Each split is a ``Parts`` source: the shard tasks :func:`load` their parts (re-read,
+What the tasks run (reading and judging a part, each pass's summary) is in
+``shardtrain.stages.table_plan``; this module is the driver's side and the stage function.
+Each split is a ``Parts`` source: the shard tasks ``table_plan.load`` their parts (re-read,
 parse, filter to the split's kept rows, in input order) and run :func:`encode` (a pure
 batch function, the fitted transform as its ``ctx``), so the local and the Ray executors
 write the same bytes and ``predict`` re-applies the very same function to new files.
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
+import uuid
 from fractions import Fraction
 from typing import Any
 
@@ -42,19 +45,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shardtrain.core.errors import ShardtrainError
-from shardtrain.core.labels import EMPTY_LABEL, UNKNOWN_LABEL, LabelVocab
-from shardtrain.readers.table import (NUMERIC_SHARE, Inputs, TableOptions, categories, check_columns,
-                                      column_names, numbers, read_inputs, required_columns, type_class)
+from shardtrain.core.labels import LabelVocab
+from shardtrain.readers.table import (NUMERIC_SHARE, TableOptions, categories, check_columns, column_names, numbers,
+                                      read_inputs, required_columns)
 from shardtrain.shards import storage
 from shardtrain.shards.blocks import BLOCK_BYTES
 from shardtrain.stages import table_plan as tp
 from shardtrain.stages.mapreduce import map_tasks
 from shardtrain.stages.runner import Parts, SplitJob
 
-SPLITS = ("train", "val", "test")
-SPLIT_VALUES = {"train": 0, "val": 1, "validation": 1, "valid": 1, "test": 2}
-ROLE_CODE = {"path": 0, "val_path": 1, "test_path": 2}
-OTHER, MISSING = "<other>", "<missing>"
+SPLITS, OTHER, MISSING = tp.SPLITS, tp.OTHER, tp.MISSING
 _KEY = "config key 'dataset.options"
 
 
@@ -106,93 +106,6 @@ def encode(batch: dict[str, Any], ctx: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# --- parsing one set of rows (a part in prepare, the whole input in predict) ---------------
-
-def _reject(reason: np.ndarray, detail: np.ndarray, rows: np.ndarray, why: str, texts: list[str]) -> None:
-    """Mark ``rows`` rejected with ``why`` where no earlier reason holds (one reason per row)."""
-    for i, text in zip(rows.tolist(), texts):
-        if not reason[i]:
-            reason[i], detail[i] = why, text
-
-
-def _cell_text(col: pa.Array, i: int) -> str:
-    value = col[i].as_py()
-    return str(value)[:80]
-
-
-def parse_features(inputs: Inputs, kinds: dict[str, str], opts: TableOptions, reason: np.ndarray,
-                   detail: np.ndarray, reject_missing: bool) -> dict[str, Any]:
-    """Parsed feature cells of every row: ``num`` (N, n_numeric) float64 and ``cat:<c>`` arrays.
-
-    Marks ``non_numeric`` cells (and missing cells when ``reject_missing``) in
-    ``reason``/``detail`` (first offending column in column order wins).
-    """
-    table, n = inputs.table, inputs.table.num_rows
-    numeric = [c for c, k in kinds.items() if k == "numeric"]
-    out: dict[str, Any] = {"num": np.zeros((n, len(numeric)))}
-    for name, kind in kinds.items():
-        col = table.column(name).combine_chunks()
-        if kind == "numeric":
-            values, bad = numbers(col, name)
-            rows = np.flatnonzero(bad & (reason == ""))
-            _reject(reason, detail, rows, "non_numeric",
-                    [f"{inputs.where(i)} column '{name}': value {_cell_text(col, i)!r}" for i in rows])
-            out["num"][:, numeric.index(name)] = values
-            missing = np.isnan(values) & ~bad
-        else:
-            out["cat:" + name] = categories(col, name)
-            missing = out["cat:" + name] == ""
-        if reject_missing:
-            rows = np.flatnonzero(missing & (reason == ""))
-            _reject(reason, detail, rows, "missing_value", [f"{inputs.where(i)} column '{name}': empty" for i in rows])
-    return out
-
-
-def _id_values(inputs: Inputs, id_col: str) -> tuple[np.ndarray, int]:
-    """``id_col`` as int64 and the first row that is not an integer (-1: none)."""
-    values, bad = numbers(inputs.table.column(id_col), id_col)
-    wrong = bad | np.isnan(values) | (values != np.round(values))
-    first = int(np.flatnonzero(wrong)[0]) if wrong.any() else -1
-    return np.where(wrong, 0, values).astype(np.int64), first
-
-
-def _id_error(where: str, value: Any, id_col: str) -> ShardtrainError:
-    return ShardtrainError(f"{where}: column '{id_col}' (dataset.options.id_col) must hold integers, got {value!r}")
-
-
-def _sample_ids(inputs: Inputs, id_col: str | None, offset: int = 0, check_distinct: bool = True) -> np.ndarray:
-    """``id_col`` values (distinct integers) when set, else the 0-based row over the input (from ``offset``)."""
-    n = inputs.table.num_rows
-    if not id_col or id_col not in inputs.table.column_names:
-        return np.arange(offset, offset + n, dtype=np.int64)
-    ids, first = _id_values(inputs, id_col)
-    if first >= 0:
-        raise _id_error(inputs.where(first), inputs.table.column(id_col)[first].as_py(), id_col)
-    if check_distinct:
-        uniq, counts = np.unique(ids, return_counts=True)
-        if (counts > 1).any():
-            raise ShardtrainError(f"column '{id_col}' (dataset.options.id_col): value {int(uniq[counts > 1][0])} "
-                                  f"occurs {int(counts.max())} times; ids must be distinct")
-    return ids
-
-
-def _split_stats(cols: dict[str, Any], transform: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
-    """How many cells of a split were imputed, and how many categories fell into ``<other>`` (counts per column)."""
-    imputed = {spec["name"]: int(np.isnan(cols["num"][rows, j]).sum()) for j, spec in enumerate(transform["numeric"])}
-    imputed.update({spec["name"]: int((cols["cat:" + spec["name"]][rows] == "").sum())
-                    for spec in transform["categorical"] if MISSING in spec["values"]})
-    other = {}
-    for spec in transform["categorical"]:
-        cells = cols["cat:" + spec["name"]][rows]
-        known = set(spec["values"]) - {OTHER, MISSING}
-        other[spec["name"]] = int(sum(1 for c in cells.tolist() if c and c not in known))
-    return {"imputed": imputed, "other": other}
-
-
-def _nonzero(stats: dict[str, Any]) -> dict[str, Any]:
-    return {k: {c: n for c, n in v.items() if n} for k, v in stats.items()}
-
-
 def _describe(transform: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Index metadata shared by every split: features, labels, the fitted transform."""
     names = transform["feature_names"]
@@ -204,276 +117,6 @@ def _describe(transform: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any
     else:
         label = {"classes": list(transform["classes"]), "classes_from": transform["classes_from"]}
     return {"features": {"x": feature}, "labels": {"label": label}, "transform": transform, "extra": extra}
-
-
-def _source(cols: dict[str, Any], rows: np.ndarray, sample_id: np.ndarray, label: Any) -> dict[str, Any]:
-    """The raw columns of ``rows`` as one split job's source."""
-    src = {"sample_id": sample_id[rows]}
-    src.update({k: v[rows] for k, v in cols.items()})
-    if label is not None:
-        src["label"] = label[rows]
-    return src
-
-
-# --- one part, as far as the plan knows it -------------------------------------------------
-
-def _inputs(part: tp.Part, plan: dict[str, Any]) -> Inputs:
-    """The part's rows (the training input's columns, in its order), each knowing its ``file:row``."""
-    key = (part.role, part.file_index)
-    table = tp.read_part(part, plan["names"][key], plan["opts"].delimiter, plan["header"],
-                         plan["text_cols"].get(key, frozenset()))
-    if plan.get("columns"):
-        table = table.select(plan["columns"])
-    n = table.num_rows
-    return Inputs(table, [part.location], np.zeros(n, np.int32),
-                  np.arange(part.first_row, part.first_row + n, dtype=np.int64))
-
-
-def _labels(lab: pa.Array, task: str, opts: TableOptions, codes: list[str] | None) -> tuple[Any, np.ndarray, np.ndarray]:
-    """(label cells or float64 values, strata for the split (-1 = no label), bad: non-numeric regression label)."""
-    if task == "regression":
-        y, bad = numbers(lab, opts.label)
-        return y, np.where(np.isnan(y), -1, 0), bad
-    label = categories(lab, opts.label)
-    if codes is None:  # strata are not needed (a split column or split files)
-        strata = np.where(label == "", -1, 0)
-    else:  # class k: the k-th of the sorted non-empty labels of every input, as np.unique numbered them
-        idx = pc.index_in(pa.array(label.tolist(), pa.string()), value_set=pa.array(codes, pa.string()))
-        strata = idx.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return label, strata, np.zeros(len(label), dtype=bool)
-
-
-@functools.lru_cache(maxsize=16)
-def _split_table(seed: int, k: int, n: int, fractions: tuple[float, ...]) -> np.ndarray:
-    """Split index (int8) of the class-``k`` row of each rank: ``readers.text.stratified_split``'s rule per rank.
-
-    The class's ``n`` rows are permuted by ``default_rng([seed, k])`` and cut at
-    round-half-up of the cumulative fractions, so a row's split follows from its rank in
-    its class alone: every task computes the same table (cached per worker process).
-    """
-    perm = np.random.default_rng([int(seed) & 0xFFFFFFFFFFFFFFFF, k]).permutation(n)
-    cuts = np.floor(np.cumsum(np.asarray(fractions, dtype=np.float64)) * n + 0.5).astype(np.int64)
-    cuts[-1] = n
-    out = np.empty(n, dtype=np.int8)
-    for s, (a, b) in enumerate(zip(np.concatenate([[0], cuts[:-1]]), cuts)):
-        out[perm[a:b]] = s
-    return out
-
-
-def _split(part: tp.Part, inputs: Inputs, strata: np.ndarray, plan: dict[str, Any], reason: np.ndarray,
-           detail: np.ndarray) -> np.ndarray:
-    """Split index per row of the part (int8, -1 = none), marking ``bad_split`` rejects."""
-    opts, n = plan["opts"], inputs.table.num_rows
-    if part.role != "path":
-        return np.full(n, ROLE_CODE[part.role], dtype=np.int8)
-    if opts.split_col:
-        cells = categories(inputs.table.column(opts.split_col), opts.split_col)
-        split = np.array([SPLIT_VALUES.get(c.lower(), -1) for c in cells.tolist()], dtype=np.int8)
-        bad = np.flatnonzero(split < 0)
-        _reject(reason, detail, bad, "bad_split",
-                [f"{inputs.where(i)} column '{opts.split_col}': value {cells[i]!r} (expected train, val, "
-                 f"validation or test)" for i in bad])
-        return split
-    if plan["rule"]["kind"] == "files":
-        return np.zeros(n, dtype=np.int8)
-    split = np.full(n, -1, dtype=np.int8)
-    for k in np.unique(strata[strata >= 0]).tolist():
-        rows = np.flatnonzero(strata == k)
-        table = _split_table(plan["seed"], k, plan["n_k"][k], tuple(plan["rule"]["fractions"]))
-        split[rows] = table[part.ranks[k] + np.arange(len(rows))]
-    return split
-
-
-def _evaluate(part: tp.Part, plan: dict[str, Any]) -> dict[str, Any]:
-    """Read a part and decide what the plan allows: labels, splits, rejects, parsed feature cells.
-
-    Rejects are marked in today's order (bad split, label, feature cells in column
-    order, unknown label), one reason per row.
-    """
-    opts = plan["opts"]
-    inputs = _inputs(part, plan)
-    n = inputs.table.num_rows
-    reason, detail = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
-    lab = inputs.table.column(opts.label).combine_chunks()
-    label, strata, bad = _labels(lab, plan["task"], opts, plan.get("codes"))
-    split = _split(part, inputs, strata, plan, reason, detail)
-    rows = np.flatnonzero(bad)
-    _reject(reason, detail, rows, "non_numeric",
-            [f"{inputs.where(i)} column '{opts.label}': value {_cell_text(lab, i)!r}" for i in rows])
-    empty = (np.isnan(label) & ~bad) if label.dtype.kind == "f" else (label == "")
-    rows = np.flatnonzero(empty)
-    _reject(reason, detail, rows, EMPTY_LABEL, [f"{inputs.where(i)} column '{opts.label}': empty" for i in rows])
-    cols = None
-    if "kinds" in plan:
-        cols = parse_features(inputs, plan["kinds"], opts, reason, detail, opts.missing == "reject")
-        if plan["task"] == "classification" and plan.get("classes") is not None:
-            vocab = LabelVocab(tuple(plan["classes"]), plan["classes_from"])
-            rows = np.flatnonzero(vocab.encode(label)[1] == UNKNOWN_LABEL)
-            _reject(reason, detail, rows, UNKNOWN_LABEL, [f"{inputs.where(i)}: {vocab.detail(label[i])}" for i in rows])
-    return {"inputs": inputs, "label": label, "split": split, "reason": reason, "detail": detail, "cols": cols}
-
-
-def _ids(ev: dict[str, Any], part: tp.Part, plan: dict[str, Any]) -> np.ndarray:
-    """The part's sample ids (``id_col``, checked by the scan, or the row over all inputs)."""
-    return _sample_ids(ev["inputs"], plan["opts"].id_col, part.offset, check_distinct=False)
-
-
-def load(handle: tuple[tp.Part, int], plan: dict[str, Any]) -> dict[str, Any]:
-    """A shard task's piece: the kept rows of split ``handle[1]`` in part ``handle[0]``, raw cells, input order."""
-    part, s = handle
-    ev = _evaluate(part, plan)
-    kept = np.flatnonzero((ev["split"] == s) & (ev["reason"] == ""))
-    return _source(ev["cols"], kept, _ids(ev, part, plan), ev["label"])
-
-
-# --- the passes' task functions (module level: Ray pickles them by reference) ---------------
-
-def _kind_summary(col: pa.Array, name: str) -> dict[str, Any]:
-    """What a column's cells say about its kind: type class, present and non-number cells."""
-    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    cls = type_class(col.type)
-    out = {"class": cls, "type": str(col.type), "present": 0, "bad": 0, "seen": 0, "ints": True, "distinct": []}
-    if cls != "other":
-        values, bad = numbers(col, name)
-        seen = values[~np.isnan(values)]
-        out.update(present=int(seen.size + bad.sum()), bad=int(bad.sum()), seen=int(seen.size),
-                   ints=bool(np.all(seen == np.round(seen))), distinct=np.unique(seen))
-    return out
-
-
-def _scan(part: tp.Part, plan: dict[str, Any]) -> dict[str, Any]:
-    """Pass 1: the part's rows, column names and type classes, the label's task summary, its id range."""
-    from shardtrain.readers.table import json_kinds, read_jsonl_bytes
-    from shardtrain.shards.blocks import read_block
-
-    opts = plan["opts"]
-    if part.fmt == "jsonl":
-        data = read_block(part.block)
-        kinds = json_kinds(data)
-        names = list(kinds)
-        table = read_jsonl_bytes(data, names)
-        classes = {c: sorted(kinds[c]) for c in names}
-    else:
-        names = plan["names"][(part.role, part.file_index)]
-        table = tp.read_part(part, names, opts.delimiter, plan["header"])
-        classes = {c: sorted({type_class(table.column(c).type)} - {"null"}) for c in names}
-    n = table.num_rows
-    out: dict[str, Any] = {"rows": n, "names": names, "classes": classes}
-    if part.role == "path" and opts.label in names:
-        lab = table.column(opts.label).combine_chunks()
-        task_rows = np.ones(n, dtype=bool)
-        if opts.split_col and opts.split_col in names:
-            cells = categories(table.column(opts.split_col), opts.split_col)
-            task_rows = np.array([SPLIT_VALUES.get(c.lower()) == 0 for c in cells.tolist()], dtype=bool)
-        summary = _kind_summary(lab.filter(pa.array(task_rows)), opts.label)
-        summary["distinct"] = summary["distinct"][: opts.max_classes + 1].tolist() if len(summary["distinct"]) else []
-        out["label"] = summary
-        out["label_numbers"] = _kind_summary(lab, opts.label)["seen"]  # regression strata: rows with a number
-    if opts.id_col and opts.id_col in names:
-        inputs = Inputs(table, [part.location], np.zeros(n, np.int32), np.arange(1, n + 1))
-        ids, first = _id_values(inputs, opts.id_col)
-        uniq, counts = np.unique(ids, return_counts=True)
-        dup = (int(uniq[counts > 1][0]), int(counts.max())) if (counts > 1).any() else None
-        out["ids"] = {"bad": (first, table.column(opts.id_col)[first].as_py()) if first >= 0 else None, "dup": dup,
-                      "range": (int(uniq[0]), int(uniq[-1])) if n else None}
-    return out
-
-
-def _strata_part(part: tp.Part, plan: dict[str, Any]) -> tuple[dict[str, int], dict[str, int]]:
-    """Pass 2 (classification, fraction splits): label counts over all rows and over the main input's rows."""
-    lab = _inputs(part, plan).table.column(plan["opts"].label)
-    uniq, counts = np.unique(categories(lab, plan["opts"].label).astype(str), return_counts=True)
-    every = {u: int(c) for u, c in zip(uniq.tolist(), counts.tolist()) if u}
-    return every, (every if part.role == "path" else {})
-
-
-def _kinds_part(part: tp.Part, plan: dict[str, Any], names: list[str]) -> list[dict[str, Any]]:
-    """Pass 3: per undeclared column, its kind summary over the part's training rows."""
-    ev = _evaluate(part, plan)
-    train = pa.array(ev["split"] == 0)
-    table = ev["inputs"].table
-    out = []
-    for c in names:
-        summary = _kind_summary(table.column(c).combine_chunks().filter(train), c)
-        summary["distinct"] = []
-        out.append(summary)
-    return out
-
-
-def _train_values(ev: dict[str, Any], plan: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The kept training rows and, per numeric column, their values (log1p applied) as fitted."""
-    keep = (ev["split"] == 0) & (ev["reason"] == "")
-    values = []
-    for j, name in enumerate(_numeric_names(plan)):
-        v = ev["cols"]["num"][keep, j].copy()
-        if name in plan["opts"].log1p:
-            np.copysign(np.log1p(np.abs(v)), v, out=v)
-        values.append(v)
-    return keep, values
-
-
-def _fit_part(part: tp.Part, plan: dict[str, Any]) -> dict[str, Any]:
-    """Pass 4: what the transform needs from the part's kept training rows (exact sums, counts, median level 0)."""
-    ev = _evaluate(part, plan)
-    keep, values = _train_values(ev, plan)
-    out: dict[str, Any] = {"keep": int(keep.sum()), "numeric": [], "categorical": [], "labels": [], "y": 0}
-    for v in values:
-        seen = v[~np.isnan(v)]
-        out["numeric"].append({"seen": int(seen.size), "sum": tp.exact_sum(seen),
-                               "select": tp.select_summary(tp.keys(seen), [(0, 0)])[0]})
-    for name in (c for c, k in plan["kinds"].items() if k == "categorical"):
-        cells = ev["cols"]["cat:" + name][keep]
-        uniq, counts = np.unique(cells[cells != ""].astype(str), return_counts=True)
-        out["categorical"].append(dict(zip(uniq.tolist(), counts.tolist())))
-    if plan["task"] == "classification":
-        out["labels"] = sorted(set(ev["label"][keep].tolist()))
-    else:
-        out["y"] = tp.exact_sum(ev["label"][keep])
-    return out
-
-
-def _median_part(part: tp.Part, plan: dict[str, Any], request: dict[int, list[tuple[int, int]]]) -> dict[int, list]:
-    """A median pass: per numeric column asked for, the part's summary of each target prefix."""
-    _, values = _train_values(_evaluate(part, plan), plan)
-    return {j: tp.select_summary(tp.keys(values[j][~np.isnan(values[j])]), targets) for j, targets in request.items()}
-
-
-def _final_part(part: tp.Part, plan: dict[str, Any]) -> dict[str, Any]:
-    """Last pass: squared deviations (exact sums), rows kept and rejects per split, imputed/other counts."""
-    ev = _evaluate(part, plan)
-    transform = plan["transform"]
-    keep, values = _train_values(ev, plan)
-    var = []
-    for v, spec in zip(values, transform["numeric"]):
-        v = np.where(np.isnan(v), spec["median"], v)
-        d = v - spec["mean"]
-        var.append(tp.exact_sum(d * d))
-    y_var = 0
-    if plan["task"] == "regression":
-        d = ev["label"][keep] - transform["label_stats"]["mean"]
-        y_var = tp.exact_sum(d * d)
-    sample_id = _ids(ev, part, plan)
-    out: dict[str, Any] = {"keep": int(keep.sum()), "var": var, "y_var": y_var, "rows": [], "rejects": [], "stats": []}
-    reason, detail, split = ev["reason"], ev["detail"], ev["split"]
-    for s in range(len(SPLITS)):
-        mine = (split == s) | ((split < 0) if s == 0 else False)
-        kept = np.flatnonzero(mine & (reason == ""))
-        bad = np.flatnonzero(mine & (reason != ""))
-        out["rows"].append(len(kept))
-        out["rejects"].append([{"sample_id": int(sample_id[i]), "reason": str(reason[i]), "detail": str(detail[i])}
-                               for i in bad])
-        out["stats"].append(_split_stats(ev["cols"], transform, kept))
-    return out
-
-
-def _ids_part(part: tp.Part, plan: dict[str, Any]) -> np.ndarray:
-    """The part's ids, sorted (only when the parts' id ranges overlap: a global distinctness check)."""
-    ev = {"inputs": _inputs(part, plan)}
-    return np.sort(_ids(ev, part, plan))
-
-
-def _numeric_names(plan: dict[str, Any]) -> list[str]:
-    return [c for c, k in plan["kinds"].items() if k == "numeric"]
 
 
 # --- the driver: plan, run the passes, merge in part order --------------------------------
@@ -571,14 +214,14 @@ def _check_ids(parts: list[tp.Part], scans: list[dict[str, Any]], plan: dict[str
             continue
         if ids["bad"] is not None:
             i, value = ids["bad"]
-            raise _id_error(f"{storage.basename(part.location)}:{part.first_row + i}", value, id_col)
+            raise tp.id_error(f"{storage.basename(part.location)}:{part.first_row + i}", value, id_col)
         if ids["range"]:
             ranges.append(ids["range"])
     dups = [s["ids"]["dup"] for s in scans if s.get("ids") and s["ids"]["dup"]]
     ordered = sorted(ranges)
     overlap = any(b[0] <= a[1] for a, b in zip(ordered, ordered[1:]))
     if overlap:  # ids not sorted by part: compare them all (the one pass that holds every id)
-        ids = np.concatenate(map_tasks(_ids_part, [p for p in parts if p.rows], plan["executor"], plan))
+        ids = np.concatenate(map_tasks(tp.ids_part, [p for p in parts if p.rows], plan["executor"], plan))
         uniq, counts = np.unique(ids, return_counts=True)
         dups = [(int(uniq[counts > 1][0]), int(counts.max()))] if (counts > 1).any() else []
     if dups:
@@ -607,7 +250,7 @@ def _split_rule(plan: dict[str, Any], parts: list[tp.Part], scans: list[dict[str
         n_strata = 1 if any(m.get(0) for m in main) else 0
         several = False
     else:
-        counted = map_tasks(_strata_part, parts, executor, plan)
+        counted = map_tasks(tp.strata_part, parts, executor, plan)
         codes = sorted(set().union(*(every for every, _ in counted)))
         index = {c: k for k, c in enumerate(codes)}
         main = [{index[c]: n for c, n in m.items()} for _, m in counted]
@@ -635,7 +278,7 @@ def _kinds(plan: dict[str, Any], parts: list[tp.Part]) -> dict[str, str]:
     if not features:
         raise ShardtrainError(f"{storage.redact(parts[0].location)}: no feature column left (label '{opts.label}', "
                               f"exclude {list(opts.exclude)})")
-    found = map_tasks(_kinds_part, _train_parts(parts), plan["executor"], plan, undeclared) if undeclared else []
+    found = map_tasks(tp.kinds_part, _train_parts(parts), plan["executor"], plan, undeclared) if undeclared else []
     detected = {c: _merge_kind([f[j] for f in found], c) for j, c in enumerate(undeclared)}
     return {c: declared.get(c) or detected[c] for c in features}
 
@@ -652,7 +295,7 @@ def _medians(plan: dict[str, Any], parts: list[tp.Part], fits: list[dict[str, An
     the fit pass; each further pass narrows every unsettled target by 16 bits, in part order.
     """
     targets: dict[int, list[list[Any]]] = {}  # column -> [[prefix, level, rank, key or None], ...]
-    for j in range(len(_numeric_names(plan))):
+    for j in range(len(tp.numeric_names(plan))):
         n = sum(f["numeric"][j]["seen"] for f in fits)
         if n:
             targets[j] = [[0, 0, r, None] for r in sorted({(n - 1) // 2, n // 2})]
@@ -668,14 +311,14 @@ def _medians(plan: dict[str, Any], parts: list[tp.Part], fits: list[dict[str, An
     while any(t[3] is None for ts in targets.values() for t in ts):
         request = {j: sorted({(t[0], t[1]) for t in ts if t[3] is None}) for j, ts in targets.items()}
         request = {j: r for j, r in request.items() if r}
-        answers = map_tasks(_median_part, train, plan["executor"], plan, request)
+        answers = map_tasks(tp.median_part, train, plan["executor"], plan, request)
         for j, wanted in request.items():
             for t in targets[j]:
                 if t[3] is None:
                     i = wanted.index((t[0], t[1]))
                     step(j, t, [a[j][i] for a in answers])
     out = []
-    for j in range(len(_numeric_names(plan))):
+    for j in range(len(tp.numeric_names(plan))):
         values = [tp.from_key(t[3]) for t in targets.get(j, [])]
         out.append(float(np.mean(np.array(values))) if values else 0.0)
     return out
@@ -689,7 +332,7 @@ def _fit(plan: dict[str, Any], parts: list[tp.Part], fits: list[dict[str, Any]])
         raise ShardtrainError(f"{storage.redact(parts[0].location)}: no training row left after rejects")
     medians = _medians(plan, parts, fits)
     numeric_specs, names, indicators = [], [], []
-    for j, name in enumerate(_numeric_names(plan)):
+    for j, name in enumerate(tp.numeric_names(plan)):
         seen = sum(f["numeric"][j]["seen"] for f in fits)
         total = sum(f["numeric"][j]["sum"] for f in fits) + tp.scaled(medians[j], keep - seen)
         spec = {"name": name, "log1p": name in opts.log1p, "median": medians[j], "mean": tp.exact_mean(total, keep),
@@ -737,17 +380,17 @@ def prepare_jobs(opts: TableOptions, roles: dict[str, tuple[list[str], str]], se
              for fi, f in enumerate(files) if fmt != "jsonl"}
     plan: dict[str, Any] = {"opts": opts, "seed": seed, "executor": executor, "header": not opts.columns,
                             "names": names, "text_cols": {}}
-    scans = map_tasks(_scan, parts, executor, plan)
+    scans = map_tasks(tp.scan_part, parts, executor, plan)
     parts = _merge_scans(parts, scans, plan, roles)
     parts = _split_rule(plan, parts, scans)
     plan["kinds"] = _kinds(plan, parts)
     if plan["task"] == "classification" and opts.classes is not None:
         vocab = LabelVocab.fit((), opts.classes)
         plan.update(classes=list(vocab.classes), classes_from=vocab.source)
-    fits = map_tasks(_fit_part, _train_parts(parts), executor, plan)
+    fits = map_tasks(tp.fit_part, _train_parts(parts), executor, plan)
     transform = _fit(plan, parts, fits)
     plan["transform"] = transform
-    finals = map_tasks(_final_part, parts, executor, plan)
+    finals = map_tasks(tp.final_part, parts, executor, plan)
     keep = sum(f["keep"] for f in finals)
     for j, spec in enumerate(transform["numeric"]):
         std = _std(sum(f["var"][j] for f in finals), keep)
@@ -757,7 +400,8 @@ def prepare_jobs(opts: TableOptions, roles: dict[str, tuple[list[str], str]], se
     extra = {"split_rule": plan["rule"], "columns": plan["kinds"], "task": plan["task"], "task_from": plan["task_from"],
              "inputs": {r: [storage.basename(f) for f in files] for r, (files, _) in roles.items()}}
     jobs = []
-    source_plan = {k: v for k, v in plan.items() if k != "executor"}
+    # The token names this prepare in the shard tasks' cache of their last part (never in an output).
+    source_plan = {**{k: v for k, v in plan.items() if k != "executor"}, "token": uuid.uuid4().hex}
     for s, name in enumerate(SPLITS):
         stats = {"imputed": {}, "other": {}}
         for f in finals:
@@ -766,8 +410,8 @@ def prepare_jobs(opts: TableOptions, roles: dict[str, tuple[list[str], str]], se
                     stats[what][c] = stats[what].get(c, 0) + n
         pieces = [((p, s), f["rows"][s]) for p, f in zip(parts, finals) if f["rows"][s]] or [((parts[0], s), 0)]
         rejects = [r for f in finals for r in f["rejects"][s]]
-        desc = _describe(transform, dict(extra, **_nonzero(stats)))
-        jobs.append(SplitJob(name, Parts(pieces, functools.partial(load, plan=source_plan)), encode, transform,
+        desc = _describe(transform, dict(extra, **tp.nonzero(stats)))
+        jobs.append(SplitJob(name, Parts(pieces, functools.partial(tp.load, plan=source_plan)), encode, transform,
                              describe=desc, pre_rejects=rejects))
     return jobs
 
@@ -787,16 +431,16 @@ def predict_job(opts: TableOptions, transform: dict[str, Any], files: list[str],
     check_columns(files[0], inputs.table.column_names, {c: "path" for c in kinds})
     n = inputs.table.num_rows
     reason, detail = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
-    cols = parse_features(inputs, kinds, opts, reason, detail, transform["missing"] == "reject")
+    cols = tp.parse_features(inputs, kinds, opts, reason, detail, transform["missing"] == "reject")
     label = None
     if transform["label"] in inputs.table.column_names:
         lab = inputs.table.column(transform["label"]).combine_chunks()
         label = numbers(lab, transform["label"])[0] if transform["task"] == "regression" else categories(
             lab, transform["label"])
-    sample_id = _sample_ids(inputs, transform.get("id_col"))
+    sample_id = tp.sample_ids(inputs, transform.get("id_col"))
     kept = np.flatnonzero(reason == "")
     bad = np.flatnonzero(reason != "")
     rejects = [{"sample_id": int(sample_id[i]), "reason": str(reason[i]), "detail": str(detail[i])} for i in bad]
-    extra = {"inputs": [storage.basename(f) for f in files], **_nonzero(_split_stats(cols, transform, kept))}
-    return SplitJob("predict", _source(cols, kept, sample_id, label), encode, transform,
+    extra = {"inputs": [storage.basename(f) for f in files], **tp.nonzero(tp.split_stats(cols, transform, kept))}
+    return SplitJob("predict", tp.source_columns(cols, kept, sample_id, label), encode, transform,
                     describe=_describe(transform, extra), pre_rejects=rejects)
