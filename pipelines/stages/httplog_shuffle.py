@@ -195,7 +195,7 @@ def map_assign(conn: dict[str, np.ndarray], rule: str, cuts: list, seed: int, fr
     """Split codes and train moments of one host partition; its rows cut into ranges of line numbers."""
     code = split_codes(conn, rule, cuts, seed, fractions)
     x = conn["x"][code == 0].astype(np.float64)  # (n, F), float32 values: squares are exact in float64
-    moments = {"n": int(x.shape[0]), "sum": [exact_sum(c, 24) for c in x.T], "sq": [exact_sum(c * c, 48) for c in x.T]}
+    moments = {"n": int(x.shape[0]), "sum": exact_sums(x, 24), "sq": exact_sums(x * x, 48)}
     rng = np.searchsorted(bounds, conn["sample_id"], side="right")
     parts = []
     for r in range(len(bounds) + 1):
@@ -204,23 +204,38 @@ def map_assign(conn: dict[str, np.ndarray], rule: str, cuts: list, seed: int, fr
     return moments, parts
 
 
-def exact_sum(values: np.ndarray, bits: int) -> Fraction:
-    """The exact sum of float64 values that have at most ``bits`` significant bits each.
+def exact_sums(x: np.ndarray, bits: int) -> list[tuple[int, int]]:
+    """Exact column sums of ``x`` (N, F) float64 whose values have at most ``bits`` significant bits.
 
-    Each value is ``mantissa * 2**exponent`` with an integer mantissa below ``2**bits``;
-    mantissas are summed per exponent in int64 (chunks small enough never to overflow)
-    and combined as exact rationals, so the result depends on the set of values only,
-    never on their order or on how they were grouped into partitions.
+    Returns ``(m, e)`` per column (the sum is m * 2**e). Each value is an integer
+    mantissa below ``2**bits`` times a power of two; mantissas are summed per (column,
+    exponent) in int64, in row chunks small enough never to overflow, then shifted into
+    one Python integer per column: the result depends on the set of values only, never
+    on their order or on how they were grouped into partitions.
     """
-    frac, exp = np.frexp(values)
+    n, width = x.shape
+    if n == 0:
+        return [(0, 0)] * width
+    frac, exp = np.frexp(x)
     mant = (frac * 2.0**bits).astype(np.int64)  # exact: at most `bits` significant bits
+    low = exp.min(axis=0)  # (F,)
+    off = (exp - low).astype(np.int64)  # (N, F)
+    span = int(off.max()) + 1
+    key = off + np.arange(width, dtype=np.int64) * span  # (N, F): one bin per (column, exponent)
+    totals = [0] * width
     chunk = 1 << (62 - bits)
-    total = Fraction(0)
-    for e in np.unique(exp):
-        m = mant[exp == e]
-        whole = sum(int(m[i:i + chunk].sum()) for i in range(0, m.size, chunk))
-        total += Fraction(whole) * Fraction(2) ** (int(e) - bits)
-    return total
+    for i in range(0, n, chunk):
+        acc = np.zeros(width * span, np.int64)
+        np.add.at(acc, key[i:i + chunk].ravel(), mant[i:i + chunk].ravel())
+        for k in np.flatnonzero(acc):
+            totals[k // span] += int(acc[k]) << int(k % span)
+    return [(t, int(lo) - bits) for t, lo in zip(totals, low)]
+
+
+def _add_exact(sums: list[tuple[int, int]]) -> Fraction:
+    """Sum of ``(m, e)`` pairs (``exact_sums``), exactly."""
+    low = min((e for _, e in sums), default=0)
+    return Fraction(sum(m << (e - low) for m, e in sums)) * Fraction(2) ** low
 
 
 def merge_moments(summaries: list[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -233,8 +248,8 @@ def merge_moments(summaries: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     n = sum(s["n"] for s in summaries)
     if n == 0:
         return {"mean": np.zeros(width), "std": np.ones(width)}
-    total = [sum((s["sum"][f] for s in summaries), Fraction(0)) for f in range(width)]
-    squares = [sum((s["sq"][f] for s in summaries), Fraction(0)) for f in range(width)]
+    total = [_add_exact([s["sum"][f] for s in summaries]) for f in range(width)]
+    squares = [_add_exact([s["sq"][f] for s in summaries]) for f in range(width)]
     mean = np.array([float(t / n) for t in total])
     std = np.sqrt(np.array([float((q - t * t / n) / n) for t, q in zip(total, squares)]))
     return {"mean": mean, "std": np.where(std > 1e-12, std, 1.0)}
