@@ -18,6 +18,15 @@ Where things go:
 * CSV logs (``<run dir>/logs``) and audit files: written by the workers (rank 0 / every
   rank) into the run dir, which like the shards must be on a filesystem every node sees.
 
+A run under a URI ``--out`` (``s3://bucket/out``, trained in a local staging directory that
+``shardtrain.training.rundirs`` mirrors to ``O/runs/<run>``): Ray's storage defaults to
+``O/runs/<run>/ray_train`` on the store itself, opened with shardtrain's own filesystem
+(``storage.resolve``: the same endpoint and region as the shards, credentials from each
+node's environment, never from the driver), so every worker uploads its checkpoints
+straight to the store and no node needs a shared disk. A ``train.storage_path`` URI is
+opened the same way. The workers also upload their logs and audit files to the run URI
+after the fit, and the driver fetches those it does not have (workers on other nodes).
+
 Faults: ``FailureConfig(max_failures=train.max_failures)``. When a worker dies, Ray
 restarts the whole worker group; each worker then gets the latest reported checkpoint
 from ``ray.train.get_checkpoint()`` and hands it to ``trainer.fit(ckpt_path=...)``, so
@@ -121,11 +130,77 @@ class _ResumeProbe(pl.Callback):
 
 
 def storage_path(cfg: Config, run_dir: Path) -> str:
-    """Where Ray Train keeps checkpoints: ``train.storage_path`` (shared path or URI), else ``<run dir>/ray_train``."""
+    """Where Ray Train keeps checkpoints: ``train.storage_path`` (shared path or URI), else the run's own.
+
+    The run's own is ``<run URI>/ray_train`` for a run mirrored to a store (a URI ``--out``),
+    else ``<run dir>/ray_train``.
+    """
+    from shardtrain.shards import storage
+    from shardtrain.training.rundirs import mirror_for
+
     if cfg.train.storage_path:
         path = cfg.train.storage_path
         return path if "://" in path else str(Path(path).expanduser().resolve())
+    mirror = mirror_for(run_dir)
+    if mirror is not None:
+        return str(storage.join(mirror.remote, "ray_train"))
     return str((run_dir / "ray_train").resolve())
+
+
+def _ray_storage(location: str) -> tuple[str, Any, str]:
+    """``(storage_path, storage_filesystem, prefix)`` for Ray's ``RunConfig``.
+
+    A local path or ``file://`` goes to Ray as a path (no filesystem). A store URI is opened
+    by ``storage.resolve`` (the endpoint and region shardtrain uses for the shards), so Ray
+    gets ``bucket/key`` and that filesystem; ``prefix`` (``s3://``) turns the paths Ray
+    reports back into URIs.
+    """
+    from shardtrain.shards import storage
+
+    local = storage.local_path(location)
+    if local is not None:
+        return str(local), None, ""
+    filesystem, key = storage.resolve(location)
+    return key, filesystem, f"{storage.scheme(location)}://"
+
+
+def _upload_worker_files(run_dir: Path, run_uri: str, rank: int) -> None:
+    """Copy this worker's run files (rank 0: ``logs/``; every rank: its audit) to the run URI.
+
+    A worker on another node than the driver writes them into its own node's copy of the
+    staging path; uploaded here, the driver fetches them (``_fetch_worker_files``).
+    """
+    from shardtrain.shards import storage
+
+    files = list(run_dir.glob(f"data_audit.rank{rank}.json"))
+    if rank == 0 and (run_dir / "logs").is_dir():
+        files += [f for f in (run_dir / "logs").rglob("*") if f.is_file() and not f.name.startswith(".")]
+    for f in files:
+        storage.write_bytes(storage.join(run_uri, *f.relative_to(run_dir).parts), f.read_bytes())
+
+
+def _fetch_worker_files(run_dir: Path, run_uri: str) -> None:
+    """Download the workers' uploaded logs and audits the driver's staging directory lacks."""
+    from shardtrain.shards import storage
+
+    remote = [f"logs/{name}" for name in _walk(storage.join(run_uri, "logs"))]
+    remote += [name for name in storage.listdir(run_uri) if name.startswith("data_audit.rank")]
+    for rel in remote:
+        target = run_dir / rel
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(storage.read_bytes(storage.join(run_uri, *rel.split("/"))))
+
+
+def _walk(location: str) -> list[str]:
+    """Every file below a store prefix, as relative POSIX paths."""
+    from pyarrow import fs as pafs
+
+    from shardtrain.shards import storage
+
+    filesystem, key = storage.resolve(location)
+    infos = filesystem.get_file_info(pafs.FileSelector(key, recursive=True, allow_not_found=True))
+    return sorted(i.path[len(key):].lstrip("/") for i in infos if i.type == pafs.FileType.File)
 
 
 def worker_trainer_kwargs(cfg: Config, run_dir: Path, has_val: bool,
@@ -190,11 +265,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     finally:
         if local is not None:
             shutil.rmtree(local, ignore_errors=True)
+    if config.get("run_uri"):
+        _upload_worker_files(run_dir, config["run_uri"], int(trainer.global_rank))
     restored_step = None
     if ckpt_path:  # a run restored with nothing left to do never starts training: its step is the restored one
         restored_step = int(trainer.global_step if probe.start_step is None else probe.start_step)
     return {"epochs": int(trainer.current_epoch), "global_step": int(trainer.global_step),
             "restored_step": restored_step, "restored_from": restore.path if restore is not None else ckpt_path,
+            "restored_by_ray": restore is not None,
             "worker_fit_seconds": fit_seconds, "world_size": int(trainer.world_size)}
 
 
@@ -262,14 +340,21 @@ def fit_with_ray(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | N
     module = build_module(cfg, index)  # also fails fast on a bad model config, before any worker starts
     if ckpt_path:
         check_checkpoint(module, ckpt_path)
+    from shardtrain.training.rundirs import mirror_for
+
     ensure_ray(address)
+    mirror = mirror_for(run_dir)
     loop_config = {"cfg": cfg, "run_dir": str(run_dir.resolve()), "index": index, "has_val": has_val,
                    # A URI stays one: each worker copies the splits into its own node's shard cache.
                    "dirs": {k: _location(v) for k, v in dirs.items()},
                    "storage_env": _storage_env(),
+                   "run_uri": mirror.remote if mirror is not None else None,
                    "ckpt_path": ckpt_path, "extra_callbacks": list(extra_callbacks)}
+    ray_path, ray_fs, prefix = _ray_storage(storage_path(cfg, run_dir))
+    # A mirrored run's staging directory is "<digest>-<run>": Ray's experiment is named after the run.
+    name = mirror.remote.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] if mirror is not None else run_dir.name
     run_config = RunConfig(
-        name=run_dir.name, storage_path=storage_path(cfg, run_dir),
+        name=name, storage_path=ray_path, storage_filesystem=ray_fs,
         failure_config=FailureConfig(max_failures=tc.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=SCORE,
                                            checkpoint_score_order="min"),
@@ -285,6 +370,8 @@ def fit_with_ray(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | N
     best_ray = result.get_best_checkpoint(SCORE, "min")
     best = _copy_checkpoint(best_ray, run_dir / "checkpoints" / "best.ckpt")
     _copy_checkpoint(result.checkpoint, run_dir / "checkpoints" / "last.ckpt")
+    if mirror is not None:
+        _fetch_worker_files(run_dir, mirror.remote)
     if cfg.data.audit:
         _merge_audit(run_dir)
     # Driver side: a fresh module with the best weights, a fresh DataModule, one CPU process.
@@ -295,9 +382,15 @@ def fit_with_ray(cfg: Config, out: Path, run_dir: Path, dirs: dict[str, Path | N
     driver = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(run_dir))
     driver.fit_loop.epoch_progress.current.completed = int(info.get("epochs", state.get("epoch", 0)))  # current_epoch
-    summary = {"storage": result.path, "best": best_ray.path,
-               "last": result.checkpoint.path, "metrics": result.metrics, "fit_seconds": fit_seconds, **info}
+    from shardtrain.shards.storage import redact
+
+    summary = {"storage": redact(prefix + result.path), "best": redact(prefix + best_ray.path),
+               "last": redact(prefix + result.checkpoint.path), "metrics": result.metrics,
+               "fit_seconds": fit_seconds, **info}
+    if info.pop("restored_by_ray", False) and prefix:  # Ray's own path on the store: bucket/key
+        summary["restored_from"] = redact(prefix + str(info["restored_from"]))
+    summary.pop("restored_by_ray", None)
     (run_dir / RESULT_NAME).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     log.info("ray fit: %.1f s, %s epochs on %d workers, checkpoints in %s", fit_seconds, info.get("epochs"),
-             tc.num_workers, result.path)
+             tc.num_workers, summary["storage"])
     return TrainResult(run_dir, driver, module, dm, str(best), fit_seconds)

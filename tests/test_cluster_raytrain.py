@@ -25,7 +25,8 @@ import torch
 from shardtrain.data.batching import per_rank_rows
 from shardtrain.config import Config, load_config
 from shardtrain.api import run_stages
-from shardtrain.training.stage import RUN_DIR_ENV, evaluate, train
+from shardtrain.training.stage import RUN_DIR_ENV, evaluate
+from tests.s3server import moto_endpoint, s3  # noqa: F401  (pytest fixtures; taken as arguments below)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.ray]
 
@@ -159,3 +160,66 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, prepared, fresh_r
     assert Path(summary["storage"]) == storage / run_dir.name
     assert (storage / run_dir.name / f"epoch0000-step{summary['global_step']:07d}-end" / "checkpoint.ckpt").is_file()
     assert result.trainer.current_epoch == 1 and result.best_ckpt.endswith("best.ckpt")
+
+
+@pytest.fixture
+def ray_in_s3_env(s3):  # noqa: F811  (the fixture)
+    """A local Ray started after ``s3`` set the environment (its workers hold the fake credentials).
+
+    Workers of the session's Ray have none (nothing passes a credential to them), and their
+    unsigned uploads reach moto in a framing it stores as is. The earlier Ray is restored.
+    """
+    import ray
+
+    from shardtrain.stages.ray_exec import ensure_ray
+
+    was_running = ray.is_initialized()
+    if was_running:
+        ray.shutdown()
+    ensure_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+    if was_running:
+        ensure_ray(num_cpus=2)
+
+
+def test_ray_launcher_with_an_s3_out_checkpoints_into_the_bucket(s3, ray_in_s3_env, fresh_run, tmp_path,  # noqa: F811
+                                                                 monkeypatch, capfd):
+    from shardtrain.shards import storage
+    from tests.s3server import FAKE_KEY_ID, FAKE_SECRET
+
+    monkeypatch.setenv("SHARDTRAIN_CACHE", str(tmp_path / "cache"))
+    out = s3.uri("exp")
+    run_stages(load_config("demo"), "prepare", out, executor="local")
+    cfg = _cfg("train.max_epochs=1", "train.num_workers=1")
+    result = run_stages(cfg, "train", out)["train"]
+    runs = {k.split("/")[2] for k in s3.keys("exp/runs")}
+    assert len(runs) == 1
+    run = runs.pop()
+    keys = set(s3.keys(f"exp/runs/{run}"))
+    summary = json.loads(s3.get(f"exp/runs/{run}/ray_train.json"))
+    # Ray's storage is the run's own prefix in the bucket; the worker uploaded the checkpoints there.
+    assert summary["storage"] == s3.uri(f"exp/runs/{run}/ray_train/{run}")
+    assert summary["last"].startswith(summary["storage"] + "/epoch0000-step")
+    last_key = summary["last"][len(s3.uri("")) + 1:] + "/checkpoint.ckpt"
+    assert last_key in keys
+    assert not (result.run_dir / "ray_train").exists()  # nothing staged locally for Ray
+    for name in ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "logs/metrics.csv", "_COMPLETE", "config.yaml"):
+        assert f"exp/runs/{run}/{name}" in keys, name
+    import io
+
+    last = torch.load(io.BytesIO(s3.get(f"exp/runs/{run}/checkpoints/last.ckpt")), map_location="cpu",
+                      weights_only=False)
+    ray_last = torch.load(io.BytesIO(storage.read_bytes(summary["last"] + "/checkpoint.ckpt")), map_location="cpu",
+                          weights_only=False)
+    assert last["global_step"] == ray_last["global_step"] == summary["global_step"] > 0
+
+    # evaluate from the bucket alone (another machine: an empty cache) uses the run's best.ckpt.
+    monkeypatch.setenv("SHARDTRAIN_CACHE", str(tmp_path / "cache-2"))
+    metrics = run_stages(cfg, "evaluate", out)["evaluate"]
+    assert metrics["test"]["accuracy"] > 0.2
+    texts = [s3.get(k).decode("utf-8", "replace") for k in s3.keys(f"exp/runs/{run}")
+             if k.endswith((".json", ".yaml", ".csv"))]
+    captured = capfd.readouterr()
+    for text in [*texts, captured.out, captured.err]:
+        assert FAKE_SECRET not in text and FAKE_KEY_ID not in text
