@@ -234,6 +234,16 @@ def test_s3_input_gives_the_same_shards(s3, tmp_path: Path) -> None:  # noqa: F8
     _same_shards(tmp_path / "local", tmp_path / "s3", "s3")
     assert remote["train"]["transform"] == local["train"]["transform"]
     assert s3.secret not in json.dumps(remote) and s3.key_id not in json.dumps(remote)
+    # predict's job reads a URI too (whole, in memory), with the run's transform
+    from shardtrain.readers.table import TableOptions, resolve_files
+    from shardtrain.stages.table import predict_job
+
+    topts = TableOptions(**{**options, "path": "survey.csv"})
+    jobs = [predict_job(topts, local["train"]["transform"], *resolve_files(where, str(data), "auto"))
+            for where in ("survey.csv", s3.uri("tables/survey.csv"))]
+    for key in ("sample_id", "num", "label"):
+        np.testing.assert_array_equal(jobs[0].source[key], jobs[1].source[key])
+    assert jobs[0].pre_rejects == jobs[1].pre_rejects and len(jobs[0].pre_rejects) == 8  # the 8 'abc' ages
     # a data directory on the store resolves relative paths there
     glob = tmp_path / "g"
     glob.mkdir()
