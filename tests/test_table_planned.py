@@ -296,6 +296,23 @@ def test_exact_median_and_sums_do_not_depend_on_the_cut(seed: int) -> None:
         assert tp.exact_mean(total, n) == float(exact / n)
 
 
+def test_merged_kind_rule_is_the_whole_column_rule() -> None:
+    """Kind detection merged from parts' counts decides as ``detect_kind`` on the whole column."""
+    from shardtrain.readers.table import detect_kind
+    from shardtrain.stages.table import _merge_kind
+    from shardtrain.stages.table_plan import _kind_summary
+
+    columns = {"96% numbers": pa.array([str(i) for i in range(96)] + ["x"] * 4),
+               "94% numbers": pa.array([str(i) for i in range(94)] + ["x"] * 6 + [None, ""] * 3),
+               "empty": pa.array(["", None] * 50), "bool": pa.array([True, False] * 50),
+               "int": pa.array(range(100)), "float": pa.array([1.5, None] * 50), "null": pa.nulls(100)}
+    for name, col in columns.items():
+        for cuts in (1, 3, 10):
+            bounds = np.linspace(0, len(col), cuts + 1).astype(int)
+            parts = [_kind_summary(col.slice(a, b - a), name) for a, b in zip(bounds, bounds[1:])]
+            assert _merge_kind(parts, name) == detect_kind(col, name), (name, cuts)
+
+
 def _record_old(root: Path) -> dict[str, Any]:  # pragma: no cover - run by hand against commit 398ef27
     """``RECORDED`` below: run with the previous release's ``shardtrain`` importable, e.g.
     ``git worktree add /tmp/old 398ef27`` and its package on ``PYTHONPATH``."""
