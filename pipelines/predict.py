@@ -171,7 +171,7 @@ def check_input_shards(directory: Path, index: dict[str, Any], fitted: dict[str,
                                   f"trained on {trained.get('classes')}")
 
 
-def featurise(cfg: Config, fitted: dict[str, Any], path: Path, work: Path) -> tuple[Path, list[dict], int]:
+def featurise(cfg: Config, fitted: dict[str, Any], path: str | Path, work: Path) -> tuple[Path, list[dict], int]:
     """New raw data at ``path`` -> one shard split under ``work`` via the kind's ``predict_job``.
 
     Returns the split directory, the reject records and the input record count. The job's
@@ -371,18 +371,21 @@ def predict(run: str | Path, inputs: str | Path, out: str | Path, *, out_dir: st
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ShardtrainError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
     run_dir = resolve_run(run, out_dir)
+    raw_uri = None  # new raw data on a store: handed to the kind's predict_job as its URI
     if "://" in str(inputs) and not str(inputs).startswith("file://"):
-        # A shard split in an object store: its sha256-verified local cache copy. New raw data
-        # must still be local (the kinds' readers take local files).
+        # A shard split in an object store: its sha256-verified local cache copy; anything else is
+        # raw data, which the kinds read through shardtrain.shards.storage.
         from shardtrain.shards import storage
         from shardtrain.shards.cache import local_split
         from shardtrain.shards.reader import index_fingerprint
 
-        if index_fingerprint(str(inputs)) is None:
-            raise ShardtrainError(f"input: {storage.redact(str(inputs))}: not a shard split directory (raw input "
-                                  "must be a local file or directory)")
-        source = local_split(str(inputs))
-    if not source.exists():
+        if index_fingerprint(str(inputs)) is not None:
+            source = local_split(str(inputs))
+        elif storage.exists(str(inputs)) or any(ch in str(inputs) for ch in "*?["):
+            raw_uri = str(inputs)
+        else:
+            raise ShardtrainError(f"input: {storage.redact(str(inputs))}: no such object or prefix")
+    if raw_uri is None and not source.exists():
         raise ShardtrainError(f"input: {source}: no such file or directory")
     if out.is_dir():
         raise ShardtrainError(f"{out}: is a directory; --out names the Parquet file to write")
@@ -398,7 +401,7 @@ def predict(run: str | Path, inputs: str | Path, out: str | Path, *, out_dir: st
     device = _device(cfg)
     model, class_names = load_model(cfg, fitted, ckpt, device)
     rejects: list[dict] = []
-    if is_shard_dir(source):
+    if raw_uri is None and is_shard_dir(source):
         check_input_shards(source, read_index(source), fitted)
         pred = run_model(model, source, batch_size, device, str(cfg.train.precision))
     else:
@@ -406,13 +409,15 @@ def predict(run: str | Path, inputs: str | Path, out: str | Path, *, out_dir: st
         work = Path(tempfile.mkdtemp(prefix=f".{out.name}.predict-", dir=out.parent))
         try:
             # Absolute: a relative --input is relative to here, never to the kind's data_dir.
-            directory, rejects, input_rows = featurise(cfg, fitted, source.absolute(), work)
+            where = raw_uri if raw_uri is not None else source.absolute()
+            directory, rejects, input_rows = featurise(cfg, fitted, where, work)
             _check_rejects(cfg, rejects, input_rows, rejects_path)
             pred = run_model(model, directory, batch_size, device, str(cfg.train.precision))
         finally:
             shutil.rmtree(work, ignore_errors=True)
     label_columns = {t: label_column(t, class_names) for t in pred.get("y", {})}
-    meta = {"run_dir": str(run_dir), "checkpoint": str(ckpt), "dataset": cfg.dataset.name, "input": str(source),
+    shown = source if raw_uri is None else _redacted(raw_uri)
+    meta = {"run_dir": str(run_dir), "checkpoint": str(ckpt), "dataset": cfg.dataset.name, "input": str(shown),
             "classes": class_names}
     table = build_table(pred, class_names, label_columns, meta)
     _atomic_parquet(table, out)
@@ -422,6 +427,13 @@ def predict(run: str | Path, inputs: str | Path, out: str | Path, *, out_dir: st
         rejects_path.unlink(missing_ok=True)  # a stale one from an earlier prediction to this path
     return PredictResult(out, table.num_rows, len(rejects), score(pred, class_names),
                          rejects_path if rejects else None)
+
+
+def _redacted(location: str) -> str:
+    """A URI as it may be recorded (no credential)."""
+    from shardtrain.shards import storage
+
+    return storage.redact(location)
 
 
 def _check_rejects(cfg: Config, rejects: list[dict], input_rows: int, rejects_path: Path) -> None:

@@ -30,6 +30,7 @@ from shardtrain.shards.writer import build_table, write_index, write_shard
 from shardtrain.stages.runner import SplitJob
 from shardtrain.training.stage import COMPLETE_NAME
 from tests.conftest import run_cli
+from tests.s3server import moto_endpoint, s3  # noqa: F401  (pytest fixtures)
 
 FAST = ["augment.copies=0", "train.max_epochs=2", "train.accelerator=cpu"]
 DIGITS = [str(i) for i in range(10)]
@@ -313,3 +314,24 @@ def test_cli_predicts_a_new_csv_with_a_table_run(tmp_path, capsys, monkeypatch):
         assert out.read_bytes() == before and len(rejects.read_text().splitlines()) == 5  # nothing written but those
     finally:
         offline.show_third_party()
+
+
+def test_predict_reads_raw_input_from_s3_like_the_local_file(tmp_path, s3):  # noqa: F811
+    from shardtrain.shards import storage
+
+    rng = np.random.default_rng(1)
+    _churn(200, rng).to_csv(tmp_path / "train.csv", index=False)
+    _churn(80, rng).to_csv(tmp_path / "new.csv", index=False)
+    options = {"path": str(tmp_path / "train.csv"), "label": "y"}
+    res = shardtrain.run({"name": "tbl", "dataset": {"name": "table", "options": options},
+                          "train": {"accelerator": "cpu", "max_epochs": 1}}, out=tmp_path / "out", executor="local")
+    uri = s3.uri("incoming/new.csv")
+    storage.write_bytes(uri, (tmp_path / "new.csv").read_bytes())
+    local = predict(res["train"].run_dir, tmp_path / "new.csv", tmp_path / "local.parquet")
+    remote = predict(res["train"].run_dir, uri, tmp_path / "remote.parquet")
+    assert remote.rows == local.rows == 80
+    a, b = pq.read_table(tmp_path / "local.parquet"), pq.read_table(tmp_path / "remote.parquet")
+    assert a.select(["sample_id", "pred", "label"]).equals(b.select(["sample_id", "pred", "label"]))
+    assert json.loads(b.schema.metadata[METADATA_KEY])["input"] == uri  # recorded redacted (no userinfo here)
+    with pytest.raises(ShardtrainError, match="no such object"):
+        predict(res["train"].run_dir, s3.uri("incoming/missing.csv"), tmp_path / "x.parquet")

@@ -78,7 +78,7 @@ class Dataset(BaseModel):
     def after_augment(self, cfg: Config, target: Path, indexes: dict[str, Any]) -> None:
         """Hook run after the augment stage wrote its shards (previews); nothing by default."""
 
-    def predict_job(self, cfg: Config, fitted: dict[str, Any], path: Path) -> SplitJob:
+    def predict_job(self, cfg: Config, fitted: dict[str, Any], path: str | Path) -> SplitJob:
         """The job that turns new raw data at ``path`` into the run's features, as split ``predict``.
 
         ``fitted`` is the run's prepare index of the training split: its ``features``,
