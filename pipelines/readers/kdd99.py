@@ -31,6 +31,7 @@ import pyarrow.csv as pcsv
 
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.features.logs import hash_unit
+from shardtrain.shards import storage
 
 COLUMNS: tuple[str, ...] = (
     "duration", "protocol_type", "service", "flag", "src_bytes", "dst_bytes", "land", "wrong_fragment",
@@ -77,6 +78,8 @@ class Kdd99Options:
     drop_duplicates: bool = False
     max_reject_fraction: float = 0.01
     detail_chars: int = 200
+    train_path: str | None = None  # file, glob or directory (local or URI); default: the registry's 10% file
+    test_path: str | None = None  # the same for the test split; default: the registry's corrected.gz
 
     def __post_init__(self) -> None:
         """Check value ranges; a bad value names its ``dataset.options`` key."""
@@ -91,11 +94,11 @@ class Kdd99Options:
             raise ShardtrainError(f"{key}.max_reject_fraction': {value!r} must be in [0, 1]")
 
 
-def read_attack_types(path: str | Path) -> dict[str, str]:
-    """Parse ``training_attack_types`` (``attack category`` per line) into a dict."""
-    path = Path(path)
+def read_attack_types(path: storage.Location) -> dict[str, str]:
+    """Parse ``training_attack_types`` (``attack category`` per line; a path or a URI) into a dict."""
+    path = storage.redact(path)  # how messages name it
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = storage.read_bytes(path).decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise ShardtrainError(f"{path}: cannot read attack types ({e})") from e
     out: dict[str, str] = {}
@@ -111,8 +114,8 @@ def read_attack_types(path: str | Path) -> dict[str, str]:
     return out
 
 
-def _read_csv(path: Path, numeric_type: pa.DataType) -> tuple[pa.Table, list[tuple[int, str]]]:
-    """One Arrow CSV pass; returns the table and (line number, text) of wrong-field-count lines."""
+def _read_csv(path: Path | bytes, numeric_type: pa.DataType) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """One Arrow CSV pass over a file or bytes; returns the table and (line number, text) of wrong-field-count lines."""
     invalid: list[tuple[int, str]] = []
 
     def on_invalid(row: Any) -> str:
@@ -120,7 +123,10 @@ def _read_csv(path: Path, numeric_type: pa.DataType) -> tuple[pa.Table, list[tup
         return "skip"
 
     types = {c: (numeric_type if c in NUMERIC else pa.string()) for c in COLUMNS}
-    with pa.input_stream(str(path), compression="detect") as stream:
+    if isinstance(path, bytes) and not path:  # Arrow refuses an empty CSV: an empty block has no rows
+        return pa.table({c: pa.array([], t) for c, t in types.items()}), invalid
+    source = pa.BufferReader(path) if isinstance(path, bytes) else pa.input_stream(str(path), compression="detect")
+    with source as stream:
         table = pcsv.read_csv(
             stream,
             read_options=pcsv.ReadOptions(column_names=list(COLUMNS), use_threads=False),
@@ -177,50 +183,76 @@ def _reject_rows(
 
 
 def read_kdd_file(
-    path: str | Path, max_reject_fraction: float = 0.01, detail_chars: int = 200
+    path: str | Path | bytes, max_reject_fraction: float = 0.01, detail_chars: int = 200, name: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read one KDD file (gzip or plain) into columns, with its rejects.
+    """Read one KDD file (gzip or plain; or its bytes, named ``name`` in messages) into columns, with its rejects.
 
     Returns ``(columns, rejects)``: ``columns`` has ``line_no`` int64 (N,), ``numeric``
     float64 (N, 38) in NUMERIC order, Arrow strings ``protocol_type``/``service``/``flag``
     and ``attack`` (label without its final "."); ``rejects`` has ``count``, ``reasons``
     and ``rows`` (``sample_id`` = line number, ``reason``, ``detail``).
     """
-    path = Path(path)
+    name = name or str(path)
+    columns, rows, n_lines = parse_kdd(path, detail_chars, name=name)
+    check_rejects(name, rows, n_lines, max_reject_fraction)
+    return columns, reject_summary(rows)
+
+
+def check_rejects(name: str, rows: dict[str, np.ndarray], n_lines: int, max_reject_fraction: float) -> None:
+    """One ShardtrainError line when ``name`` has no line or rejects more than ``max_reject_fraction`` of them."""
+    n_rej = len(rows["sample_id"])
+    if n_lines == 0 or n_rej > max_reject_fraction * n_lines:
+        first = f"; first: line {rows['sample_id'][0]} {rows['reason'][0]}" if n_rej else ""
+        raise ShardtrainError(
+            f"{name}: {n_rej} of {n_lines} lines rejected (max_reject_fraction {max_reject_fraction}){first}"
+        )
+
+
+def reject_summary(rows: dict[str, np.ndarray]) -> dict[str, Any]:
+    """``count``, ``reasons`` (reason -> count, sorted by name) and the ``rows`` themselves."""
+    reasons, counts = np.unique(rows["reason"].astype(str), return_counts=True)
+    return {"count": len(rows["sample_id"]), "reasons": {str(r): int(c) for r, c in zip(reasons, counts)},
+            "rows": rows}
+
+
+def parse_kdd(
+    path: str | Path | bytes, detail_chars: int = 200, first_line: int = 1, name: str | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], int]:
+    """Parse KDD records (a file, or bytes whose first line is line ``first_line``): ``(columns, rejects, lines)``.
+
+    ``columns`` as :func:`read_kdd_file` returns them, ``rejects`` the rejected records'
+    columns (``sample_id`` = line number, ``reason``, ``detail``), ``lines`` the physical
+    lines read. No reject-fraction check: a caller that reads a file in blocks checks
+    the whole file's share once (:func:`check_rejects`).
+    """
     try:
         try:
             table, invalid = _read_csv(path, pa.float64())
         except pa.ArrowInvalid:  # a numeric field did not parse: re-read as text to find which
             table, invalid = _read_csv(path, pa.string())
     except (OSError, pa.ArrowInvalid) as e:
-        raise ShardtrainError(f"{path}: cannot read KDD records ({str(e).splitlines()[0]})") from e
+        raise ShardtrainError(f"{name or path}: cannot read KDD records ({str(e).splitlines()[0]})") from e
     n_lines = table.num_rows + len(invalid)
     bad_line = np.zeros(n_lines + 1, dtype=bool)
     bad_line[[num for num, _ in invalid]] = True
-    line_no = np.flatnonzero(~bad_line[1:]) + 1  # (N,) physical line of each table row
+    line_no = np.flatnonzero(~bad_line[1:]) + first_line  # (N,) physical line of each table row
+    invalid = [(num + first_line - 1, text) for num, text in invalid]
 
     numeric, code, culprit = _numeric_columns(table)
     strings = {c: table.column(c).combine_chunks() for c in (*SYMBOLIC, "label")}
     empty = {c: pc.equal(pc.utf8_length(v), 0).to_numpy(zero_copy_only=False) for c, v in strings.items()}
-    for j, name in reversed(list(enumerate(strings))):
-        code[empty[name]] = 2
-        culprit[empty[name]] = len(NUMERIC) + j
-    code[np.all(list(empty.values()), axis=0) & (code == 2)] = 3  # every field empty: an empty line
+    for j, col in reversed(list(enumerate(strings))):
+        code[empty[col]] = 2
+        culprit[empty[col]] = len(NUMERIC) + j
+    if n_lines:
+        code[np.all(list(empty.values()), axis=0) & (code == 2)] = 3  # every field empty: an empty line
     rejects = _reject_rows(table, line_no, code, culprit, invalid, detail_chars)
-    n_rej = len(rejects["sample_id"])
-    if n_lines == 0 or n_rej > max_reject_fraction * n_lines:
-        first = f"; first: line {rejects['sample_id'][0]} {rejects['reason'][0]}" if n_rej else ""
-        raise ShardtrainError(
-            f"{path}: {n_rej} of {n_lines} lines rejected (max_reject_fraction {max_reject_fraction}){first}"
-        )
     columns: dict[str, Any] = {"line_no": line_no, "numeric": numeric.T}  # (N, 38) column-major view
     columns.update({c: strings[c] for c in SYMBOLIC})
     columns["attack"] = pc.utf8_rtrim(strings["label"], characters=".\r")
     if np.any(code):
         columns = _subset(columns, code == 0)
-    reasons, counts = np.unique(rejects["reason"].astype(str), return_counts=True)
-    summary = {"count": n_rej, "reasons": {str(r): int(c) for r, c in zip(reasons, counts)}, "rows": rejects}
-    return columns, summary
+    return columns, rejects, n_lines
 
 
 def _subset(cols: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
@@ -338,10 +370,10 @@ def _encode_splits(
 
 
 def prepare_kdd99(
-    train_path: str | Path, test_path: str | Path, types_path: str | Path,
-    options: Kdd99Options | None = None, seed: int = 0,
+    train_path: str | Path | bytes, test_path: str | Path | bytes, types_path: str | Path,
+    options: Kdd99Options | None = None, seed: int = 0, names: tuple[str, str] | None = None,
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """Read both KDD files and return ``{train, val, test}`` columns plus metadata.
+    """Read both KDD files (paths, or their bytes named by ``names``) in memory: ``{train, val, test}`` and metadata.
 
     Each split has ``sample_id`` (line number in its source file), ``x`` float32 (N, F),
     ``label_attack`` and ``label_category`` (int64, -1 = unknown). Vocabularies and
@@ -349,8 +381,9 @@ def prepare_kdd99(
     """
     options = options or Kdd99Options()
     categories = category_map(read_attack_types(types_path))
-    train_cols, train_rej = read_kdd_file(train_path, options.max_reject_fraction, options.detail_chars)
-    test_cols, test_rej = read_kdd_file(test_path, options.max_reject_fraction, options.detail_chars)
+    names = names or (None, None)
+    train_cols, train_rej = read_kdd_file(train_path, options.max_reject_fraction, options.detail_chars, names[0])
+    test_cols, test_rej = read_kdd_file(test_path, options.max_reject_fraction, options.detail_chars, names[1])
     n_read = len(train_cols["line_no"])
     if options.drop_duplicates:
         train_cols = _dedupe(train_cols)
