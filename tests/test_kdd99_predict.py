@@ -9,6 +9,7 @@ import pytest
 
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.config import from_dict
+from tests.s3server import moto_endpoint, s3  # noqa: F401  (pytest fixtures)
 
 
 def _kdd_record(service: str = "http", src_bytes: int = 181, label: str = "normal", proto: str = "tcp") -> str:
@@ -40,7 +41,8 @@ def test_kdd99_predict_job_encodes_with_the_training_transform(tmp_path: Path) -
     (tmp_path / "new.csv").write_text("\n".join(test[:2] + ["1,2,3"] + test[2:]) + "\n")
     job = cfg.dataset.predict_job(cfg, fitted, tmp_path / "new.csv")
     assert job.split == "predict" and list(job.source["sample_id"]) == [1, 2, 4, 5]
-    assert np.array_equal(job.source["x"], jobs["test"].source["x"])  # the same encoding as prepare's test split
+    test_rows = jobs["test"].source.read(0, jobs["test"].source.rows())  # prepare's shard tasks load it so
+    assert np.array_equal(job.source["x"], test_rows["x"])  # the same encoding as prepare's test split
     assert list(job.source["label_attack"]) == [0, 0, 1, 1] and job.source["label_category"][-1] == -1
     assert [(r["sample_id"], r["reason"]) for r in job.pre_rejects] == [(3, "wrong_field_count")]
     assert job.describe["extra"]["unknown"]["service"] == {"gopher": 1, "smtp": 1}
@@ -49,3 +51,26 @@ def test_kdd99_predict_job_encodes_with_the_training_transform(tmp_path: Path) -
         cfg.dataset.predict_job(cfg, fitted, tmp_path / "unlabelled.csv")
     with pytest.raises(ShardtrainError, match="no kdd99 transform"):
         cfg.dataset.predict_job(cfg, {}, tmp_path / "new.csv")
+    with pytest.raises(ShardtrainError, match="--input .*missing.csv: no such file"):
+        cfg.dataset.predict_job(cfg, fitted, str(tmp_path / "missing.csv"))
+
+
+def test_kdd99_predict_job_reads_a_uri(tmp_path: Path, s3) -> None:  # noqa: F811
+    from shardtrain.readers.kdd99 import Kdd99Options
+    from shardtrain.stages import kdd99 as stage
+
+    train = [_kdd_record("http", 100 + i) for i in range(40)] + [_kdd_record("ecr_i", 1032, "smurf", "icmp")] * 20
+    (tmp_path / "train.csv").write_text("\n".join(train) + "\n")
+    (tmp_path / "types").write_text("smurf dos\n")
+    jobs = {j.split: j for j in stage.kdd99_jobs(tmp_path / "train.csv", tmp_path / "train.csv",
+                                                 tmp_path / "types", Kdd99Options(), seed=0)}
+    fitted = {"transform": jobs["train"].describe["transform"]}
+    import gzip
+
+    s3.put("new.csv.gz", gzip.compress(("\n".join(train[:5]) + "\n").encode()))
+    cfg = from_dict({"dataset": {"name": "kdd99"}})
+    job = cfg.dataset.predict_job(cfg, fitted, s3.uri("new.csv.gz"))
+    local = cfg.dataset.predict_job(cfg, fitted, tmp_path / "train.csv")
+    assert list(job.source["sample_id"]) == [1, 2, 3, 4, 5]
+    assert np.array_equal(job.source["x"], local.source["x"][:5])
+    assert job.describe["extra"]["source"] == s3.uri("new.csv.gz")
