@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import sys
-from pathlib import Path
 
 from shardtrain.core import offline
 from shardtrain.core.errors import ShardtrainError
@@ -45,7 +44,7 @@ exit codes:
   130  interrupted (Ctrl-C); a submitted job keeps running
 
 environment variables:
-  SHARDTRAIN_DATA          raw data root searched after --data-dir
+  SHARDTRAIN_DATA          raw data root searched after --data-dir (a folder or a URI such as s3://bucket/data)
   SHARDTRAIN_OFFLINE=1     never download a missing dataset file
   XDG_CACHE_HOME           downloads go to $XDG_CACHE_HOME/shardtrain (default ~/.cache/shardtrain)
   RAY_ADDRESS              run --executor ray joins this cluster instead of starting a local Ray;
@@ -131,8 +130,9 @@ def _add_run_args(p: argparse.ArgumentParser, config: bool = True) -> None:
     p.add_argument("--stage", choices=STAGES, default="all", help="which stage to run (default: all)")
     p.add_argument("--executor", choices=("ray", "local"), default="ray",
                    help="run stages on Ray (default) or in this process without Ray")
-    p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="where raw dataset files are looked for first (then $SHARDTRAIN_DATA, the cache)")
+    p.add_argument("--data-dir", default=None, metavar="DIR_OR_URI",
+                   help="where raw dataset files are looked for first (then $SHARDTRAIN_DATA, the cache): a "
+                        "folder or a URI such as s3://bucket/data (each task then reads its own part from there)")
     p.add_argument("--out", default="shardtrain-out", metavar="DIR_OR_URI",
                    help="output root: shards/ and runs/ go here, a local directory or a URI such as "
                         "s3://bucket/prefix (default: shardtrain-out)")
@@ -186,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default="shardtrain-out", metavar="DIR_OR_URI",
                    help="the output root (a directory or a URI) whose runs/ RUN names a run in "
                         "(default: shardtrain-out)")
-    p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="where the dataset kind looks for the resources it needs (as in `shardtrain run`)")
+    p.add_argument("--data-dir", default=None, metavar="DIR_OR_URI",
+                   help="where the dataset kind looks for the resources it needs, a folder or a URI "
+                        "(as in `shardtrain run`)")
     p.add_argument("--overwrite", action="store_true", help="replace --out when it exists (refused otherwise)")
     p.add_argument("--batch-size", type=int, default=4096, metavar="N", help="rows per model call (default: 4096)")
 
@@ -243,9 +244,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         from shardtrain.config import replace, to_dict
 
         cfg = resolve_config(args.config, args.overrides)
+        from shardtrain.shards.storage import redact_obj
+
         if args.data_dir:
             cfg = replace(cfg, dataset={"data_dir": args.data_dir})
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False, width=1000), end="")
+        # A URI may carry credentials (s3://KEY:SECRET@bucket/...): never printed.
+        print(yaml.safe_dump(redact_obj(to_dict(cfg)), sort_keys=False, width=1000), end="")
         return 0
     run(args.config, args.stage, args.out, args.overrides, executor=args.executor,
         data_dir=args.data_dir, address=args.address, force=args.force, run=getattr(args, "run", None))
@@ -314,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     except ShardtrainError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        from shardtrain.shards.storage import redact_text
+
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)  # a message naming a URI never shows a secret
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -327,3 +327,28 @@ def test_image_folder_fingerprint_follows_the_objects(s3, tmp_path):
         bad = resolve_config({"dataset": {"name": "image-folder", "data_dir": s3.uri("imgs"),
                                           "options": {"csv": "nope.csv"}}})
         bad.dataset.plan(bad)
+
+
+def test_cli_takes_a_data_dir_uri_and_words_a_missing_file_with_it_redacted(s3, tmp_path):
+    from tests.conftest import run_cli
+
+    files = fake_fashion_mnist()
+    _upload(s3, "data/fashion-mnist", files)
+    env = {**s3.env, "SHARDTRAIN_DATA": "", "XDG_CACHE_HOME": str(tmp_path / "xdg"), "SHARDTRAIN_OFFLINE": "1"}
+    res = run_cli("run", "fashion-mnist", "--stage", "prepare", "--executor", "local", "--data-dir", s3.uri("data"),
+                  "--out", str(tmp_path / "out"), "--set", *SMALL, env=env)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "out/shards/prepare/train/_index.json").read_text())["rows"] == N_TRAIN
+    secret_uri = f"s3://{FAKE_KEY_ID}:{FAKE_SECRET}@{s3.bucket}/elsewhere"
+    res = run_cli("run", "fashion-mnist", "--stage", "prepare", "--executor", "local", "--data-dir", secret_uri,
+                  "--out", str(tmp_path / "out2"), env=env)
+    assert res.returncode == 2
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: dataset fashion-mnist: missing ")
+    assert f"s3://{s3.bucket}/elsewhere/fashion-mnist" in last
+    _no_secret(res.stdout + res.stderr)
+    res = run_cli("run", "fashion-mnist", "--print-config", "--data-dir", secret_uri, env=env)
+    assert res.returncode == 0 and f"s3://{s3.bucket}/elsewhere" in res.stdout
+    _no_secret(res.stdout + res.stderr)
+    res = run_cli("run", "--help", env=env)
+    assert "--data-dir DIR_OR_URI" in res.stdout and "s3://bucket/data" in res.stdout
