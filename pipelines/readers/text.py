@@ -8,7 +8,8 @@
   quotes stay text) and the ``text``/``label`` columns. Unset columns are ``text``/``label``
   by name when the file has names (a header, JSON Lines), else label 0 and text 1 (the
   ``label<TAB>text`` layout of the SMS Spam Collection).
-* :func:`read_file` returns every data line as a row: ``sample_id`` (int64, 0-based data
+* :func:`read_file` (a local path or a URI, read whole: predict, and the reference the
+  planned prepare is tested against) returns every data line as a row: ``sample_id`` (int64, 0-based data
   row), ``line`` (1-based line number), ``text`` and ``label`` (the raw label cell, a
   stripped str, "" when absent), and ``reject_reason``/``reject_detail`` ("" = kept):
   ``invalid_utf8``, ``empty_line``, ``field_count``, ``bad_quoting``, ``bad_json``,
@@ -17,9 +18,16 @@
   (:class:`~shardtrain.core.labels.LabelVocab`). File-level problems raise one
   ``ShardtrainError`` line naming the file.
 
-A delimited record may not span lines (a quoted field holds no newline). Without quoting,
-when the text is the last column a line is split at most (columns - 1) times, so the
-separator inside the text stays in the text.
+The prepare stage does not read files whole: ``shardtrain.stages.text_plan`` cuts them
+into line blocks and each task parses its own with the same pieces: :func:`resolve_fields`
+(the columns, from the header line the driver reads with :func:`first_line`),
+:func:`parse_lines` (cells and ``(row, reason, detail)`` rejects of a run of lines) and
+:func:`reject_detail` (the ``file:line: ...`` wording, from the row's sample id).
+
+A delimited record may not span lines (a quoted field holds no newline), so a block cut
+at a line boundary is cut at a record boundary. Without quoting, when the text is the last
+column a line is split at most (columns - 1) times, so the separator inside the text stays
+in the text.
 
 :func:`stratified_split` assigns train/val/test: within each stratum (a label cell; rows
 rejected by the reader form one more stratum, so their reject is counted on the split they
