@@ -144,3 +144,42 @@ def test_real_fashion_mnist_counts() -> None:
         assert images.shape == (n, 28, 28) and images.dtype == np.uint8
         assert labels.shape == (n,)
         np.testing.assert_array_equal(np.bincount(labels, minlength=10), [per_class] * 10)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("code", [0x08, 0x0B, 0x0D])
+def test_records_read_by_range_equal_the_whole_file(tmp_path: Path, compress: bool, code: int) -> None:
+    from shardtrain.readers.idx import idx_layout, read_records
+
+    arr = np.random.default_rng(code).integers(-100, 100, (37, 3, 2)).astype({0x08: np.uint8, 0x0B: np.int16,
+                                                                               0x0D: np.float32}[code])
+    data = idx_bytes(arr, code)
+    path = tmp_path / "x.idx"
+    path.write_bytes(gzip.compress(data) if compress else data)
+    layout = idx_layout(path, identity=f"{compress}-{code}")
+    assert layout.shape == (37, 3, 2) and layout.gzipped is compress and layout.header == 16
+    whole = read_idx(path)
+    for lo, hi in ((0, 37), (0, 1), (5, 20), (36, 37), (10, 10)):
+        got = read_records(layout, lo, hi)
+        assert got.dtype == whole.dtype and got.dtype.isnative
+        np.testing.assert_array_equal(got, whole[lo:hi])
+
+
+def test_layout_errors_name_the_file(tmp_path: Path, tiny) -> None:
+    from shardtrain.readers.idx import expect_images_labels, idx_layout
+
+    images, labels = tiny
+    (tmp_path / "short").write_bytes(idx_bytes(images)[:-3])
+    with pytest.raises(ShardtrainError, match=r"short: size 73 bytes does not match the IDX header shape \(5, 4, 3\)"):
+        idx_layout(tmp_path / "short")
+    (tmp_path / "cut.gz").write_bytes(gzip.compress(idx_bytes(images))[:12])
+    with pytest.raises(ShardtrainError, match="cut.gz: (truncated gzip stream|too short|IDX header)"):
+        idx_layout(tmp_path / "cut.gz")
+    with pytest.raises(ShardtrainError, match="nope: IDX file not found"):
+        idx_layout(tmp_path / "nope")
+    (tmp_path / "i").write_bytes(idx_bytes(images))
+    (tmp_path / "l").write_bytes(idx_bytes(labels[:4]))
+    with pytest.raises(ShardtrainError, match="5 images but .* has 4 labels"):
+        expect_images_labels(idx_layout(tmp_path / "i"), idx_layout(tmp_path / "l"))
+    with pytest.raises(ShardtrainError, match="expected IDX magic 2051"):
+        expect_images_labels(idx_layout(tmp_path / "l"), idx_layout(tmp_path / "l"))
