@@ -18,7 +18,7 @@ from pydantic import model_validator
 
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.datasets.base import Dataset, PreparePlan, register
-from shardtrain.datasets.files import NASA_HTTP_FILES, locate
+from shardtrain.datasets.files import NASA_HTTP_FILES, file_fingerprint, locate
 from shardtrain.readers.httplog import HttpLogOptions
 from shardtrain.shards import storage
 from shardtrain.shards.blocks import BLOCK_BYTES
@@ -70,12 +70,6 @@ def log_files(pattern: storage.Location, key: str = "config key 'dataset.options
     raise ShardtrainError(f"{key}: {storage.redact(str(pattern))}: log file not found")
 
 
-def log_fingerprint(location: storage.Location) -> str:
-    """A log file's identity for the stage fingerprint: name, size, sha256 (as ``file_fingerprint``, any URI)."""
-    size, sha = storage.digest(location)
-    return f"{storage.basename(str(location))}:{size}:{sha[:16]}"
-
-
 @register
 class HttpLog(Dataset):
     """Any web-server access log in Common or Combined Log Format, sessionised into connections.
@@ -112,7 +106,7 @@ class HttpLog(Dataset):
         """Locate the log's files (and the test log's) and fingerprint them."""
         logs = self._log_paths()
         tests = log_files(self.options.test_path, "config key 'dataset.options.test_path'") if self.options.test_path else []
-        inputs = tuple(log_fingerprint(p) for p in logs) + tuple(f"test:{log_fingerprint(p)}" for p in tests)
+        inputs = tuple(file_fingerprint(p) for p in logs) + tuple(f"test:{file_fingerprint(p)}" for p in tests)
         files = {f"log:{i}": p for i, p in enumerate(logs)} | {f"test:{i}": p for i, p in enumerate(tests)}
         return PreparePlan(("train", "val", "test"), inputs, files, self.options.reader())
 
