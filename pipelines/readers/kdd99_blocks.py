@@ -66,8 +66,26 @@ def count_piece(block: Block) -> int:
     return line_count(_bytes(block))
 
 
+_LAST: list[Any] = []  # [(key, parsed)]: the last block this process parsed
+
+
 def parse_piece(piece: Piece, detail_chars: int) -> tuple[dict[str, Any], dict[str, np.ndarray], int]:
-    """The block's records parsed as a whole file is (``kdd99.parse_kdd``), numbered from its first line."""
+    """The block's records parsed as a whole file is (``kdd99.parse_kdd``), numbered from its first line.
+
+    The last parse is kept (one block per process): consecutive passes and shard tasks
+    on the same block (a .gz input is one block feeding every shard of a split) parse it once.
+    """
+    key = (piece, detail_chars)
+    if _LAST and _LAST[0][0] == key:
+        return _LAST[0][1]
+    _LAST.clear()  # drop the previous block before parsing the next
+    parsed = _parse(piece, detail_chars)
+    _LAST.append((key, parsed))
+    return parsed
+
+
+def _parse(piece: Piece, detail_chars: int) -> tuple[dict[str, Any], dict[str, np.ndarray], int]:
+    """:func:`parse_piece` without the cache."""
     block, first = piece
     data = _bytes(block)
     cols, rejects, n_lines = kdd99.parse_kdd(data, detail_chars, first, name=storage.redact(block.location))
@@ -144,6 +162,13 @@ class Carve:
 
 def exact_sum(v: np.ndarray) -> int:
     """``sum(v) * 2**_SHIFT`` exactly, as an int: every float split into mantissa halves, summed per exponent."""
+    v = v[v != 0]  # KDD columns are mostly zeros
+    if v.size == 0:
+        return 0
+    if np.abs(v).max() < float(1 << 52) / v.size:  # then, if all are integers, an int64 sum is exact
+        as_int = v.astype(np.int64)
+        if np.array_equal(as_int, v):
+            return int(as_int.sum()) << _SHIFT
     m, e = np.frexp(v)
     mant = (m * float(1 << 53)).astype(np.int64)  # exact: |m| in [0.5, 1)
     e = e.astype(np.int64) - 53 + _SHIFT  # v = mant * 2**(e - _SHIFT), e >= 0
