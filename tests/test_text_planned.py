@@ -228,3 +228,19 @@ def test_sms_spam_planned_equals_previous_release(data_dir):
     old = _previous(cfg)
     assert sum(len(s["sample_id"]) for s in old.values()) == 5574
     _same_as_previous(_planned(cfg), old)
+
+
+def test_compressed_file_is_one_block_with_the_same_rows(tmp_path):
+    import gzip
+
+    options = CASES["tsv"](tmp_path)
+    packed = tmp_path / "fruit.tsv.gz"
+    packed.write_bytes(gzip.compress(Path(options["path"]).read_bytes()))
+    plain = _planned(_config(options, 500, rows_per_shard=37))
+    gz = _planned(_config(dict(options, path=str(packed)), 500, rows_per_shard=37))
+    for split in plain:
+        for key in ("sample_id", "text", "label"):
+            assert gz[split][key] == plain[split][key], (split, key)
+        assert [dict(r, detail=r["detail"].replace("fruit.tsv.gz:", "fruit.tsv:")) for r in gz[split]["rejects"]] \
+            == plain[split]["rejects"]
+        assert np.array_equal(gz[split]["idf"], plain[split]["idf"])

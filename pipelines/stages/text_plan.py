@@ -23,8 +23,10 @@ any block boundary is a record boundary and no file has to be one block. Then:
 3. The driver merges the summaries in block order (rows, rejects, class counts, the idf's
    document frequencies: one vector of ``2**bits`` counts) and builds each split's
    :class:`~shardtrain.stages.runner.Parts`: pieces of at most ``rows_per_shard`` rows of
-   one block, which the shard tasks load with :func:`load_piece` (read the block, parse
-   the piece's lines, return ``sample_id``, ``text``, ``label`` in sample order).
+   one block, each with the byte range of the file that holds its rows (found by the
+   reduce task), which the shard tasks load with :func:`load_piece` (a ranged read of that
+   range, the piece's lines parsed, ``sample_id``, ``text``, ``label`` returned in sample
+   order). A compressed file is one block, read whole by each of its pieces.
 
 The driver holds O(files + blocks x classes + 2**bits) state and the reject records
 (which the stage runner collects anyway), never the rows. With ``executor="local"`` the
@@ -71,11 +73,32 @@ class FileBlock:
 
     def lines(self) -> tuple[list[bytes], bool]:
         """The block's data lines (a header dropped) and whether the first one is its file's first line."""
-        lines = split_lines(read_block(self.block))
+        _, lines, skip, at_start = self.read()
+        return lines, at_start
+
+    def read(self) -> tuple[bytes, list[bytes], int, bool]:
+        """The block's bytes, its data lines, the header lines dropped (0 or 1), whether its first data line
+        is its file's first line."""
+        data = read_block(self.block)
+        lines = split_lines(data)
         at_start = self.block.start == 0
         if at_start and header_lines(self.layout):
-            return lines[1:], False
-        return lines, at_start
+            return data, lines[1:], 1, False
+        return data, lines, 0, at_start
+
+    def begin(self) -> int:
+        """The file offset of the block's first byte as :func:`read_block` returns it (its first line start)."""
+        if self.block.start == 0:
+            return 0
+        pos = self.block.start - 1
+        with storage.open_input(self.block.location) as reader:
+            while pos < self.block.size:
+                chunk = reader.read_at(min(1 << 16, self.block.size - pos), pos)
+                hit = chunk.find(b"\n")
+                if hit >= 0:
+                    return pos + hit + 1
+                pos += len(chunk)
+        return self.block.size
 
 
 @dataclass
@@ -145,7 +168,9 @@ def assign_stratum(item: StratumItem, fractions: tuple[float, ...], seed: int) -
 class Settled:
     """What the reduce of the split pass returns for a block: kept rows per split, the reader rejects
     and the vocabulary rejects as ``(split, record)`` in row order, label counts per split, and the
-    training rows' document frequencies (None without idf)."""
+    training rows' document frequencies (None without idf); per split its pieces of at most
+    ``rows_per_piece`` rows as ``(first row, rows, byte start, byte stop)``: the rows lie in that byte
+    range of the file (an empty list for a compressed block, which is read whole)."""
 
     rows: list[int]
     reader_rejects: list[tuple[int, dict[str, Any]]]
@@ -153,6 +178,7 @@ class Settled:
     label_counts: np.ndarray
     df: np.ndarray | None
     train_rows: int = 0
+    pieces: list[list[tuple[int, int, int, int]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -164,6 +190,7 @@ class SplitContext:
     names: dict[str, int]
     strata: tuple[int, ...]
     feat: Any = None
+    rows_per_piece: int = 10000
 
 
 def document_frequencies(texts: list[str], feat: Any) -> np.ndarray:
@@ -197,7 +224,8 @@ def _codes(fb: FileBlock, parsed: Parsed, parts: list[np.ndarray], ctx: SplitCon
 def settle_block(j: int, parts: list[np.ndarray], vocab: LabelVocab, ctx: SplitContext) -> tuple[Settled, np.ndarray]:
     """Reduce task of the split pass: block ``j``'s split codes (-1: rejected) and its summary."""
     fb = ctx.blocks[j]
-    parsed = _parse(fb)
+    data, lines, skip, at_start = fb.read()
+    parsed = parse_lines(lines, fb.layout, fb.fields, at_start)
     codes = _codes(fb, parsed, parts, ctx)
     reader = []
     for row, reason, detail in parsed.rejects:
@@ -222,7 +250,27 @@ def settle_block(j: int, parts: list[np.ndarray], vocab: LabelVocab, ctx: SplitC
     if ctx.feat is not None:
         df = document_frequencies([parsed.text[i] for i in train.tolist()], ctx.feat)
     rows = np.bincount(kept_codes.astype(np.int64), minlength=len(SPLITS)).tolist()
-    return Settled(rows, reader, label_rejects, counts, df, len(train)), codes
+    pieces = _pieces(fb, data, skip, codes, ctx.rows_per_piece)
+    return Settled(rows, reader, label_rejects, counts, df, len(train), pieces), codes
+
+
+def _pieces(fb: FileBlock, data: bytes, skip: int, codes: np.ndarray, size: int) -> list[list[tuple[int, int, int, int]]]:
+    """Per split, its rows of the block cut into pieces of ``size`` rows, each with the file's byte range
+    holding them, so a shard task reads only that range (none for a compressed block)."""
+    if fb.block.stop == -1:
+        return [[] for _ in SPLITS]
+    begin = fb.begin()
+    starts = np.concatenate([[0], np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1, [len(data)]])
+    out = []
+    for code in range(len(SPLITS)):
+        rows = np.flatnonzero(codes == code)
+        mine = []
+        for lo in range(0, len(rows), size):
+            first, last = int(rows[lo]), int(rows[min(lo + size, len(rows)) - 1])
+            mine.append((first, min(size, len(rows) - lo), begin + int(starts[first + skip]),
+                         begin + int(starts[last + skip + 1])))
+        out.append(mine)
+    return out
 
 
 @dataclass(frozen=True)
@@ -230,7 +278,9 @@ class Piece:
     """A shard task's piece of a split: rows ``[lo, hi)`` of block ``fb``'s rows in split ``code``.
 
     ``codes`` is the handle of the block's split codes (an ObjectRef on Ray, the array
-    locally); ``vocab`` encodes the labels.
+    locally); ``vocab`` encodes the labels. ``span`` ``(first row, byte start, byte stop)``: the
+    piece's rows are the first ``hi - lo`` rows of the split from data row ``first`` of the
+    block on, all within that byte range of the file (None: read the whole block).
     """
 
     fb: FileBlock
@@ -239,20 +289,36 @@ class Piece:
     hi: int
     codes: Any
     vocab: LabelVocab
+    span: tuple[int, int, int] | None = None
 
 
 def load_piece(piece: Piece) -> dict[str, Any]:
-    """Load one piece in a shard task: read its block, parse only the piece's lines, encode the labels."""
+    """Load one piece in a shard task: read its byte range (or its block), parse only its rows' lines."""
     codes = np.asarray(load_part(piece.codes))
-    rows = np.flatnonzero(codes == piece.code)[piece.lo:piece.hi]
-    lines, at_start = piece.fb.lines()
-    parsed = parse_lines([lines[i] for i in rows.tolist()], piece.fb.layout, piece.fb.fields,
-                         at_start and len(rows) > 0 and rows[0] == 0)
+    fb = piece.fb
+    if piece.span is None:
+        lines, at_start = fb.lines()
+        rows = np.flatnonzero(codes == piece.code)[piece.lo:piece.hi]
+        picked = [lines[i] for i in rows.tolist()]
+        at_start = at_start and len(rows) > 0 and rows[0] == 0
+    else:
+        first, start, stop = piece.span
+        data = b""
+        if stop > start:
+            with storage.open_input(fb.block.location) as reader:
+                data = reader.read_at(stop - start, start)
+        lines = split_lines(data)
+        rows = first + np.flatnonzero(codes[first:first + len(lines)] == piece.code)
+        picked = [lines[i - first] for i in rows.tolist()]
+        at_start = start == 0 and not header_lines(fb.layout)
+    if len(rows) != piece.hi - piece.lo:
+        raise RuntimeError(f"block {fb.block.index}: a piece planned with {piece.hi - piece.lo} rows "
+                           f"has {len(rows)}")  # internal: a planning bug
+    parsed = parse_lines(picked, fb.layout, fb.fields, bool(at_start))
     labels, reasons = piece.vocab.encode(objects(parsed.label))
     if parsed.rejects or (reasons != "").any():
-        raise RuntimeError(f"block {piece.fb.block.index}: a planned row was rejected on loading")  # internal
-    return {"sample_id": (piece.fb.first_row + rows).astype(np.int64), "text": objects(parsed.text),
-            "label": labels}
+        raise RuntimeError(f"block {fb.block.index}: a planned row was rejected on loading")  # internal
+    return {"sample_id": (fb.first_row + rows).astype(np.int64), "text": objects(parsed.text), "label": labels}
 
 
 @dataclass
@@ -345,7 +411,8 @@ def plan_text(files: dict[str, storage.Location], layouts: dict[str, TextLayout]
     scans = map_tasks(scan_block, blocks, executor)
     blocks = _number(blocks, scans, files)
     names, items = _strata(blocks, scans)
-    ctx = SplitContext(tuple(blocks), names, tuple(it.k for it in items), feat if feat.idf else None)
+    ctx = SplitContext(tuple(blocks), names, tuple(it.k for it in items), feat if feat.idf else None,
+                       rows_per_piece)
     between = functools.partial(_vocab, items=items, names=names, classes=classes)
     counts, settled, handles = map_reduce(_assign_map, [(it, tuple(fractions), seed) for it in items],
                                           settle_block, len(blocks), executor, ctx, between=between)
@@ -373,9 +440,17 @@ def _merge(blocks: list[FileBlock], settled: list[Settled], handles: list[Any], 
             if fb.role != role:
                 continue
             n = s.rows[code]
-            for lo in range(0, max(n, 1), rows_per_piece):
-                hi = min(lo + rows_per_piece, n)
-                parts.append((Piece(fb, code, lo, hi, handle, vocab), hi - lo))
+            if s.pieces[code]:
+                lo = 0
+                for first, count, start, stop in s.pieces[code]:
+                    parts.append((Piece(fb, code, lo, lo + count, handle, vocab, (first, start, stop)), count))
+                    lo += count
+            elif fb.block.stop != -1:                        # no row of this split: an empty piece
+                parts.append((Piece(fb, code, 0, 0, handle, vocab, (0, 0, 0)), 0))
+            else:                                            # a compressed block is read whole
+                for lo in range(0, max(n, 1), rows_per_piece):
+                    hi = min(lo + rows_per_piece, n)
+                    parts.append((Piece(fb, code, lo, hi, handle, vocab), hi - lo))
             reader += [r for c, r in s.reader_rejects if c == code]
             labelled += [r for c, r in s.label_rejects if c == code]
             total += s.label_counts[code]
