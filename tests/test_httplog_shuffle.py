@@ -178,3 +178,19 @@ def test_exact_sums_match_rational_arithmetic_whatever_the_grouping() -> None:
             oracle = sum(Fraction(float(v)) for v in values[:, f])
             assert shuffle._add_exact([whole[f]]) == oracle
             assert shuffle._add_exact([p[f] for p in pieces]) == oracle
+
+
+def test_a_gzipped_log_and_two_files_give_the_plain_logs_shards(log: Path, tmp_path: Path) -> None:
+    import gzip
+
+    text = log.read_bytes()
+    (tmp_path / "gz").mkdir()
+    (tmp_path / "gz/access.log.gz").write_bytes(gzip.compress(text))
+    (tmp_path / "two").mkdir()
+    cut = text.index(b"\n", len(text) // 2) + 1
+    (tmp_path / "two/a.log").write_bytes(text[:cut])
+    (tmp_path / "two/b.log").write_bytes(text[cut:])
+    prepare(log, tmp_path / "plain", block_bytes=3000)
+    for name in ("gz", "two"):
+        prepare(tmp_path / name, tmp_path / f"out-{name}", block_bytes=3000)  # a directory: its files, one log
+        assert shard_bytes(tmp_path / f"out-{name}") == shard_bytes(tmp_path / "plain"), name
