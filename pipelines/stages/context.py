@@ -37,5 +37,5 @@ class PreparePlan:
 
     splits: tuple[str, ...]
     inputs: tuple[Any, ...]
-    files: dict[str, Path] = field(default_factory=dict)
+    files: dict[str, "Path | str"] = field(default_factory=dict)  # local Paths or URI strings
     reader: Any = None
