@@ -203,34 +203,29 @@ def check_rejects(name: str, rows: dict[str, np.ndarray], n_lines: int, max_reje
     n_rej = len(rows["sample_id"])
     if n_lines == 0 or n_rej > max_reject_fraction * n_lines:
         first = f"; first: line {rows['sample_id'][0]} {rows['reason'][0]}" if n_rej else ""
-        raise ShardtrainError(
-            f"{name}: {n_rej} of {n_lines} lines rejected (max_reject_fraction {max_reject_fraction}){first}"
-        )
+        raise ShardtrainError(f"{name}: {n_rej} of {n_lines} lines rejected "
+                              f"(max_reject_fraction {max_reject_fraction}){first}")
 
 
 def reject_summary(rows: dict[str, np.ndarray]) -> dict[str, Any]:
     """``count``, ``reasons`` (reason -> count, sorted by name) and the ``rows`` themselves."""
     reasons, counts = np.unique(rows["reason"].astype(str), return_counts=True)
-    return {"count": len(rows["sample_id"]), "reasons": {str(r): int(c) for r, c in zip(reasons, counts)},
-            "rows": rows}
+    return {"count": len(rows["sample_id"]), "reasons": dict(zip(map(str, reasons), map(int, counts))), "rows": rows}
 
 
 def parse_kdd(
     path: str | Path | bytes, detail_chars: int = 200, first_line: int = 1, name: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], int]:
-    """Parse KDD records (a file, or bytes whose first line is line ``first_line``): ``(columns, rejects, lines)``.
+    """KDD records of a file, or of bytes starting at line ``first_line``: ``(columns, reject rows, lines)``.
 
-    ``columns`` as :func:`read_kdd_file` returns them, ``rejects`` the rejected records'
-    columns (``sample_id`` = line number, ``reason``, ``detail``), ``lines`` the physical
-    lines read. No reject-fraction check: a caller that reads a file in blocks checks
-    the whole file's share once (:func:`check_rejects`).
+    No reject-fraction check: a caller reading a file in blocks checks it once (:func:`check_rejects`).
     """
     try:
         try:
             table, invalid = _read_csv(path, pa.float64())
         except pa.ArrowInvalid:  # a numeric field did not parse: re-read as text to find which
             table, invalid = _read_csv(path, pa.string())
-    except (OSError, pa.ArrowInvalid) as e:
+    except (OSError, pa.ArrowInvalid) as e:  # bytes are named by the caller's ``name``
         raise ShardtrainError(f"{name or path}: cannot read KDD records ({str(e).splitlines()[0]})") from e
     n_lines = table.num_rows + len(invalid)
     bad_line = np.zeros(n_lines + 1, dtype=bool)
