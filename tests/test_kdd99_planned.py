@@ -73,6 +73,7 @@ def kdd(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (root / "parts").mkdir()
     for k, (lo, hi) in enumerate([(0, 700), (700, 701), (701, len(train))]):
         (root / "parts" / f"part-{k}.csv").write_text("\n".join(train[lo:hi]) + "\n")
+    (root / "parts" / "part-3.csv").write_text("")  # an empty file adds no line
     (root / "test.csv").write_text("\n".join(_lines(800, 1, ("mailbomb", "brandnew"))) + "\n")
     (root / "kddcup99").mkdir()
     (root / "kddcup99" / "training_attack_types").write_text(TYPES)
@@ -148,7 +149,7 @@ def test_a_glob_of_several_files_is_the_concatenated_file(kdd: dict[str, Path]) 
     from shardtrain.shards import storage
 
     parts = storage.expand(str(kdd["root"] / "parts" / "part-*.csv"))
-    assert len(parts) == 3
+    assert len(parts) == 4
     many = _columns(stage.kdd99_jobs(parts, kdd["test"], kdd["types"], _options(), 0, "local", 4096))
     gz = _columns(stage.kdd99_jobs(kdd["gz"], kdd["test"], kdd["types"], _options(), 0, "local", 4096))
     for other in (many, gz):
