@@ -229,3 +229,18 @@ def test_real_files_planned_equal_the_in_memory_reader(data_dir: Path) -> None:
         assert np.array_equal(got["label_category"], want["label_category"])
         np.testing.assert_allclose(got["x"], want["x"], rtol=0, atol=1e-6)
     assert extra["counts"] == meta["counts"] and extra["attack_counts"] == meta["attack_counts"]
+
+
+def test_drop_duplicates_still_reads_in_the_driver_with_the_same_rows(kdd: dict[str, Path], tmp_path: Path) -> None:
+    lines = kdd["train"].read_text().splitlines()
+    dup = tmp_path / "dup.csv"
+    dup.write_text("\n".join(lines + lines[100:400]) + "\n")  # 300 exact copies of earlier records
+    opts = _options(drop_duplicates=True)
+    old, meta = kdd99.prepare_kdd99(dup, kdd["test"], kdd["types"], opts, seed=0)
+    jobs = stage.kdd99_jobs([dup], kdd["test"], kdd["types"], opts, 0, "local", 4096)
+    assert meta["duplicates_dropped"] >= 290  # (a reject among the copies is no record)
+    for job in jobs:
+        assert isinstance(job.source, dict)  # in memory: rows are compared across the whole input
+        for col, values in old[job.split].items():
+            assert np.array_equal(job.source[col], values), (job.split, col)
+    assert jobs[0].describe["extra"]["duplicates_dropped"] == meta["duplicates_dropped"]
