@@ -352,3 +352,44 @@ def test_cli_takes_a_data_dir_uri_and_words_a_missing_file_with_it_redacted(s3, 
     _no_secret(res.stdout + res.stderr)
     res = run_cli("run", "--help", env=env)
     assert "--data-dir DIR_OR_URI" in res.stdout and "s3://bucket/data" in res.stdout
+
+
+def _predicted(job) -> dict:
+    """A predict job's output columns and rejects, run in process."""
+    from shardtrain.stages.runner import process_shard
+
+    out, bad = process_shard(job.source, job.fn, job.ctx, 64)
+    return out | {"rejects": [r["reason"] for r in bad]}
+
+
+def test_predict_jobs_read_a_uri_like_the_local_file(s3, tmp_path):
+    from shardtrain.api import resolve_config
+
+    cfg = resolve_config({"dataset": {"name": "fashion-mnist"}})
+    fitted = {"labels": {"label": {"classes": list(cfg.dataset.classes)}},
+              "transform": {"decode": "array", "image_shape": [28, 28]}}
+    files = fake_fashion_mnist()
+    _upload(s3, "new/FashionMNIST/raw", {k: v for k, v in files.items() if k.startswith("t10k")})
+    local = _write_local(tmp_path / "new", "FashionMNIST/raw", {k: v for k, v in files.items() if k.startswith("t10k")})
+    want = _predicted(cfg.dataset.predict_job(cfg, fitted, local))
+    for where in (s3.uri("new"), s3.uri("new/FashionMNIST/raw/t10k-images-idx3-ubyte.gz")):
+        got = _predicted(cfg.dataset.predict_job(cfg, fitted, where))
+        assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want), where
+    with pytest.raises(ShardtrainError, match=f"s3://{s3.bucket}/empty: expected one"):
+        cfg.dataset.predict_job(cfg, fitted, s3.uri("empty"))
+
+    tree = _image_tree(tmp_path / "imgs")
+    tree["test/pred.csv"] = tree["ann.csv"]  # paths relative to the CSV's own folder, as predict reads them
+    (tmp_path / "imgs/test/pred.csv").write_bytes(tree["test/pred.csv"])
+    _upload(s3, "imgs", tree)
+    folder = resolve_config({"dataset": {"name": "image-folder", "options": {"root": str(tmp_path / "imgs/train")}}})
+    fitted = {"labels": {"label": {"classes": ["cat", "dog", "eel"]}},
+              "transform": {"decode": "image", "color": "grayscale", "size": [8, 8], "resize": True,
+                            "size_from": "option"}}
+    for rel in ("test", "test/pred.csv"):
+        want = _predicted(folder.dataset.predict_job(folder, fitted, tmp_path / "imgs" / rel))
+        got = _predicted(folder.dataset.predict_job(folder, fitted, s3.uri(f"imgs/{rel}")))
+        assert got["rejects"] == want["rejects"] and len(want["x"]) > 0, rel
+        assert all(np.array_equal(got[k], want[k]) for k in ("x", "label", "sample_id")), rel
+    with pytest.raises(ShardtrainError, match=f"s3://{s3.bucket}/imgs/nothing: not found"):
+        folder.dataset.predict_job(folder, fitted, s3.uri("imgs/nothing"))

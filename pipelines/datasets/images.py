@@ -109,7 +109,7 @@ class _IdxDataset(_ImageDataset):
         """An IDX images file (its ``-labels-idx1-ubyte[.gz]`` beside it optional), or a folder with one such pair."""
         from shardtrain.readers.idx import read_idx_pair
 
-        images_path, labels_path = predict_idx_files(Path(path))
+        images_path, labels_path = predict_idx_files(path if _is_remote(path) else Path(path))
         if labels_path is not None:
             images, labels = read_idx_pair(images_path, labels_path)
         else:
@@ -117,11 +117,11 @@ class _IdxDataset(_ImageDataset):
 
             images, labels = read_idx(images_path), None
             if images.dtype != np.uint8 or images.ndim != 3:
-                raise ShardtrainError(f"{images_path}: expected IDX magic {IMAGES_MAGIC} (uint8, 3 dims), got "
+                raise ShardtrainError(f"{storage.redact(images_path)}: expected IDX magic {IMAGES_MAGIC} (uint8, 3 dims), got "
                                       f"{images.dtype} with {images.ndim} dims")
         want = (fitted.get("transform") or {}).get("image_shape") or [28, 28]
         if list(images.shape[1:]) != list(want):
-            raise ShardtrainError(f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, the run was "
+            raise ShardtrainError(f"{storage.redact(images_path)}: images are {images.shape[1]}x{images.shape[2]}, the run was "
                                   f"trained on {want[0]}x{want[1]}")
         source: dict[str, Any] = {"sample_id": np.arange(len(images), dtype=np.int64), "x": images}
         label_desc = {k: v for k, v in (fitted.get("labels") or {}).items()}
@@ -139,14 +139,50 @@ def _identities(plan: PreparePlan) -> list[str]:
     return [prints.get(name, "") for name in plan.files]
 
 
-def predict_idx_files(path: Path) -> tuple[Path, Path | None]:
+def _is_remote(location: Any) -> bool:
+    """Whether a location is on an object store (a URI other than ``file://``)."""
+    return storage.is_uri(location) and not storage.is_local(location)
+
+
+def _remote_idx_files(path: str) -> tuple[str, str | None]:
+    """``predict_idx_files`` for a URI: an images object, or a prefix holding exactly one (listed once per folder)."""
+    from shardtrain.readers.idx import TORCHVISION_LAYOUTS
+
+    shown = storage.redact(path)
+    if storage.file_size(path) is None:
+        found = sorted({str(storage.join(d, name)) for d in (path, *(storage.join(path, *t.split("/"))
+                                                                      for t in TORCHVISION_LAYOUTS))
+                        for name in storage.listdir(d) if "-images-idx3-ubyte" in name
+                        and storage.file_size(storage.join(d, name)) is not None})
+        names = {storage.basename(f).removesuffix(".gz") for f in found}
+        if len(names) != 1:
+            what = ", ".join(storage.basename(f) for f in found) or "none"
+            raise ShardtrainError(f"{shown}: expected one *-images-idx3-ubyte[.gz] file, found {what} "
+                                  "(name the file to predict)")
+        path = min(found, key=lambda f: f.endswith(".gz"))  # the uncompressed one when both are there
+    name = storage.basename(path)
+    if "-images-idx3-ubyte" not in name:
+        raise ShardtrainError(f"{storage.redact(path)}: expected an IDX images file named *-images-idx3-ubyte[.gz]")
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(path)  # the folder of the object, keeping a query (``?endpoint_override=...``)
+    parent = urlunsplit((parts.scheme, parts.netloc, parts.path.rsplit("/", 1)[0], parts.query, ""))
+    stem = name.split("-images-idx3-ubyte")[0]
+    labels = [str(storage.join(parent, f"{stem}-labels-idx1-ubyte{s}")) for s in ("", ".gz")]
+    return path, next((f for f in labels if storage.file_size(f) is not None), None)
+
+
+def predict_idx_files(path: Location) -> tuple[Location, Location | None]:
     """The images file to predict and its labels file when one lies beside it (else None).
 
     ``path`` is a ``*-images-idx3-ubyte[.gz]`` file, or a folder holding exactly one such
-    file (torchvision's ``raw/`` layouts included).
+    file (torchvision's ``raw/`` layouts included); either may be a URI on a store.
     """
     from shardtrain.readers.idx import TORCHVISION_LAYOUTS
 
+    if _is_remote(path):
+        return _remote_idx_files(str(path))
+    path = Path(path)
     if path.is_dir():
         found = sorted({p for d in (path, *(path / t for t in TORCHVISION_LAYOUTS))
                         for p in d.glob("*-images-idx3-ubyte*") if p.is_file()})
@@ -374,6 +410,17 @@ class ImageFolder(_ImageDataset):
                                   "(prepared by an older shardtrain?); re-run --stage prepare")
         vocab = LabelVocab.from_index(fitted["labels"]["label"])
         decode = DecodeOptions.from_transform(fitted["transform"])
+        if _is_remote(path):  # on a store: an annotations CSV object, else a folder (prefix) of images
+            o = self.options
+            if storage.file_size(path) is not None:
+                ann = read_annotations(path, None, o.path_col, o.label_col, header=o.header, delimiter=o.delimiter,
+                                       require_label=False)
+            elif storage.listdir(path):
+                ann = read_class_folders(path, labelled=has_class_folders(path, vocab.classes))
+            else:
+                raise ShardtrainError(f"{storage.redact(path)}: not found (give an annotations CSV or an image folder)")
+            return stage.prepare_job(cfg, "predict", encode_labels(ann, vocab, strict=False),
+                                     {"label": vocab.describe()}, decode)
         path = Path(path)
         if path.is_dir():
             ann = read_class_folders(path, labelled=has_class_folders(path, vocab.classes))
