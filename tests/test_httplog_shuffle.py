@@ -164,22 +164,6 @@ def test_too_many_rejects_fail_before_any_reduce_naming_the_first_line(tmp_path:
         shuffle.connections([str(path)], HttpLogOptions(), "local", 200, 3, "bad.log")
 
 
-def test_exact_sums_match_rational_arithmetic_whatever_the_grouping() -> None:
-    from fractions import Fraction
-
-    x = (np.random.default_rng(0).normal(size=(40000, 3)) * 1e3).astype(np.float32).astype(np.float64)
-    x[:5] = 0
-    x[5:9, 1] = np.array([1e-40, 3e30, -2.5, 7], np.float32)  # a subnormal, a huge value, negatives
-    x[:, 2] = 1.0
-    for values, bits in ((x, 24), (x * x, 48)):  # float32 values and their (exact) squares
-        whole = shuffle.exact_sums(values, bits)
-        pieces = [shuffle.exact_sums(values[a:b], bits) for a, b in ((0, 300), (300, 300), (300, 40000))]
-        for f in range(3):
-            oracle = sum(Fraction(float(v)) for v in values[:, f])
-            assert shuffle._add_exact([whole[f]]) == oracle
-            assert shuffle._add_exact([p[f] for p in pieces]) == oracle
-
-
 def test_a_gzipped_log_and_two_files_give_the_plain_logs_shards(log: Path, tmp_path: Path) -> None:
     import gzip
 

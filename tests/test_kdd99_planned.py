@@ -20,7 +20,6 @@ import pytest
 import shardtrain
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.readers import kdd99
-from shardtrain.readers import kdd99_blocks as kb
 from shardtrain.stages import kdd99 as stage
 from tests.s3server import moto_endpoint, s3  # noqa: F401  (pytest fixtures)
 
@@ -129,19 +128,6 @@ def test_carve_is_the_in_memory_validation_mask_row_for_row(kdd: dict[str, Path]
         val = next(j for j in jobs if j.split == "val").source
         assert val.read(0, val.rows())["sample_id"].tolist() == cols["line_no"][expected].tolist()
         assert len(val.parts) > 1  # read from several blocks
-
-
-def test_exact_sums_do_not_depend_on_how_rows_are_grouped() -> None:
-    rng = np.random.default_rng(5)
-    v = np.r_[rng.normal(0, 1e6, 5000), rng.random(5000) * 1e-3, -rng.random(100), [0.0, 1e-300, 3.5]]
-    parts = np.array_split(rng.permutation(v), 7)
-    assert sum(kb.exact_sum(p) for p in parts) == kb.exact_sum(v)
-    assert sum(kb.exact_square_sum(p) for p in parts) == kb.exact_square_sum(v)
-    mean, std = kb.moments(v.size, [kb.exact_sum(v)], [kb.exact_square_sum(v)])
-    assert mean[0] == pytest.approx(v.mean(), rel=1e-12) and std[0] == pytest.approx(v.std(), rel=1e-12)
-    from fractions import Fraction
-
-    assert Fraction(kb.exact_sum(v), 1 << 1126) == sum(Fraction(float(x)) for x in v)
 
 
 def test_a_glob_of_several_files_is_the_concatenated_file(kdd: dict[str, Path]) -> None:

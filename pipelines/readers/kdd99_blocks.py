@@ -26,7 +26,6 @@ The driver (``shardtrain.stages.kdd99``) merges the summaries in block order:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -34,14 +33,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shardtrain.core.errors import ShardtrainError
+from shardtrain.core.exact import exact_square_sum, exact_sum
 from shardtrain.features.logs import hash_unit
 from shardtrain.readers import kdd99
 from shardtrain.shards import storage
 from shardtrain.shards.blocks import Block, read_block
 
 BUCKETS = 1 << 12  # hash buckets per attack class: the boundary pass returns ~n_class / BUCKETS rows
-_SHIFT = 1126  # every finite float64 times 2**_SHIFT is an integer (the smallest subnormal is 2**-1074)
-_CHUNK = 1 << 24  # rows per bincount: partial sums of 27-bit halves stay below 2**53, so float64 is exact
 
 Piece = tuple[Block, int]  # (block, line number of its first line)
 
@@ -158,47 +156,6 @@ class Carve:
         l_cut = np.array([self.cutoff[n][1] for n in names] + [0], dtype=np.int64)
         h, line = hash_unit(self.seed, cols["line_no"]), cols["line_no"]
         return (h < h_cut[idx]) | ((h == h_cut[idx]) & (line <= l_cut[idx]))
-
-
-def exact_sum(v: np.ndarray) -> int:
-    """``sum(v) * 2**_SHIFT`` exactly, as an int: every float split into mantissa halves, summed per exponent."""
-    v = v[v != 0]  # KDD columns are mostly zeros
-    if v.size == 0:
-        return 0
-    if np.abs(v).max() < float(1 << 52) / v.size:  # then, if all are integers, an int64 sum is exact
-        as_int = v.astype(np.int64)
-        if np.array_equal(as_int, v):
-            return int(as_int.sum()) << _SHIFT
-    m, e = np.frexp(v)
-    mant = (m * float(1 << 53)).astype(np.int64)  # exact: |m| in [0.5, 1)
-    e = e.astype(np.int64) - 53 + _SHIFT  # v = mant * 2**(e - _SHIFT), e >= 0
-    hi, lo = mant >> 26, mant & ((1 << 26) - 1)  # mant = hi * 2**26 + lo, |hi| < 2**27, 0 <= lo < 2**26
-    total = 0
-    for start in range(0, v.size, _CHUNK):
-        ek = e[start:start + _CHUNK]
-        sh = np.bincount(ek, weights=hi[start:start + _CHUNK].astype(np.float64))
-        sl = np.bincount(ek, weights=lo[start:start + _CHUNK].astype(np.float64))
-        for k in np.flatnonzero((sh != 0) | (sl != 0)):
-            total += ((int(sh[k]) << 26) + int(sl[k])) << int(k)
-    return total
-
-
-def exact_square_sum(v: np.ndarray) -> int:
-    """``sum(v * v) * 2**_SHIFT`` exactly: each square as an unevaluated float sum ``p + err`` (Dekker)."""
-    p = v * v
-    a = v * float((1 << 27) + 1)
-    hi = a - (a - v)
-    lo = v - hi
-    err = ((hi * hi - p) + 2.0 * hi * lo) + lo * lo
-    return exact_sum(p) + exact_sum(err)
-
-
-def moments(n: int, s1: list[int], s2: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population std (ddof 0, as numpy's) per column from exact sums, each rounded once."""
-    scale = n << _SHIFT
-    mean = [Fraction(a, scale) for a in s1]
-    var = [max(Fraction(b, scale) - m * m, Fraction(0)) for b, m in zip(s2, mean)]
-    return np.array([float(m) for m in mean]), np.sqrt(np.array([float(x) for x in var]))
 
 
 def stats_piece(piece: Piece, detail_chars: int, carve: Carve, log_cols: np.ndarray) -> dict[str, Any]:

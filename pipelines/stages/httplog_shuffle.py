@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import functools
 import zlib
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shardtrain.core import exact
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.features import logs
 from shardtrain.readers.httplog import HttpLogOptions, lines_from_bytes, parse_clf
@@ -195,7 +195,8 @@ def map_assign(conn: dict[str, np.ndarray], rule: str, cuts: list, seed: int, fr
     """Split codes and train moments of one host partition; its rows cut into ranges of line numbers."""
     code = split_codes(conn, rule, cuts, seed, fractions)
     x = conn["x"][code == 0].astype(np.float64)  # (n, F), float32 values: squares are exact in float64
-    moments = {"n": int(x.shape[0]), "sum": exact_sums(x, 24), "sq": exact_sums(x * x, 48)}
+    moments = {"n": int(x.shape[0]), "sum": [exact.exact_sum(col) for col in x.T],
+               "sq": [exact.exact_square_sum(col) for col in x.T]}
     rng = np.searchsorted(bounds, conn["sample_id"], side="right")
     parts = []
     for r in range(len(bounds) + 1):
@@ -204,54 +205,19 @@ def map_assign(conn: dict[str, np.ndarray], rule: str, cuts: list, seed: int, fr
     return moments, parts
 
 
-def exact_sums(x: np.ndarray, bits: int) -> list[tuple[int, int]]:
-    """Exact column sums of ``x`` (N, F) float64 whose values have at most ``bits`` significant bits.
-
-    Returns ``(m, e)`` per column (the sum is m * 2**e). Each value is an integer
-    mantissa below ``2**bits`` times a power of two; mantissas are summed per (column,
-    exponent) in int64, in row chunks small enough never to overflow, then shifted into
-    one Python integer per column: the result depends on the set of values only, never
-    on their order or on how they were grouped into partitions.
-    """
-    n, width = x.shape
-    if n == 0:
-        return [(0, 0)] * width
-    frac, exp = np.frexp(x)
-    mant = (frac * 2.0**bits).astype(np.int64)  # exact: at most `bits` significant bits
-    low = exp.min(axis=0)  # (F,)
-    off = (exp - low).astype(np.int64)  # (N, F)
-    span = int(off.max()) + 1
-    key = off + np.arange(width, dtype=np.int64) * span  # (N, F): one bin per (column, exponent)
-    totals = [0] * width
-    chunk = 1 << (62 - bits)
-    for i in range(0, n, chunk):
-        acc = np.zeros(width * span, np.int64)
-        np.add.at(acc, key[i:i + chunk].ravel(), mant[i:i + chunk].ravel())
-        for k in np.flatnonzero(acc):
-            totals[k // span] += int(acc[k]) << int(k % span)
-    return [(t, int(lo) - bits) for t, lo in zip(totals, low)]
-
-
-def _add_exact(sums: list[tuple[int, int]]) -> Fraction:
-    """Sum of ``(m, e)`` pairs (``exact_sums``), exactly."""
-    low = min((e for _, e in sums), default=0)
-    return Fraction(sum(m << (e - low) for m, e in sums)) * Fraction(2) ** low
-
-
 def merge_moments(summaries: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Train mean and std (float64 (F,)) from per-partition exact sums: the same for any partitioning.
 
     Mean and variance are exact rationals rounded once to float64 (the population std,
-    as ``numpy.std``); a constant feature gets std 1, no train row mean 0 and std 1.
+    as ``numpy.std``; ``shardtrain.core.exact``); a constant feature gets std 1, no train
+    row mean 0 and std 1.
     """
     width = len(logs.FEATURE_NAMES)
     n = sum(s["n"] for s in summaries)
     if n == 0:
         return {"mean": np.zeros(width), "std": np.ones(width)}
-    total = [_add_exact([s["sum"][f] for s in summaries]) for f in range(width)]
-    squares = [_add_exact([s["sq"][f] for s in summaries]) for f in range(width)]
-    mean = np.array([float(t / n) for t in total])
-    std = np.sqrt(np.array([float((q - t * t / n) / n) for t, q in zip(total, squares)]))
+    mean, std = exact.moments(n, [sum(s["sum"][f] for s in summaries) for f in range(width)],
+                              [sum(s["sq"][f] for s in summaries) for f in range(width)])
     return {"mean": mean, "std": np.where(std > 1e-12, std, 1.0)}
 
 

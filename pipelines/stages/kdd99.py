@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from shardtrain.core import exact
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.readers import kdd99
 from shardtrain.readers import kdd99_blocks as kb
@@ -71,7 +72,7 @@ def kdd99_jobs(train: Sequence[storage.Location] | storage.Location,
     n_train = sum(s["train"] for s in stats)
     if n_train == 0:
         raise ShardtrainError(f"{_name(train)}: no training row left after rejects and the validation carve")
-    mean, std = kb.moments(n_train, [sum(c) for c in zip(*(s["s1"] for s in stats))],
+    mean, std = exact.moments(n_train, [sum(c) for c in zip(*(s["s1"] for s in stats))],
                            [sum(c) for c in zip(*(s["s2"] for s in stats))])
     std = np.where(std > 1e-12, std, 1.0)  # num_outbound_cmds is constant 0 in KDD
     vocab = {c: sorted({v for s in stats for v in s["vocab"][c]}) for c in kdd99.SYMBOLIC}

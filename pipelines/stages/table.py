@@ -37,13 +37,13 @@ from __future__ import annotations
 import functools
 import math
 import uuid
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shardtrain.core import exact
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.core.labels import LabelVocab
 from shardtrain.readers.table import (NUMERIC_SHARE, TableOptions, categories, check_columns, column_names, numbers,
@@ -334,8 +334,8 @@ def _fit(plan: dict[str, Any], parts: list[tp.Part], fits: list[dict[str, Any]])
     numeric_specs, names, indicators = [], [], []
     for j, name in enumerate(tp.numeric_names(plan)):
         seen = sum(f["numeric"][j]["seen"] for f in fits)
-        total = sum(f["numeric"][j]["sum"] for f in fits) + tp.scaled(medians[j], keep - seen)
-        spec = {"name": name, "log1p": name in opts.log1p, "median": medians[j], "mean": tp.exact_mean(total, keep),
+        total = sum(f["numeric"][j]["sum"] for f in fits) + exact.scaled(medians[j], keep - seen)
+        spec = {"name": name, "log1p": name in opts.log1p, "median": medians[j], "mean": exact.exact_mean(total, keep),
                 "std": 1.0, "indicator": bool(opts.missing == "impute" and seen < keep)}
         numeric_specs.append(spec)
         names.append(("log1p_" if spec["log1p"] else "") + name)
@@ -363,13 +363,13 @@ def _fit(plan: dict[str, Any], parts: list[tp.Part], fits: list[dict[str, Any]])
             plan.update(classes=list(vocab.classes), classes_from=vocab.source)
         transform.update(classes=list(plan["classes"]), classes_from=plan["classes_from"])
     else:
-        transform["label_stats"] = {"mean": tp.exact_mean(sum(f["y"] for f in fits), keep), "std": 1.0}
+        transform["label_stats"] = {"mean": exact.exact_mean(sum(f["y"] for f in fits), keep), "std": 1.0}
     return transform
 
 
 def _std(total: int, n: int) -> float:
     """``sqrt`` of the correctly rounded mean of the squared deviations (their exact sum is ``total``)."""
-    return math.sqrt(float(Fraction(total, n << tp.SCALE)))
+    return math.sqrt(float(exact.to_fraction(total) / n))
 
 
 def prepare_jobs(opts: TableOptions, roles: dict[str, tuple[list[str], str]], seed: int, executor: str = "local",

@@ -13,7 +13,7 @@ task's piece of a split. The cell parsing and the reject rules here are shared w
 Statistics that one numpy call gave over all training rows are merged from per-part
 summaries so that the result does not depend on how the input was cut:
 
-- sums are exact (:func:`exact_sum`: float64 mantissas added as integers per exponent),
+- sums are exact (``shardtrain.core.exact.exact_sum``: float64 mantissas added as integers per exponent),
   so a mean (and a variance from exact sums of the rounded squared deviations) is the
   correctly rounded value whatever the block size or executor, within an ulp or two of
   numpy's pairwise sums;
@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shardtrain.core.errors import ShardtrainError
+from shardtrain.core.exact import exact_sum
 from shardtrain.core.labels import EMPTY_LABEL, UNKNOWN_LABEL, LabelVocab
 from shardtrain.readers.table import (Inputs, TableOptions, categories, numbers, read_arrow_whole, read_csv_bytes,
                                       read_jsonl_bytes, type_class)
@@ -46,7 +46,6 @@ SPLIT_VALUES = {"train": 0, "val": 1, "validation": 1, "valid": 1, "test": 2}
 ROLE_CODE = {"path": 0, "val_path": 1, "test_path": 2}
 OTHER, MISSING = "<other>", "<missing>"
 
-SCALE = 1126  # every float64 is an integer multiple of 2**-1126 once split as M * 2**(e-53)
 DIGITS = 1 << 16  # one radix level of a median search: 16 bits of the key
 FEW = 4096  # a part sends its matching values themselves (distinct, with counts) when it has at most this many
 
@@ -137,37 +136,6 @@ def read_part(part: Part, names: list[str], delimiter: str, header: bool,
         where = f" bytes {part.block.start}-{part.block.stop}" if part.block is not None and part.block.start else ""
         raise ShardtrainError(f"{storage.redact(part.location)}{where}: cannot read as {part.fmt} "
                               f"({str(e).splitlines()[0] if str(e) else e})") from e
-
-
-# --- exact sums ---------------------------------------------------------------------------
-
-def exact_sum(values: np.ndarray) -> int:
-    """The exact sum of float64 ``values`` (finite) as an integer ``S``: the sum is ``S * 2**-SCALE``."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[v != 0]
-    if not v.size:
-        return 0
-    m, e = np.frexp(v)
-    mant = (m * (1 << 53)).astype(np.int64)  # exact: |m| < 1 has 53 bits
-    order = np.argsort(e, kind="stable")
-    e, mant = e[order], mant[order]
-    starts = np.flatnonzero(np.concatenate([[True], e[1:] != e[:-1]]))
-    hi = np.add.reduceat(mant >> 26, starts)  # halves: 2**27 each, so 2**36 of them fit an int64
-    lo = np.add.reduceat(mant & ((1 << 26) - 1), starts)
-    total = 0
-    for ex, h, low in zip(e[starts].tolist(), hi.tolist(), lo.tolist()):
-        total += ((h << 26) + low) << (ex - 53 + SCALE)
-    return total
-
-
-def exact_mean(total: int, n: int) -> float:
-    """``total * 2**-SCALE / n``, correctly rounded to float64."""
-    return float(Fraction(total, n << SCALE)) if n else 0.0
-
-
-def scaled(value: float, count: int = 1) -> int:
-    """``count`` copies of ``value`` as an exact sum (for imputed cells, all equal to the median)."""
-    return exact_sum(np.array([value])) * int(count)
 
 
 # --- exact medians ------------------------------------------------------------------------
