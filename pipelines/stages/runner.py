@@ -230,9 +230,9 @@ def plan_tasks(job: SplitJob, out_dir: storage.Location, rows_per_shard: int,
     # Class names travel with each task into its shard's metadata (HF datasets reads them).
     classes = {col: desc.get("classes") for col, desc in job.describe.get("labels", {}).items()}
     target = str(storage.join(out_dir, job.split))
-    extra = {}
-    if not storage.is_local(out_dir):
-        extra["storage_env"] = {k: os.environ[k] for k in STORAGE_ENVS if os.environ.get(k)}
+    # Always, not only for a remote out_dir: a task may read its inputs from a store too.
+    env = {k: os.environ[k] for k in STORAGE_ENVS if os.environ.get(k)}
+    extra = {"storage_env": env} if env else {}
     return [
         {"split": job.split, "index": i, "count": count, "start": i * rows_per_shard,
          "stop": min((i + 1) * rows_per_shard, n), "out_dir": target,
