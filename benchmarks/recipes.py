@@ -127,7 +127,7 @@ def fmt(mean: float | None, std: float | None, digits: int = 4) -> str:
 def command(recipe: dict[str, Any], sets: Sequence[str], seed: int | str = "S") -> str:
     """The ``shardtrain run`` command line of one run, as the README shows it."""
     parts = ["shardtrain", "run", recipe["preset"], "--data-dir", "$SHARDTRAIN_DATA", "--out", "OUT",
-             "--set", f"seed={seed}", *sets]
+             "--set", f"seed={seed}", f"model.seed={seed}", *sets]
     return " ".join(p if "{" not in p and " " not in p else f"'{p}'" for p in parts)
 
 
@@ -154,7 +154,9 @@ def run_once(recipe: dict[str, Any], sets: Sequence[str], seed: int, out: Path, 
     runs = out / "runs"
     before = set(runs.iterdir()) if runs.exists() else set()
     argv = [*shardtrain_argv(), "run", preset_arg(recipe["preset"]), "--data-dir", str(data_dir()), "--out", str(out),
-            "--executor", executor, "-q", "--set", f"seed={seed}", *sets]
+            # Both seeds: `seed` (data order, validation carve, dropout) and `model.seed` (the initial
+            # weights, the bagging bootstraps); with `seed` alone the spread over seeds is too small.
+            "--executor", executor, "-q", "--set", f"seed={seed}", f"model.seed={seed}", *sets]
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with open(log, "w") as fh:

@@ -267,7 +267,8 @@ class Config(Section):
         return self
 
 
-PRESETS = ("demo", "fashion-mnist", "fashion-mnist-multitask", "fashion-mnist-bagging", "sms-spam", "kdd99", "nasa-http")
+PRESETS = ("demo", "fashion-mnist", "fashion-mnist-multitask", "fashion-mnist-bagging", "sms-spam", "sms-spam-best", "kdd99",
+           "nasa-http")
 
 
 class _Yaml12Loader(yaml.SafeLoader):
