@@ -118,3 +118,25 @@ def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> S
     fs.S3FileSystem(endpoint_override=moto_endpoint, region=REGION, access_key=FAKE_KEY_ID,
                     secret_key=FAKE_SECRET, allow_bucket_creation=True).create_dir(bucket.bucket)
     return bucket
+
+
+@pytest.fixture
+def ray_in_s3_env(s3):  # noqa: F811  (the fixture above)
+    """A local Ray (2 CPUs) started after ``s3`` set the environment, so its workers hold the fake credentials.
+
+    Workers of a Ray started earlier in the session have none (the runner passes the
+    endpoint and region, never a credential); their unsigned uploads reach moto with
+    aws-chunked framing that moto keeps in the object. A Ray that was running is restored.
+    """
+    import ray
+
+    from shardtrain.stages.ray_exec import ensure_ray
+
+    was_running = ray.is_initialized()
+    if was_running:
+        ray.shutdown()
+    ensure_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+    if was_running:
+        ensure_ray(num_cpus=2)

@@ -26,7 +26,7 @@ from shardtrain.data.batching import per_rank_rows
 from shardtrain.config import Config, load_config
 from shardtrain.api import run_stages
 from shardtrain.training.stage import RUN_DIR_ENV, evaluate
-from tests.s3server import moto_endpoint, s3  # noqa: F401  (pytest fixtures; taken as arguments below)
+from tests.s3server import moto_endpoint, ray_in_s3_env, s3  # noqa: F401  (pytest fixtures; taken as arguments below)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.ray]
 
@@ -161,26 +161,6 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, prepared, fresh_r
     assert (storage / run_dir.name / f"epoch0000-step{summary['global_step']:07d}-end" / "checkpoint.ckpt").is_file()
     assert result.trainer.current_epoch == 1 and result.best_ckpt.endswith("best.ckpt")
 
-
-@pytest.fixture
-def ray_in_s3_env(s3):  # noqa: F811  (the fixture)
-    """A local Ray started after ``s3`` set the environment (its workers hold the fake credentials).
-
-    Workers of the session's Ray have none (nothing passes a credential to them), and their
-    unsigned uploads reach moto in a framing it stores as is. The earlier Ray is restored.
-    """
-    import ray
-
-    from shardtrain.stages.ray_exec import ensure_ray
-
-    was_running = ray.is_initialized()
-    if was_running:
-        ray.shutdown()
-    ensure_ray(num_cpus=2)
-    yield ray
-    ray.shutdown()
-    if was_running:
-        ensure_ray(num_cpus=2)
 
 
 def test_ray_launcher_with_an_s3_out_checkpoints_into_the_bucket(s3, ray_in_s3_env, fresh_run, tmp_path,  # noqa: F811

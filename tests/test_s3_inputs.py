@@ -28,7 +28,7 @@ import shardtrain
 from shardtrain.core.errors import ShardtrainError
 from shardtrain.datasets.files import FASHION_MNIST_FILES, file_fingerprint, locate, search_roots
 from shardtrain.shards import storage
-from tests.s3server import FAKE_KEY_ID, FAKE_SECRET, moto_endpoint, s3  # noqa: F401  (pytest fixtures)
+from tests.s3server import FAKE_KEY_ID, FAKE_SECRET, moto_endpoint, ray_in_s3_env, s3  # noqa: F401  (pytest fixtures)
 
 N_TRAIN, N_TEST = 230, 70
 SMALL = ["prepare.rows_per_shard=64", "prepare.batch_rows=32"]
@@ -199,27 +199,6 @@ def _in_memory_reference(root: Path, out: Path) -> dict[str, str]:
               config={}, dataset="fashion-mnist")
     return _shard_hashes(out)
 
-
-@pytest.fixture
-def ray_in_s3_env(s3):
-    """A local Ray (2 CPUs) started after ``s3`` set the environment, so its workers hold the fake credentials.
-
-    Workers of a Ray started earlier in the session have none (the runner passes the
-    endpoint and region, never a credential); their unsigned uploads reach moto with
-    aws-chunked framing that moto keeps in the object. A Ray that was running is restored.
-    """
-    import ray
-
-    from shardtrain.stages.ray_exec import ensure_ray
-
-    was_running = ray.is_initialized()
-    if was_running:
-        ray.shutdown()
-    ensure_ray(num_cpus=2)
-    yield ray
-    ray.shutdown()
-    if was_running:
-        ensure_ray(num_cpus=2)
 
 
 @pytest.mark.ray

@@ -83,21 +83,7 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     uint8/int8 payloads come back as a read-only zero-copy view of ``data``; multi-byte
     payloads are converted to native byte order (a copy). ``name`` is used in errors.
     """
-    if len(data) < 4:
-        raise ShardtrainError(f"{name}: too short for an IDX header ({len(data)} bytes)")
-    zero, code, ndim = int.from_bytes(data[:2], "big"), data[2], data[3]
-    if zero != 0:
-        magic = int.from_bytes(data[:4], "big")
-        raise ShardtrainError(f"{name}: not an IDX file (magic {magic:#010x}, expected 0x0000XXNN)")
-    if code not in IDX_DTYPES:
-        raise ShardtrainError(
-            f"{name}: unknown IDX dtype code {code:#04x} (known: {', '.join(f'{c:#04x}' for c in IDX_DTYPES)})"
-        )
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header:
-        raise ShardtrainError(f"{name}: IDX header declares {ndim} dims but the file has {len(data)} bytes")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = IDX_DTYPES[code]
+    dtype, shape, header = _parse_header(data, name)
     expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) != expected:
         raise ShardtrainError(
